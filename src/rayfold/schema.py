@@ -1,0 +1,69 @@
+"""Arrow schemas of every table rayfold writes, declared once.
+
+Later stages and users rely on these names and types: change them only together with a version
+bump of `SCHEMA_VERSION` (stored in each table's metadata).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+
+XYZ = pa.list_(pa.float32(), 3)
+
+FRAGMENTS = pa.schema(
+    [
+        pa.field("fragment_id", pa.string(), nullable=False),  # <entry_id>_f<n>, n from 1 in chain then residue order
+        pa.field("entry_id", pa.string(), nullable=False),
+        pa.field("chain_id", pa.string(), nullable=False),
+        pa.field("accession", pa.string()),  # UniProt accession when known
+        pa.field("source_uri", pa.string(), nullable=False),
+        pa.field("fragment_index", pa.int32(), nullable=False),
+        pa.field("n_residues", pa.int32(), nullable=False),
+        pa.field("n_segments", pa.int32(), nullable=False),
+        pa.field("chopping", pa.string(), nullable=False),  # author numbers, 'start-end' joined by '_'
+        pa.field("sequence", pa.string(), nullable=False),
+        pa.field("residue_index", pa.list_(pa.int32()), nullable=False),  # 0-based, into the chain's CA residues
+        pa.field("plddt", pa.list_(pa.float32()), nullable=False),
+        pa.field("ca_coords", pa.list_(XYZ), nullable=False),  # Angstrom
+        pa.field("mean_plddt", pa.float32(), nullable=False),
+        pa.field("radius_of_gyration", pa.float32(), nullable=False),
+        pa.field("rg_ratio", pa.float32(), nullable=False),  # Rg / (2.2 N^0.38)
+        pa.field("contact_density", pa.float32(), nullable=False),  # long-range CA contacts per residue
+        pa.field("passed", pa.bool_(), nullable=False),
+        pa.field("fail_reason", pa.string()),
+    ],
+    metadata={"rayfold_table": "fragments", "rayfold_schema_version": SCHEMA_VERSION},
+)
+
+CHAINS = pa.schema(
+    [
+        pa.field("entry_id", pa.string(), nullable=False),
+        pa.field("chain_id", pa.string(), nullable=False),
+        pa.field("accession", pa.string()),
+        pa.field("source_uri", pa.string(), nullable=False),
+        pa.field("n_residues", pa.int32(), nullable=False),
+        pa.field("n_usable", pa.int32(), nullable=False),  # pLDDT >= cutoff
+        pa.field("n_fragments", pa.int32(), nullable=False),
+        pa.field("n_dropped_short", pa.int32(), nullable=False),
+        pa.field("mean_plddt", pa.float32(), nullable=False),
+        pa.field("plddt_source", pa.string(), nullable=False),
+        pa.field("linker_index", pa.list_(pa.int32()), nullable=False),  # residues cut as linkers
+    ],
+    metadata={"rayfold_table": "chains", "rayfold_schema_version": SCHEMA_VERSION},
+)
+
+ERRORS = pa.schema(
+    [
+        pa.field("source_uri", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),  # read | parse | fragment
+        pa.field("error_kind", pa.string(), nullable=False),
+        pa.field("message", pa.string(), nullable=False),
+    ],
+    metadata={"rayfold_table": "errors", "rayfold_schema_version": SCHEMA_VERSION},
+)
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table()

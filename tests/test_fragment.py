@@ -1,0 +1,130 @@
+import numpy as np
+import pytest
+
+from rayfold.config import FragmentConfig
+from rayfold.fragment import (
+    chopping,
+    contiguous_segments,
+    expected_radius_of_gyration,
+    fragment_chain,
+    radius_of_gyration,
+    rejoin_segments,
+    smooth_along_sequence,
+)
+from rayfold.structure import Chain
+
+
+def make_chain(coords: np.ndarray, plddt: np.ndarray, first_number: int = 1) -> Chain:
+    n = len(coords)
+    return Chain(
+        entry_id="TEST",
+        accession=None,
+        chain_id="A",
+        sequence="A" * n,
+        residue_numbers=np.arange(first_number, first_number + n, dtype=np.int32),
+        insertion_codes=np.array([""] * n),
+        ca_coords=np.asarray(coords, dtype=np.float32),
+        plddt=np.asarray(plddt, dtype=np.float32),
+        plddt_source="b_factor",
+    )
+
+
+def compact_walk(n: int, rng: np.random.Generator, centre=(0.0, 0.0, 0.0), radius: float | None = None) -> np.ndarray:
+    """A chain of 3.8 A steps confined to a ball: a crude compact domain."""
+    radius = radius or float(expected_radius_of_gyration(n)) * 1.29  # ball radius for that Rg
+    points = [np.asarray(centre, dtype=float)]
+    while len(points) < n:
+        step = rng.normal(size=3)
+        step *= 3.8 / np.linalg.norm(step)
+        candidate = points[-1] + step
+        if np.linalg.norm(candidate - centre) <= radius:
+            points.append(candidate)
+    return np.array(points)
+
+
+def test_segments_split_on_mask_and_chain_break():
+    coords = np.column_stack([np.arange(10) * 3.8, np.zeros(10), np.zeros(10)])
+    coords[6:] += [20.0, 0, 0]  # chain break between residues 5 and 6
+    mask = np.ones(10, bool)
+    mask[2] = False
+    segments = contiguous_segments(mask, coords, 4.2)
+    assert [s.tolist() for s in segments] == [[0, 1], [3, 4, 5], [6, 7, 8, 9]]
+
+
+def test_rejoin_joins_touching_segments_only():
+    rng = np.random.default_rng(0)
+    domain = compact_walk(80, rng)
+    far = compact_walk(30, rng, centre=(200.0, 0, 0))
+    coords = np.vstack([domain, far])
+    # the domain is interrupted by a low-confidence loop at 38-42: its two halves must re-join
+    segments = [np.arange(0, 38), np.arange(43, 80), np.arange(80, 110)]
+    groups = rejoin_segments(segments, coords, FragmentConfig())
+    assert [g.tolist() for g in groups] == [
+        np.r_[np.arange(0, 38), np.arange(43, 80)].tolist(),
+        list(range(80, 110)),
+    ]
+
+
+def test_smoothing_gives_islands_to_their_flanks():
+    pieces = [np.r_[0:50, 53:100], np.r_[50:53, 100:160]]
+    smoothed = smooth_along_sequence(pieces, min_run=10)
+    assert [p.tolist() for p in smoothed] == [list(range(0, 100)), list(range(100, 160))]
+
+
+def test_chopping_uses_author_numbers():
+    numbers = np.array([5, 6, 7, 8, 20, 21, 22], dtype=np.int32)
+    assert chopping(numbers, np.array([0, 1, 2, 4, 5])) == "5-7_20-21"
+    assert chopping(numbers, np.array([], dtype=np.int64)) == ""
+
+
+def test_radius_of_gyration_of_known_points():
+    points = np.array([[1.0, 0, 0], [-1.0, 0, 0], [0, 1.0, 0], [0, -1.0, 0]])
+    assert radius_of_gyration(points) == pytest.approx(1.0)
+
+
+def test_two_domains_with_disordered_tails():
+    rng = np.random.default_rng(7)
+    tail = np.column_stack([np.arange(30) * 3.8 - 300, np.zeros(30), np.zeros(30)])
+    a = compact_walk(120, rng)
+    b = compact_walk(110, rng, centre=(60.0, 0, 0))
+    coords = np.vstack([tail, a, b])
+    plddt = np.r_[np.full(30, 40.0), np.full(230, 90.0)]
+    result = fragment_chain(make_chain(coords, plddt), FragmentConfig())
+    assert result.n_usable == 230
+    sets = [set(f.residue_index.tolist()) for f in result.fragments]
+    assert len(sets) >= 2
+    covered = set().union(*sets)
+    assert sum(len(s) for s in sets) == len(covered)  # disjoint
+    assert min(covered) >= 30  # the low-confidence tail is never in a fragment
+    assert len(covered) >= 0.9 * 230
+    domain_a, domain_b = set(range(30, 150)), set(range(150, 260))
+    for s in sets:  # no fragment mixes the two domains (a few boundary residues allowed)
+        assert min(len(s & domain_a), len(s & domain_b)) <= 5
+    for frag in result.fragments:
+        assert frag.n_residues >= 20
+        assert frag.passed, frag.fail_reason
+
+
+def test_short_and_disordered_chains_give_no_fragment():
+    rng = np.random.default_rng(3)
+    short = fragment_chain(make_chain(compact_walk(16, rng), np.full(16, 95.0)))
+    assert short.fragments == [] and short.dropped_short == 1
+    low = fragment_chain(make_chain(compact_walk(100, rng), np.full(100, 50.0)))
+    assert low.fragments == [] and low.n_usable == 0
+
+
+def test_extended_fragment_fails_compactness():
+    straight = np.column_stack([np.arange(60) * 3.8, np.zeros(60), np.zeros(60)])
+    result = fragment_chain(make_chain(straight, np.full(60, 90.0)))
+    assert result.fragments
+    assert all(not f.passed and f.fail_reason == "not_compact" for f in result.fragments)
+
+
+def test_whole_chains_keeps_everything():
+    rng = np.random.default_rng(5)
+    coords = compact_walk(50, rng)
+    plddt = np.full(50, 30.0)
+    result = fragment_chain(make_chain(coords, plddt, first_number=10), FragmentConfig(whole_chains=True))
+    assert len(result.fragments) == 1
+    assert result.fragments[0].chopping == "10-59"
+    assert result.fragments[0].passed

@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+
+from rayfold.spectral import fiedler, knn_graph, recursive_bisection
+
+
+def blob(n: int, centre, radius: float, rng: np.random.Generator) -> np.ndarray:
+    """Points spread through a ball, about as dense as C-alphas in a protein (3.8 A spacing)."""
+    points = rng.normal(size=(n, 3))
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    points *= radius * rng.uniform(size=(n, 1)) ** (1 / 3)
+    return points + np.asarray(centre, dtype=float)
+
+
+def dumbbell(rng: np.random.Generator, n_ball: int = 150, linker: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    a = blob(n_ball, (0, 0, 0), 15.0, rng)
+    b = blob(n_ball, (50, 0, 0), 15.0, rng)
+    bridge = np.column_stack([np.linspace(16, 34, linker), np.zeros(linker), np.zeros(linker)])
+    coords = np.vstack([a, bridge, b])
+    bridge_index = np.arange(n_ball, n_ball + linker)
+    return coords, bridge_index
+
+
+def test_dumbbell_is_cut_at_the_bridge():
+    coords, bridge = dumbbell(np.random.default_rng(0))
+    result = recursive_bisection(coords, scaled_threshold=0.8)
+    assert len(result.leaves) == 2
+    assert set(result.linkers.tolist()) <= set(bridge.tolist())
+    sizes = sorted(len(leaf) for leaf in result.leaves)
+    assert sizes[0] >= 150 and sizes[1] <= 150 + 12
+
+
+def test_disconnected_parts_split_without_linkers():
+    rng = np.random.default_rng(1)
+    coords = np.vstack([blob(80, (0, 0, 0), 12, rng), blob(80, (200, 0, 0), 12, rng)])
+    result = recursive_bisection(coords, scaled_threshold=0.8)
+    assert [len(leaf) for leaf in result.leaves] == [80, 80]
+    assert len(result.linkers) == 0
+
+
+def test_small_parts_are_not_split():
+    coords, _ = dumbbell(np.random.default_rng(2), n_ball=20, linker=4)
+    result = recursive_bisection(coords, min_partition_size=50)
+    assert len(result.leaves) == 1 and len(result.linkers) == 0
+
+
+def test_isolated_node_does_not_break_the_solver():
+    coords, _ = dumbbell(np.random.default_rng(3))
+    w = knn_graph(coords, 15, 8.0).tolil()
+    w[5, :] = 0
+    w[:, 5] = 0
+    value, vector = fiedler(w.tocsr(), solver="sparse", dense_below=0)
+    dense_value, _ = fiedler(w.tocsr(), solver="dense")
+    assert np.isfinite(vector).all()
+    assert value == pytest.approx(dense_value, abs=1e-8)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sparse_solver_matches_dense_on_large_graphs(seed):
+    rng = np.random.default_rng(seed)
+    coords = np.vstack([blob(400, (0, 0, 0), 22, rng), blob(400, (40, 0, 0), 22, rng), blob(300, (20, 38, 0), 20, rng)])
+    sparse = recursive_bisection(coords, solver="sparse", dense_below=0)
+    dense = recursive_bisection(coords, solver="dense")
+    assert [leaf.tolist() for leaf in sparse.leaves] == [leaf.tolist() for leaf in dense.leaves]
+    assert sparse.linkers.tolist() == dense.linkers.tolist()
+    np.testing.assert_allclose(sparse.fiedler_values, dense.fiedler_values, atol=1e-8)
