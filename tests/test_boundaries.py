@@ -165,6 +165,7 @@ def test_boundary_distance_edge_cases():
 
 def test_domains_matched_perfect_and_merged():
     assert domains_matched("1-50,51-100", "1-50,51-100") == (2, 2)
+    assert domains_matched("51-100,1-50", "1-50,51-100") == (2, 2)  # order does not matter
     assert domains_matched("1-100", "1-50,51-100") == (0, 2)
     assert domains_matched("na", "1-50,51-100") == (0, 2)
     assert domains_matched("1-50", "na") == (0, 0)

@@ -6,7 +6,9 @@ from rayfold.fragment import (
     chopping,
     contiguous_segments,
     expected_radius_of_gyration,
+    fill_short_gaps,
     fragment_chain,
+    quality,
     radius_of_gyration,
     rejoin_segments,
     smooth_along_sequence,
@@ -128,3 +130,54 @@ def test_whole_chains_keeps_everything():
     assert len(result.fragments) == 1
     assert result.fragments[0].chopping == "10-59"
     assert result.fragments[0].passed
+
+
+def test_fill_short_gaps_only_inside_one_piece():
+    pieces = [np.r_[0:40, 43:80], np.r_[85:120, 132:150]]
+    filled = fill_short_gaps(pieces, n_residues=160, max_gap=10)
+    # 40-42 lies inside piece 0: filled; 80-84 lies between two pieces, 120-131 is longer than 10,
+    # 150-159 is a chain terminus: all stay out
+    assert filled[0].tolist() == list(range(0, 80))
+    assert filled[1].tolist() == list(range(85, 120)) + list(range(132, 150))
+    assert fill_short_gaps(pieces, 160, max_gap=0) is pieces
+    wide = fill_short_gaps(pieces, 160, max_gap=12)
+    assert wide[1].tolist() == list(range(85, 150))
+
+
+def test_single_low_plddt_residues_do_not_punch_holes():
+    rng = np.random.default_rng(11)
+    coords = compact_walk(120, rng)
+    plddt = np.full(120, 90.0)
+    plddt[[30, 31, 70, 95]] = 50.0  # isolated low-confidence residues inside one domain
+    result = fragment_chain(make_chain(coords, plddt), FragmentConfig())
+    assert len(result.fragments) == 1
+    assert result.fragments[0].n_segments == 1
+    assert result.fragments[0].chopping == "1-120"
+    holed = fragment_chain(make_chain(coords, plddt), FragmentConfig(fill_gap_max=0))
+    assert holed.fragments[0].n_segments > 1
+
+
+def helix(n: int, start=(0.0, 0.0, 0.0), direction: float = 1.0) -> np.ndarray:
+    """Ideal alpha-helix C-alphas: radius 2.3 A, 100 degrees and 1.5 A rise per residue, along z."""
+    t = np.arange(n)
+    return np.column_stack(
+        [2.3 * np.cos(np.radians(100.0 * t)), 2.3 * np.sin(np.radians(100.0 * t)), direction * 1.5 * t]
+    ) + np.asarray(start)
+
+
+def test_packing_density_sees_helix_packing_not_lone_helices():
+    config = FragmentConfig()
+    lone = helix(40)
+    chain = make_chain(lone, np.full(40, 90.0))
+    frag = quality(chain, np.arange(40), config)
+    assert frag.contact_density == 0.0
+    assert not frag.passed
+    # two antiparallel helices 10 A apart (a helical hairpin): tertiary packing, passes
+    hairpin = np.vstack([helix(24), helix(24, start=(10.0, 0.0, 34.5), direction=-1.0)])
+    chain = make_chain(hairpin, np.full(48, 90.0))
+    frag = quality(chain, np.arange(48), config)
+    assert frag.contact_density >= config.min_contact_density
+    assert frag.passed, frag.fail_reason
+    # the former definition (8 A, |i-j| >= 6, >= 2.0) fails the same hairpin
+    old = FragmentConfig(packing_distance=8.0, packing_min_separation=6, min_contact_density=2.0)
+    assert not quality(chain, np.arange(48), old).passed

@@ -1,0 +1,30 @@
+# One command each: `make demo` sets everything up and runs the main job on the bundled examples;
+# `make test` runs the tests. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/rayfold fragment examples/afdb --out out/demo
+	$(BIN)/python -c "import pyarrow.parquet as pq; t = pq.read_table('out/demo/fragments'); print(t.select(['fragment_id', 'n_residues', 'chopping', 'mean_plddt', 'passed', 'fail_reason']).sort_by('fragment_id').to_pandas().to_string(max_rows=40))"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/fragment_speed.py
+	$(BIN)/python bench/domain_boundaries.py
+
+clean:
+	rm -rf out/demo
