@@ -19,7 +19,14 @@ try:  # let the tests run from a plain checkout too (no `pip install -e .`)
 except ImportError:  # pragma: no cover - depends on how the venv was set up
     sys.path.insert(0, str(REPO_ROOT / "src"))
 
-SHARED_DATA = Path(os.environ.get("RAYFOLD_SHARED_DATA", "/work/shared/data"))
+def _shared_data_dir() -> Path:
+    """../shared/data beside the checkout (as in CI), unless RAYFOLD_SHARED_DATA says otherwise."""
+    if "RAYFOLD_SHARED_DATA" in os.environ:
+        return Path(os.environ["RAYFOLD_SHARED_DATA"])
+    return REPO_ROOT.parent / "shared" / "data"
+
+
+SHARED_DATA = _shared_data_dir()
 EXAMPLES_AFDB = REPO_ROOT / "examples" / "afdb"
 
 

@@ -263,17 +263,16 @@ def test_plddt_and_length_match_every_shared_manifest(shared_data: Path) -> None
 
 
 def test_bundled_examples_match_their_manifest() -> None:
-    from conftest import EXAMPLES_AFDB
-
-    man = EXAMPLES_AFDB / "manifest.tsv"
+    examples = Path(__file__).resolve().parents[1] / "examples" / "afdb"
+    man = examples / "manifest.tsv"
     if not man.exists():
         pytest.skip("examples/afdb not present")
     with open(man, newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     assert len(rows) == 30
-    assert sum((EXAMPLES_AFDB / r["file"]).stat().st_size for r in rows) < 2.5e6
+    assert sum((examples / r["file"]).stat().st_size for r in rows) < 2.5e6
     for r in rows:
-        e = read_structure_file(EXAMPLES_AFDB / r["file"])
+        e = read_structure_file(examples / r["file"])
         plddt = np.concatenate([c.plddt for c in e.chains]).astype(np.float64)
         assert (e.file_format, len(plddt)) == (r["format"], int(r["n_residues"]))
         assert plddt.mean() == pytest.approx(float(r["mean_plddt"]), abs=0.006)
