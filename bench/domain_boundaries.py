@@ -29,7 +29,7 @@ except ImportError:  # running from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from rayfold import boundaries as B
 
-DATA = Path("/work/shared/data/domain_boundaries")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "domain_boundaries"
 SETS = ("ted_consensus_example", "ted_pipeline_stub5", "ted_pipeline_test30")
 LABEL_METHODS = ("chainsaw", "merizo", "unidoc")
 METHOD_NAMES = {"chainsaw": "Chainsaw", "merizo": "Merizo", "unidoc": "UniDoc", "rayfold": "rayfold"}
