@@ -107,9 +107,12 @@ class FragmentWorker:
 
 @contextlib.contextmanager
 def ray_session(address: str | None = None, **init_kwargs) -> Iterator[None]:
-    """Use the running Ray, connect to `address`, or start a private local instance (and stop it after)."""
+    """Use the running Ray, connect to `address` (or $RAY_ADDRESS, set inside `ray job submit`), or
+    start a private local instance (and stop it after). Never `ray.init()` bare: it silently attaches
+    to whatever cluster /tmp/ray last recorded."""
     import ray
 
+    address = address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
         yield
         return
