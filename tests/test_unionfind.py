@@ -27,3 +27,19 @@ def test_keyed_union_find():
     uf.union("d", "c")
     groups = sorted(sorted(g) for g in uf.groups().values())
     assert groups == [["a", "c", "d"], ["b"]]
+
+
+def test_forests_merge_in_any_order_to_the_same_partition():
+    from rayfold.unionfind import forest_from_edges, forest_labels, merge_forests
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 300, size=400)
+    b = rng.integers(0, 300, size=400)
+    whole = UnionFind(300)
+    for x, y in zip(a.tolist(), b.tolist()):
+        whole.union(x, y)
+    batches = [forest_from_edges(a[i : i + 50], b[i : i + 50]) for i in range(0, 400, 50)]
+    tree = merge_forests(merge_forests(*batches[:4]), merge_forests(*batches[4:]))
+    flat = merge_forests(*reversed(batches))
+    np.testing.assert_array_equal(forest_labels(tree, 300), whole.labels())
+    np.testing.assert_array_equal(forest_labels(flat, 300), whole.labels())

@@ -59,12 +59,43 @@ def _cmd_fragment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_cluster(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cluster",
+        help="cluster fragments by fold (first pass, representative audit, singleton audit)",
+        description="Cluster the passed fragments of FRAGMENTS (a fragments dataset or a run folder) and "
+        "write OUT/clusters/, OUT/members/, OUT/merges/, OUT/singleton_audit/ and OUT/cluster_runs/.",
+    )
+    p.add_argument("fragments", help="fragments dataset folder/URL, or the --out of `rayfold fragment`")
+    p.add_argument("--out", required=True, help="output folder or URL")
+    p.add_argument("--engine", choices=("auto", "builtin", "foldseek"), default="auto",
+                   help="auto: Foldseek when found on PATH (or --foldseek), else the built-in engine")
+    p.add_argument("--foldseek", help="path to a foldseek binary")
+    p.add_argument("--address", help="Ray cluster address (default: a private local Ray)")
+    p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override ClusterConfig fields, e.g. --set singleton_sample=500")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_cluster)
+
+
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    from rayfold.cluster import ClusterConfig
+    from rayfold.pipeline import run_cluster
+
+    config = with_overrides(ClusterConfig(), {**_key_values(args.overrides), "engine": args.engine})
+    summary = run_cluster(args.fragments, args.out, config=config, foldseek=args.foldseek,
+                          address=args.address, progress=not args.no_progress)
+    print(json.dumps(asdict(summary), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rayfold", description=__doc__)
     parser.add_argument("--version", action="version", version=f"rayfold {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_fragment(sub)
+    _add_cluster(sub)
     return parser
 
 

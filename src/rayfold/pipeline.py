@@ -183,3 +183,320 @@ def run_fragment(
         out=out, inputs=len(refs), units=len(units), units_skipped=len(units) - len(todo),
         seconds=time.perf_counter() - started, **totals,
     )
+
+
+# --- Clustering ---------------------------------------------------------------------------------
+# The driver holds one FragmentSet (flat arrays) in the object store; prefilter and TM-align work
+# runs in batched tasks that return plain arrays; merge edges are reduced to union-find forests
+# inside the tasks and the forests merge in a tree of small tasks before the driver finalises.
+
+FOREST_FAN_IN = 8
+
+
+@dataclass(frozen=True)
+class ClusterSummary:
+    out: str
+    engine: str
+    engine_version: str
+    fragments: int
+    first_pass_clusters: int
+    clusters: int
+    merges: int
+    alignments: int
+    singleton_audit: str
+    seconds: float
+
+
+def _ray_remote(fn, **options):
+    import ray
+
+    return ray.remote(**options)(fn) if options else ray.remote(fn)
+
+
+def _prefilter_chunk(fragments, start: int, stop: int, prefilter_config):
+    import numpy as np
+
+    from rayfold.prefilter import search
+
+    pairs = search(fragments.subset(np.arange(start, stop)), fragments, prefilter_config)
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    pairs[:, 0] += start
+    return pairs
+
+
+def _align_chunk(fragments, pairs, merge_threshold: float | None):
+    from rayfold.cluster import accepted_merges, merge_forest
+    from rayfold.tmalign import align_pairs
+
+    columns = align_pairs(fragments, pairs)
+    forest = None
+    if merge_threshold is not None:
+        accepted = accepted_merges(columns["tm_a"], columns["tm_b"], merge_threshold)
+        forest = merge_forest(columns["i"], columns["j"], accepted)
+    return columns, forest
+
+
+def _merge_forests_task(*forests):
+    from rayfold.unionfind import merge_forests
+
+    return merge_forests(*forests)
+
+
+def _foldseek_first_pass(fragments, binary: str, threads: int):
+    import tempfile
+    from pathlib import Path
+
+    from rayfold.foldseek import run_cluster
+    from rayfold.structure import write_ca_pdb
+
+    with tempfile.TemporaryDirectory(prefix="rayfold-foldseek-") as tmp:
+        folder = Path(tmp) / "structures"
+        folder.mkdir()
+        for fid, coords, sequence in zip(fragments.ids, fragments.coords, fragments.sequences):
+            (folder / f"{fid}.pdb").write_bytes(write_ca_pdb(coords, sequence))
+        return run_cluster(binary, str(folder), str(Path(tmp) / "work"), threads=threads)
+
+
+def _in_batches(pairs, size: int):
+    for start in range(0, len(pairs), size):
+        yield pairs[start : start + size]
+
+
+def _run_tasks(submissions, *, desc: str, progress: bool, max_in_flight: int) -> list:
+    """Run (callable -> ObjectRef) thunks with bounded in-flight tasks; results in submission order."""
+    import ray
+    from tqdm.auto import tqdm
+
+    submissions = list(submissions)
+    results: list = [None] * len(submissions)
+    pending: dict = {}
+    bar = tqdm(total=len(submissions), desc=desc, unit="task", disable=not progress)
+    next_index = 0
+    while next_index < len(submissions) or pending:
+        while next_index < len(submissions) and len(pending) < max_in_flight:
+            pending[submissions[next_index]()] = next_index
+            next_index += 1
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            results[pending.pop(ref)] = ray.get(ref)
+            bar.update(1)
+    bar.close()
+    return results
+
+
+def _reduce_forests(forests: list):
+    """Tree reduction of forests (ObjectRefs or values) in small Ray tasks; returns the final forest."""
+    import ray
+
+    from rayfold.unionfind import merge_forests
+
+    merge = _ray_remote(_merge_forests_task, num_cpus=0.25)
+    level = [f for f in forests if f is not None]
+    while len(level) > FOREST_FAN_IN:
+        level = [merge.remote(*level[k : k + FOREST_FAN_IN]) for k in range(0, len(level), FOREST_FAN_IN)]
+    return merge_forests(*[ray.get(f) if isinstance(f, ray.ObjectRef) else f for f in level])
+
+
+class _Aligner:
+    """Submits TM-align batches for one FragmentSet already in the object store."""
+
+    def __init__(self, fragments_ref, config, progress: bool) -> None:
+        import ray
+
+        self.fragments_ref = fragments_ref
+        self.config = config
+        self.progress = progress
+        self.max_in_flight = max(2, 4 * int(ray.cluster_resources().get("CPU", 1)))
+        self.calls = 0
+        self.remote = _ray_remote(_align_chunk, num_returns=2, runtime_env={"env_vars": WORKER_ENV})
+
+    def align(self, pairs, *, desc: str, merge_threshold: float | None = None):
+        """Columns of all alignments (concatenated in pair order) and, with a threshold, the merge forest."""
+        import numpy as np
+        import ray
+
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        self.calls += len(pairs)
+        refs = []
+        submissions = [
+            (lambda batch=batch: self._submit(batch, merge_threshold, refs))
+            for batch in _in_batches(pairs, self.config.pairs_per_task)
+        ]
+        columns = _run_tasks(submissions, desc=desc, progress=self.progress, max_in_flight=self.max_in_flight)
+        forest = _reduce_forests(refs) if merge_threshold is not None else None
+        keys = ("i", "j", "tm_a", "tm_b", "rmsd", "aligned_length", "seq_identity", "cov_a", "cov_b")
+        merged = {k: np.concatenate([c[k] for c in columns]) if columns else np.zeros(0) for k in keys}
+        return merged, forest
+
+    def _submit(self, batch, merge_threshold, forest_refs):
+        columns_ref, forest_ref = self.remote.remote(self.fragments_ref, batch, merge_threshold)
+        if merge_threshold is not None:
+            forest_refs.append(forest_ref)
+        return columns_ref
+
+
+def resolve_engine(requested: str, foldseek: str | None) -> tuple[str, str | None]:
+    """('builtin' | 'foldseek', binary): auto takes Foldseek when it is found, the built-in engine otherwise."""
+    from rayfold.errors import InputError
+    from rayfold.foldseek import find_foldseek
+
+    if requested not in ("auto", "builtin", "foldseek"):
+        raise InputError("bad_engine", f"unknown engine {requested!r}: auto, builtin or foldseek")
+    binary = find_foldseek(foldseek) if requested != "builtin" else None
+    if requested == "foldseek" and binary is None:
+        raise InputError("foldseek_not_found", "--engine foldseek: no foldseek binary on PATH or at --foldseek")
+    return ("foldseek", binary) if binary else ("builtin", None)
+
+
+def _candidate_pairs(fragments, fragments_ref, prefilter_config, *, progress: bool, desc: str, chunk: int = 2000):
+    import numpy as np
+
+    remote = _ray_remote(_prefilter_chunk, runtime_env={"env_vars": WORKER_ENV})
+    submissions = [
+        (lambda s=s: remote.remote(fragments_ref, s, min(s + chunk, len(fragments)), prefilter_config))
+        for s in range(0, len(fragments), chunk)
+    ]
+    import ray
+
+    parts = _run_tasks(submissions, desc=desc, progress=progress,
+                       max_in_flight=max(2, int(ray.cluster_resources().get("CPU", 1))))
+    pairs = np.concatenate(parts) if parts else np.zeros((0, 2), dtype=np.int64)
+    pairs = np.sort(pairs, axis=1)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
+
+
+def cluster_fragments(
+    fragments,
+    *,
+    config=None,
+    prefilter_config=None,
+    foldseek: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run first pass, representative audit and singleton audit on the Ray in scope; returns tables."""
+    import json
+
+    import numpy as np
+    import ray
+
+    from rayfold import cluster as algo
+    from rayfold.cluster import ClusterConfig
+    from rayfold.foldseek import foldseek_version
+    from rayfold.prefilter import PrefilterConfig
+    from rayfold.tables import cluster_tables
+    from rayfold.unionfind import forest_from_edges
+
+    config = config or ClusterConfig()
+    prefilter_config = prefilter_config or PrefilterConfig()
+    started = time.perf_counter()
+    engine, binary = resolve_engine(config.engine, foldseek)
+    n = len(fragments)
+    rank = algo.priority_order(fragments.mean_plddt, fragments.lengths, fragments.ids)
+    fragments_ref = ray.put(fragments)
+    aligner = _Aligner(fragments_ref, config, progress)
+
+    # 1. first pass
+    if engine == "foldseek":
+        threads = config.foldseek_threads or int(ray.cluster_resources().get("CPU", 1))
+        options = {"num_cpus": threads}
+        if ray.cluster_resources().get("foldseek", 0) >= 1:
+            options["resources"] = {"foldseek": 1}  # the large node type of cluster.yaml
+        task = _ray_remote(_foldseek_first_pass, **options)
+        pairs_rep_member = ray.get(task.remote(fragments_ref, binary, threads))
+        index = fragments.index()
+        rep_of = np.arange(n, dtype=np.int64)
+        for rep_id, member_id in pairs_rep_member:
+            rep_of[index[member_id]] = index[rep_id]
+    else:
+        pairs = _candidate_pairs(fragments, fragments_ref, prefilter_config, progress=progress, desc="prefilter")
+        lengths = fragments.lengths
+        ratio_ok = np.minimum(lengths[pairs[:, 0]], lengths[pairs[:, 1]]) >= config.coverage * np.maximum(
+            lengths[pairs[:, 0]], lengths[pairs[:, 1]])
+        columns, _ = aligner.align(pairs[ratio_ok], desc="first pass")
+        reps, members = algo.first_pass_edges(
+            columns["i"], columns["j"], columns["tm_a"], columns["tm_b"], columns["cov_a"], columns["cov_b"], config)
+        rep_of = algo.greedy_set_cover(n, reps, members, rank)
+
+    # 2. representative audit
+    first_reps = np.unique(rep_of)
+    rep_set = fragments.subset(first_reps)
+    rep_set_ref = ray.put(rep_set)
+    rep_pairs_local = _candidate_pairs(rep_set, rep_set_ref, prefilter_config, progress=progress, desc="audit prefilter")
+    rep_pairs = first_reps[rep_pairs_local] if len(rep_pairs_local) else rep_pairs_local
+    if len(rep_pairs):
+        lengths = fragments.lengths
+        reachable = np.minimum(lengths[rep_pairs[:, 0]], lengths[rep_pairs[:, 1]]) >= config.merge_threshold * np.maximum(
+            lengths[rep_pairs[:, 0]], lengths[rep_pairs[:, 1]])
+        rep_pairs = rep_pairs[reachable]
+    audit, forest = aligner.align(rep_pairs, desc="representative audit", merge_threshold=config.merge_threshold)
+    cluster_rep = algo.final_clusters(rep_of, forest, rank)
+    accepted = algo.accepted_merges(audit["tm_a"], audit["tm_b"], config.merge_threshold)
+
+    # 3. singleton audit
+    sampled = algo.sample_singletons(cluster_rep, config.singleton_sample, config.seed)
+    singleton_pairs = algo.all_pairs(sampled, fragments.lengths, config.singleton_threshold)
+    linked, _ = aligner.align(singleton_pairs, desc="singleton audit")
+    ok = algo.accepted_merges(linked["tm_a"], linked["tm_b"], config.singleton_threshold)
+    audit_result = algo.singleton_components(sampled, forest_from_edges(linked["i"][ok], linked["j"][ok]))
+
+    tables = cluster_tables(fragments, rep_of, cluster_rep, audit, accepted, audit_result)
+    run_row = dict(
+        engine=engine,
+        engine_version=foldseek_version(binary) if binary else f"rayfold {__import__('rayfold').__version__}",
+        fragments=n,
+        first_pass_clusters=int(len(first_reps)),
+        clusters=int(len(np.unique(cluster_rep))),
+        merges=int(accepted.sum()),
+        alignments=aligner.calls,
+        singleton_audit=audit_result.summary(),
+        seconds=time.perf_counter() - started,
+        config=json.dumps(asdict(config), sort_keys=True),
+    )
+    tables["cluster_runs"] = run_row
+    return tables
+
+
+CLUSTER_TABLES = ("clusters", "members", "merges", "singleton_audit", "cluster_runs")
+
+
+def load_fragments(uri: str, *, storage_options: dict | None = None):
+    """FragmentSet of the passed fragments under `uri` (a fragments dataset, or a run folder holding one)."""
+    from rayfold.errors import InputError
+    from rayfold.fragset import FragmentSet
+    from rayfold.io import exists, read_parquet_dataset
+
+    folder = join_uri(uri, "fragments") if exists(join_uri(uri, "fragments"), storage_options) else uri
+    table = read_parquet_dataset(folder, storage_options)
+    if table is None or table.num_rows == 0:
+        raise InputError("no_fragments", f"no fragments table at {uri}")
+    return FragmentSet.from_table(table, passed_only=True)
+
+
+def run_cluster(
+    fragments_uri: str,
+    out: str,
+    *,
+    config=None,
+    prefilter_config=None,
+    foldseek: str | None = None,
+    storage_options: dict | None = None,
+    address: str | None = None,
+    progress: bool = True,
+    ray_init_kwargs: dict | None = None,
+) -> ClusterSummary:
+    """Cluster the passed fragments under `fragments_uri`; write OUT/{clusters,members,merges,singleton_audit,cluster_runs}/."""
+    import pyarrow as pa
+
+    from rayfold import schema
+
+    fragments = load_fragments(fragments_uri, storage_options=storage_options)
+    with ray_session(address, **(ray_init_kwargs or {})):
+        tables = cluster_fragments(fragments, config=config, prefilter_config=prefilter_config,
+                                   foldseek=foldseek, progress=progress)
+    run_row = tables.pop("cluster_runs")
+    tables["cluster_runs"] = pa.Table.from_pylist([run_row], schema=schema.CLUSTER_RUNS)
+    for name, table in tables.items():
+        # one part per table, replaced as a whole: a re-run gives the same tables, never duplicates
+        write_parquet(table, join_uri(out, name, "part-0.parquet"), storage_options=storage_options)
+    return ClusterSummary(out=out, **{k: v for k, v in run_row.items() if k != "config"})

@@ -64,6 +64,64 @@ ERRORS = pa.schema(
     metadata={"rayfold_table": "errors", "rayfold_schema_version": SCHEMA_VERSION},
 )
 
+CLUSTERS = pa.schema(
+    [
+        pa.field("cluster_id", pa.string(), nullable=False),  # = representative_id
+        pa.field("representative_id", pa.string(), nullable=False),
+        pa.field("size", pa.int64(), nullable=False),
+        pa.field("n_first_pass_clusters", pa.int64(), nullable=False),
+    ],
+    metadata={"rayfold_table": "clusters", "rayfold_schema_version": SCHEMA_VERSION},
+)
+
+MEMBERS = pa.schema(
+    [
+        pa.field("fragment_id", pa.string(), nullable=False),
+        pa.field("cluster_id", pa.string(), nullable=False),
+        pa.field("first_pass_cluster_id", pa.string(), nullable=False),  # its first-pass representative
+    ],
+    metadata={"rayfold_table": "members", "rayfold_schema_version": SCHEMA_VERSION},
+)
+
+MERGES = pa.schema(
+    [
+        pa.field("representative_a", pa.string(), nullable=False),
+        pa.field("representative_b", pa.string(), nullable=False),
+        pa.field("tm_a", pa.float64(), nullable=False),  # TM normalised by representative_a
+        pa.field("tm_b", pa.float64(), nullable=False),
+        pa.field("tm_min", pa.float64(), nullable=False),
+        pa.field("rmsd", pa.float64(), nullable=False),
+        pa.field("aligned_length", pa.int64(), nullable=False),
+        pa.field("seq_identity", pa.float64(), nullable=False),
+    ],
+    metadata={"rayfold_table": "merges", "rayfold_schema_version": SCHEMA_VERSION},
+)
+
+SINGLETON_AUDIT = pa.schema(
+    [
+        pa.field("fragment_id", pa.string(), nullable=False),
+        pa.field("component_id", pa.string(), nullable=False),  # smallest fragment_id of its component
+        pa.field("component_size", pa.int64(), nullable=False),
+    ],
+    metadata={"rayfold_table": "singleton_audit", "rayfold_schema_version": SCHEMA_VERSION},
+)
+
+CLUSTER_RUNS = pa.schema(
+    [
+        pa.field("engine", pa.string(), nullable=False),  # builtin | foldseek
+        pa.field("engine_version", pa.string(), nullable=False),
+        pa.field("fragments", pa.int64(), nullable=False),
+        pa.field("first_pass_clusters", pa.int64(), nullable=False),
+        pa.field("clusters", pa.int64(), nullable=False),
+        pa.field("merges", pa.int64(), nullable=False),
+        pa.field("alignments", pa.int64(), nullable=False),  # TM-align calls, all stages
+        pa.field("singleton_audit", pa.string(), nullable=False),
+        pa.field("seconds", pa.float64(), nullable=False),
+        pa.field("config", pa.string(), nullable=False),  # JSON of the ClusterConfig used
+    ],
+    metadata={"rayfold_table": "cluster_runs", "rayfold_schema_version": SCHEMA_VERSION},
+)
+
 
 def empty(schema: pa.Schema) -> pa.Table:
     return schema.empty_table()

@@ -61,6 +61,7 @@ from rayfold.errors import InputError
 __all__ = [
     "Chain",
     "ParsedEntry",
+    "backbone_atoms",
     "decompress_bytes",
     "detect_format",
     "parse_structure",
@@ -642,3 +643,37 @@ def write_fragment_structure(
         return st.make_pdb_string(opts).encode("ascii")
     doc = st.make_mmcif_document()
     return doc.as_string().encode("ascii")
+
+
+def backbone_atoms(
+    entry: ParsedEntry, chain_id: str, residue_index: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """N, CA, C and CB coordinates of the chosen residues of one chain (for 3Di encoding).
+
+    `residue_index` are indices into that `Chain`'s arrays, kept in the order given (not sorted,
+    not de-duplicated). Returns four float32 (k, 3) arrays; a missing atom (no CB in glycine, a
+    truncated backbone) is NaN. The first conformer is used (first altloc), as for the chain's
+    C-alpha trace and for `write_fragment_structure`.
+    """
+    for k, c in enumerate(entry.chains):
+        if c.chain_id == chain_id:
+            break
+    else:
+        raise KeyError(f"{entry.entry_id}: no protein chain {chain_id!r}")
+    idx = np.asarray(residue_index)
+    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+        raise ValueError("residue_index must be a 1-D integer array")
+    if idx.size and (idx.min() < 0 or idx.max() >= c.n_residues):
+        raise IndexError(f"residue_index out of range for chain {chain_id!r} ({c.n_residues} residues)")
+    gi, positions = entry.residue_map[k]
+    src = entry.structure[0][gi]
+    out = np.full((4, idx.size, 3), np.nan, dtype=np.float32)
+    names = ("N", "CA", "C", "CB")
+    for row, p in enumerate(positions[idx]):
+        res = src[int(p)]
+        for a, name in enumerate(names):
+            atom = res.find_atom(name, "*")
+            if atom is not None:
+                pos = atom.pos
+                out[a, row] = (pos.x, pos.y, pos.z)
+    return out[0], out[1], out[2], out[3]

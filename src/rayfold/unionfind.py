@@ -97,3 +97,42 @@ class KeyedUnionFind(Generic[K]):
         for key in self._parent:
             out.setdefault(self.find(key), []).append(key)
         return out
+
+
+# --- Distributed form -------------------------------------------------------------------------
+# A forest is the compact result of one batch of edges: for every node the batch touched, the
+# smallest node of its component. Forests from separate Ray tasks merge pairwise (a tree
+# reduction); merging only ever joins components, so any merge order gives the same partition.
+
+Forest = tuple[np.ndarray, np.ndarray]  # (nodes, roots), both int64, nodes sorted and unique
+
+
+def forest_from_edges(a: np.ndarray, b: np.ndarray) -> Forest:
+    """Reduce edges (a[k], b[k]) over integer node ids to a forest."""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    nodes = np.unique(np.concatenate([a, b]))
+    if len(nodes) == 0:
+        return nodes, nodes.copy()
+    local = UnionFind(len(nodes))
+    for x, y in zip(np.searchsorted(nodes, a).tolist(), np.searchsorted(nodes, b).tolist()):
+        local.union(x, y)
+    return nodes, nodes[local.labels()]
+
+
+def merge_forests(*forests: Forest) -> Forest:
+    """Join forests: each (node, root) pair is an edge of the merged forest."""
+    if not forests:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    nodes = np.concatenate([f[0] for f in forests])
+    roots = np.concatenate([f[1] for f in forests])
+    return forest_from_edges(nodes, roots)
+
+
+def forest_labels(forest: Forest, n: int) -> np.ndarray:
+    """Component label (smallest member) of every node 0..n-1; untouched nodes are their own."""
+    labels = np.arange(n, dtype=np.int64)
+    nodes, roots = forest
+    labels[nodes] = roots
+    return labels

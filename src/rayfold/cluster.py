@@ -1,0 +1,165 @@
+"""Fold clustering of fragments as pure functions over alignment results (no Ray, no files).
+
+1. First pass, Foldseek's semantics: fragment r can represent fragment m when TM-align's score
+   normalised by r is >= 0.7 and both coverages are >= 0.8 (`-c 0.8 --cov-mode 0
+   --tmscore-threshold 0.7 --tmscore-threshold-mode 1`); greedy set cover then picks, again and
+   again, the fragment that covers the most still-unassigned fragments as a representative (ties:
+   higher mean pLDDT, then longer, then smaller id), and assigns them to it.
+2. Representative audit: representatives are aligned with each other and two first-pass clusters
+   merge when min(TM_a, TM_b) >= 0.7 (both directions confirm fold-level similarity), with
+   union-find. The merged cluster's representative is the representative of its largest
+   first-pass cluster (same tie-breaks), and its id is that representative's fragment id.
+3. Singleton audit: a seeded sample of fragments still alone after the audit, aligned all
+   against all; connected components at min-TM >= 0.8 are "hidden clusters" the first pass missed.
+   It is reported, not merged.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+
+from rayfold.unionfind import Forest, forest_from_edges, forest_labels
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    engine: str = "auto"  # auto (Foldseek when found, else built-in) | builtin | foldseek
+    tm_threshold: float = 0.7  # first pass: TM normalised by the representative
+    coverage: float = 0.8  # first pass: alignment coverage of both fragments
+    merge_threshold: float = 0.7  # audit: min(TM_a, TM_b) to merge two clusters
+    singleton_sample: int = 1000  # fragments sampled by the singleton audit (the seed used 1,000)
+    singleton_threshold: float = 0.8  # min-TM that links two sampled singletons
+    seed: int = 0  # every random choice is seeded from here
+    pairs_per_task: int = 128  # TM-align pairs per Ray task (a few seconds of work each)
+    foldseek_threads: int = 0  # 0 = the CPUs of the node the Foldseek step runs on
+
+
+def priority_order(mean_plddt: np.ndarray, lengths: np.ndarray, ids: list[str]) -> np.ndarray:
+    """rank[i]: 0 for the best representative candidate (higher pLDDT, then longer, then smaller id)."""
+    order = sorted(range(len(ids)), key=lambda i: (-float(mean_plddt[i]), -int(lengths[i]), ids[i]))
+    rank = np.empty(len(ids), dtype=np.int64)
+    rank[np.array(order, dtype=np.int64)] = np.arange(len(ids))
+    return rank
+
+
+def first_pass_edges(
+    i: np.ndarray,
+    j: np.ndarray,
+    tm_i: np.ndarray,
+    tm_j: np.ndarray,
+    cov_i: np.ndarray,
+    cov_j: np.ndarray,
+    config: ClusterConfig = ClusterConfig(),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Directed edges (representative, member) from aligned pairs (tm_i normalised by fragment i)."""
+    covered = (cov_i >= config.coverage) & (cov_j >= config.coverage)
+    i_rep = covered & (tm_i >= config.tm_threshold)
+    j_rep = covered & (tm_j >= config.tm_threshold)
+    reps = np.concatenate([i[i_rep], j[j_rep]]).astype(np.int64)
+    members = np.concatenate([j[i_rep], i[j_rep]]).astype(np.int64)
+    return reps, members
+
+
+def greedy_set_cover(n: int, reps: np.ndarray, members: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """rep_of[m]: the representative chosen for every fragment 0..n-1 (itself for singletons)."""
+    neighbours: list[list[int]] = [[] for _ in range(n)]
+    for r, m in zip(reps.tolist(), members.tolist()):
+        if r != m:
+            neighbours[r].append(m)
+    neighbours = [sorted(set(nb)) for nb in neighbours]
+    rep_of = np.full(n, -1, dtype=np.int64)
+    heap = [(-(len(neighbours[x]) + 1), int(rank[x]), x) for x in range(n)]
+    heapq.heapify(heap)
+    while heap:
+        negative_count, rank_x, x = heapq.heappop(heap)
+        if rep_of[x] >= 0:
+            continue
+        uncovered = [m for m in neighbours[x] if rep_of[m] < 0]
+        count = len(uncovered) + 1
+        if count != -negative_count:  # stale entry: re-queue with the true count (lazy greedy)
+            heapq.heappush(heap, (-count, rank_x, x))
+            continue
+        rep_of[x] = x
+        rep_of[np.array(uncovered, dtype=np.int64)] = x
+    return rep_of
+
+
+def accepted_merges(tm_a: np.ndarray, tm_b: np.ndarray, threshold: float) -> np.ndarray:
+    return np.minimum(tm_a, tm_b) >= threshold
+
+
+def final_clusters(rep_of: np.ndarray, merge_forest: Forest, rank: np.ndarray) -> np.ndarray:
+    """cluster_rep[m]: the final representative of every fragment after audit merges.
+
+    `merge_forest` joins first-pass representatives (fragment indices). A merged cluster's
+    representative is the representative of its largest first-pass cluster (ties: `rank`).
+    """
+    n = len(rep_of)
+    sizes = np.bincount(rep_of, minlength=n)
+    component = forest_labels(merge_forest, n)[rep_of]  # component label of each fragment's first-pass rep
+    reps = np.unique(rep_of)
+    best: dict[int, int] = {}
+    for r in reps.tolist():
+        c = int(component[r])
+        key = (-int(sizes[r]), int(rank[r]))
+        if c not in best or key < (-int(sizes[best[c]]), int(rank[best[c]])):
+            best[c] = r
+    return np.array([best[int(c)] for c in component.tolist()], dtype=np.int64)
+
+
+def sample_singletons(cluster_rep: np.ndarray, sample_size: int, seed: int) -> np.ndarray:
+    """Sorted indices of up to `sample_size` fragments alone in their cluster, drawn with `seed`."""
+    sizes = np.bincount(cluster_rep, minlength=len(cluster_rep))
+    singletons = np.flatnonzero(sizes[cluster_rep] == 1)
+    if len(singletons) <= sample_size:
+        return singletons
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(singletons, size=sample_size, replace=False))
+
+
+def all_pairs(indices: np.ndarray, lengths: np.ndarray, min_length_ratio: float) -> np.ndarray:
+    """Every pair (i<j) of `indices` whose length ratio can still reach the threshold (exact pruning)."""
+    idx = np.asarray(indices, dtype=np.int64)
+    a, b = np.triu_indices(len(idx), k=1)
+    i, j = idx[a], idx[b]
+    short = np.minimum(lengths[i], lengths[j])
+    long = np.maximum(lengths[i], lengths[j])
+    keep = short >= min_length_ratio * long
+    return np.column_stack([i[keep], j[keep]])
+
+
+@dataclass(frozen=True)
+class SingletonAudit:
+    sampled: np.ndarray  # fragment indices
+    component: np.ndarray  # per sampled fragment: smallest sampled index of its component
+    sizes: np.ndarray  # per sampled fragment: its component's size
+
+    @property
+    def n_linked(self) -> int:
+        return int((self.sizes > 1).sum())
+
+    @property
+    def n_components(self) -> int:
+        return int(len(np.unique(self.component[self.sizes > 1])))
+
+    @property
+    def largest(self) -> int:
+        return int(self.sizes.max()) if len(self.sizes) else 0
+
+    def summary(self) -> str:
+        return (f"{self.n_linked} of {len(self.sampled)} sampled singletons in {self.n_components} "
+                f"components, largest {self.largest}")
+
+
+def singleton_components(sampled: np.ndarray, forest: Forest) -> SingletonAudit:
+    labels = forest_labels(forest, int(sampled.max()) + 1 if len(sampled) else 0)
+    component = labels[sampled] if len(sampled) else np.zeros(0, dtype=np.int64)
+    _, inverse, counts = np.unique(component, return_inverse=True, return_counts=True)
+    return SingletonAudit(sampled=sampled, component=component, sizes=counts[inverse])
+
+
+def merge_forest(i: np.ndarray, j: np.ndarray, accepted: np.ndarray) -> Forest:
+    return forest_from_edges(i[accepted], j[accepted])

@@ -1,0 +1,61 @@
+"""Arrow tables of the clustering results, in the schemas of `rayfold.schema`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from rayfold import schema
+from rayfold.cluster import SingletonAudit
+from rayfold.fragset import FragmentSet
+
+
+def cluster_tables(
+    fragments: FragmentSet,
+    rep_of: np.ndarray,
+    cluster_rep: np.ndarray,
+    audit: dict[str, np.ndarray],
+    accepted: np.ndarray,
+    singletons: SingletonAudit,
+) -> dict[str, pa.Table]:
+    """clusters, members, merges and singleton_audit tables, sorted by their keys."""
+    ids = np.array(fragments.ids, dtype=object)
+    n = len(ids)
+    sizes = np.bincount(cluster_rep, minlength=n)
+    reps = np.unique(cluster_rep)
+    first_pass_per_cluster = np.bincount(cluster_rep[np.unique(rep_of)], minlength=n)
+    order = np.argsort(ids[reps].astype(str), kind="stable")
+    reps = reps[order]
+    clusters = pa.Table.from_arrays(
+        [pa.array(ids[reps].tolist()), pa.array(ids[reps].tolist()), pa.array(sizes[reps]),
+         pa.array(first_pass_per_cluster[reps])],
+        schema=schema.CLUSTERS,
+    )
+    members = pa.Table.from_arrays(
+        [pa.array(ids.tolist()), pa.array(ids[cluster_rep].tolist()), pa.array(ids[rep_of].tolist())],
+        schema=schema.MEMBERS,
+    )
+    keep = np.asarray(accepted, dtype=bool)
+    i, j = audit["i"][keep].astype(np.int64), audit["j"][keep].astype(np.int64)
+    merges = pa.Table.from_arrays(
+        [
+            pa.array(ids[i].tolist(), type=pa.string()),
+            pa.array(ids[j].tolist(), type=pa.string()),
+            pa.array(audit["tm_a"][keep], type=pa.float64()),
+            pa.array(audit["tm_b"][keep], type=pa.float64()),
+            pa.array(np.minimum(audit["tm_a"][keep], audit["tm_b"][keep]), type=pa.float64()),
+            pa.array(audit["rmsd"][keep], type=pa.float64()),
+            pa.array(audit["aligned_length"][keep].astype(np.int64), type=pa.int64()),
+            pa.array(audit["seq_identity"][keep], type=pa.float64()),
+        ],
+        schema=schema.MERGES,
+    ).sort_by([("representative_a", "ascending"), ("representative_b", "ascending")])
+    sampled = singletons.sampled
+    component_ids = ids[singletons.component].tolist() if len(sampled) else []
+    singleton_audit = pa.Table.from_arrays(
+        [pa.array(ids[sampled].tolist(), type=pa.string()), pa.array(component_ids, type=pa.string()),
+         pa.array(singletons.sizes.astype(np.int64), type=pa.int64())],
+        schema=schema.SINGLETON_AUDIT,
+    )
+    return {"clusters": clusters, "members": members.sort_by("fragment_id"), "merges": merges,
+            "singleton_audit": singleton_audit}

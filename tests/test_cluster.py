@@ -1,0 +1,78 @@
+"""The clustering rules as pure functions, on hand-made cases with known answers."""
+
+import numpy as np
+
+from rayfold.cluster import (
+    ClusterConfig,
+    all_pairs,
+    final_clusters,
+    first_pass_edges,
+    greedy_set_cover,
+    priority_order,
+    sample_singletons,
+    singleton_components,
+)
+from rayfold.unionfind import forest_from_edges
+
+
+def test_priority_prefers_plddt_then_length_then_id():
+    rank = priority_order(np.array([80.0, 90.0, 90.0, 90.0]), np.array([100, 50, 60, 60]), ["d", "c", "b", "a"])
+    assert rank.tolist() == [3, 2, 1, 0]
+
+
+def test_first_pass_edges_follow_foldseek_semantics():
+    i, j = np.array([0, 1, 2]), np.array([1, 2, 3])
+    tm_i = np.array([0.75, 0.75, 0.9])  # normalised by i
+    tm_j = np.array([0.65, 0.72, 0.9])
+    cov_i = np.array([0.9, 0.9, 0.79])
+    cov_j = np.array([0.9, 0.85, 0.95])
+    reps, members = first_pass_edges(i, j, tm_i, tm_j, cov_i, cov_j, ClusterConfig())
+    assert sorted(zip(reps.tolist(), members.tolist())) == [(0, 1), (1, 2), (2, 1)]  # pair (2,3): coverage 0.79
+
+
+def test_greedy_set_cover_takes_the_largest_star_first():
+    # 0 covers 1,2,3; 4 covers 3,5; 6 alone
+    reps = np.array([0, 0, 0, 4, 4])
+    members = np.array([1, 2, 3, 3, 5])
+    rank = np.arange(7)
+    rep_of = greedy_set_cover(7, reps, members, rank)
+    assert rep_of.tolist() == [0, 0, 0, 0, 4, 4, 6]
+
+
+def test_greedy_set_cover_breaks_ties_by_rank_and_recounts():
+    # 0 and 1 both cover 2 fragments; 1 has the better rank. After 1 takes 3, 0 covers only 2.
+    reps = np.array([0, 0, 1, 1])
+    members = np.array([2, 3, 3, 4])
+    rank = np.array([1, 0, 2, 3, 4])
+    rep_of = greedy_set_cover(5, reps, members, rank)
+    assert rep_of.tolist() == [0, 1, 0, 1, 1]
+
+
+def test_final_clusters_take_the_largest_first_pass_representative():
+    rep_of = np.array([0, 0, 2, 2, 2, 5])
+    forest = forest_from_edges(np.array([0, 2]), np.array([2, 5]))  # all three first-pass clusters merge
+    rank = np.arange(6)
+    assert final_clusters(rep_of, forest, rank).tolist() == [2, 2, 2, 2, 2, 2]
+    unmerged = forest_from_edges(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    assert final_clusters(rep_of, unmerged, rank).tolist() == rep_of.tolist()
+
+
+def test_singleton_sample_is_seeded_and_limited():
+    cluster_rep = np.array([0, 0, 2, 3, 4, 5, 6, 7])
+    first = sample_singletons(cluster_rep, 3, seed=1)
+    assert first.tolist() == sample_singletons(cluster_rep, 3, seed=1).tolist()
+    assert len(first) == 3 and set(first.tolist()) <= {2, 3, 4, 5, 6, 7}
+    assert sample_singletons(cluster_rep, 100, seed=1).tolist() == [2, 3, 4, 5, 6, 7]
+
+
+def test_all_pairs_prune_by_length_ratio():
+    lengths = np.array([100, 85, 60, 100])
+    pairs = all_pairs(np.array([0, 1, 2, 3]), lengths, 0.8)
+    assert pairs.tolist() == [[0, 1], [0, 3], [1, 3]]
+
+
+def test_singleton_components_summary():
+    sampled = np.array([2, 4, 6, 8, 9])
+    audit = singleton_components(sampled, forest_from_edges(np.array([2, 4]), np.array([4, 6])))
+    assert audit.sizes.tolist() == [3, 3, 3, 1, 1]
+    assert audit.summary() == "3 of 5 sampled singletons in 1 components, largest 3"
