@@ -11,6 +11,7 @@ import json
 import re
 import stat
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +65,7 @@ def flag_pairs(tokens: list[str]) -> dict[str, str]:
     """{flag: value} of a list of `--flag value` tokens; fails on repeats or a dangling token."""
     assert len(tokens) % 2 == 0, tokens
     out: dict[str, str] = {}
-    for flag, value in zip(tokens[::2], tokens[1::2]):
+    for flag, value in zip(tokens[::2], tokens[1::2], strict=True):
         assert flag.startswith("-") and not value.startswith("--"), (flag, value)
         assert flag not in out, f"{flag} given twice"
         out[flag] = value
@@ -373,6 +374,11 @@ if cmd == os.environ.get("FAKE_FOLDSEEK_FAIL"):
     sys.stderr.write("line 1\nError: fake failure in %s\n" % cmd)
     sys.exit(3)
 skip_output = cmd == os.environ.get("FAKE_FOLDSEEK_NO_OUTPUT")
+if cmd == os.environ.get("FAKE_FOLDSEEK_HANG"):  # hang, with a child process, like a workflow
+    import subprocess, time
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    Path(os.environ["FAKE_FOLDSEEK_LOG"] + ".child").write_text(str(child.pid))
+    time.sleep(120)
 if cmd == "version":
     print("10.fake0")
 elif cmd == "createdb":
@@ -431,8 +437,8 @@ def fake_foldseek(tmp_path, monkeypatch):
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     log = tmp_path / "calls.jsonl"
     monkeypatch.setenv("FAKE_FOLDSEEK_LOG", str(log))
-    for var in ("FAKE_FOLDSEEK_FAIL", "FAKE_FOLDSEEK_NO_OUTPUT", "FAKE_FOLDSEEK_TSV", "FAKE_FOLDSEEK_M8"):
-        monkeypatch.delenv(var, raising=False)
+    for var in ("FAIL", "NO_OUTPUT", "HANG", "TSV", "M8"):
+        monkeypatch.delenv(f"FAKE_FOLDSEEK_{var}", raising=False)
 
     return FakeFoldseek(exe, log)
 
@@ -518,6 +524,31 @@ def test_run_cluster_missing_output_and_unknown_names(fake_foldseek, fragments, 
         run_cluster(str(tmp_path / "no-such-foldseek"), fragments, tmp_path / "w4")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie is dead
+    except FileNotFoundError:
+        return False
+
+
+def test_run_cluster_timeout_kills_the_whole_process_group(fake_foldseek, fragments, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_FOLDSEEK_HANG", "cluster")
+    monkeypatch.setenv("FAKE_FOLDSEEK_TSV", str(tmp_path / "unused"))
+    work = tmp_path / "work"
+    t0 = time.monotonic()
+    with pytest.raises(FoldseekError, match="timed out after 2"):
+        run_cluster(str(fake_foldseek), fragments, work, timeout=2)
+    assert time.monotonic() - t0 < 20
+    child = Path(str(fake_foldseek.log) + ".child")
+    pid = int(child.read_text())  # the hanging command's own child was killed with it
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+    assert list(work.iterdir()) == []
+
+
 def test_run_search_with_fake_foldseek(fake_foldseek, fragments, tmp_path, monkeypatch):
     m8 = tmp_path / "canned.m8"
     rows = [
@@ -532,7 +563,8 @@ def test_run_search_with_fake_foldseek(fake_foldseek, fragments, tmp_path, monke
     hits = run_search(str(fake_foldseek), fragments, fragments, work, threads=2, exhaustive=True)
     assert [(h.query, h.target) for h in hits] == [("P1_f1", "P1_f1"), ("P1_f1", "P2_f1")]
     h = hits[1]
-    assert (h.qtmscore, h.ttmscore, h.min_tm, h.lddt, h.prob, h.qcov, h.tcov) == (0.75, 0.74, 0.74, 0.7, 0.99, 0.95, 0.93)
+    scores = (h.qtmscore, h.ttmscore, h.min_tm, h.lddt, h.prob, h.qcov, h.tcov)
+    assert scores == (0.75, 0.74, 0.74, 0.7, 0.99, 0.95, 0.93)
     assert (h.qlen, h.tlen, h.alnlen, h.fident, h.evalue, h.bits) == (80, 82, 76, 0.21, 0.75, 75.0)
     (call,) = fake_foldseek.calls()
     assert call["argv"][1:6] == ["easy-search", str(fragments.resolve()), str(fragments.resolve()), "hits.tsv", "tmp"]
@@ -598,3 +630,17 @@ def test_real_foldseek_accepts_ca_only_pdb(tmp_path):
     rep_of = {m: r for r, m in pairs}
     assert set(rep_of) == set(GLOBINS) | {"d1mbaa__ca"}
     assert rep_of["d1mbaa__ca"] == rep_of["d1mbaa_"]
+
+
+def test_ca_only_pdb_for_foldseek_has_only_ca_atoms_and_real_names():
+    import gemmi
+    import numpy as np
+
+    from rayfold.foldseek import write_ca_pdb
+
+    coords = np.arange(15, dtype=float).reshape(5, 3) * 1.5
+    structure = gemmi.read_pdb_string(write_ca_pdb(coords, "MKWGX").decode())
+    residues = list(structure[0][0])
+    assert [r.name for r in residues] == ["MET", "LYS", "TRP", "GLY", "UNK"]
+    assert all(len(r) == 1 and r[0].name == "CA" for r in residues)
+    np.testing.assert_allclose([r[0].pos.tolist() for r in residues], coords, atol=1e-3)

@@ -34,12 +34,15 @@ import gzip
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 __all__ = [
     "ALIGNMENT_DB_COLUMNS",
@@ -64,6 +67,7 @@ __all__ = [
     "search_argv",
     "structure_files",
     "structure_stem",
+    "write_ca_pdb",
 ]
 
 log = logging.getLogger(__name__)
@@ -112,7 +116,6 @@ _FLOAT_COLUMNS = frozenset(
     {"evalue", "bits", "fident", "pident", "alntmscore", "qtmscore", "ttmscore", "lddt", "prob",
      "qcov", "tcov", "rmsd"}
 )  # fmt: skip
-_TEXT_COLUMNS = frozenset({"query", "target"})
 
 
 class FoldseekError(RuntimeError):
@@ -161,29 +164,45 @@ def _tail(text: str, n_lines: int = 25, n_chars: int = 4000) -> str:
 
 def _run(argv: Sequence[str], *, cwd: str | os.PathLike[str] | None = None,
          timeout: float | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    """Run one Foldseek command; stdout and stderr captured; FoldseekError on any failure."""
+    """Run one Foldseek command; stdout and stderr captured; FoldseekError on any failure.
+
+    The command gets its own process group: on a timeout (or an interrupt) the whole group is
+    killed, including the shell scripts and programs Foldseek's workflows start.
+    """
     argv = [str(a) for a in argv]
     shown = " ".join(argv)
     log.debug("running %s", shown)
     try:
-        proc = subprocess.run(
-            argv, cwd=cwd, capture_output=True, text=True, errors="replace", timeout=timeout, check=False
-        )
-    except FileNotFoundError as e:
+        proc = subprocess.Popen(
+            argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, errors="replace", start_new_session=True,
+        )  # fmt: skip
+    except OSError as e:  # missing, not executable, bad cwd
         raise FoldseekError(f"cannot run {shown}: {e}", argv) from e
-    except PermissionError as e:
-        raise FoldseekError(f"cannot run {shown}: {e}", argv) from e
-    except subprocess.TimeoutExpired as e:
-        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
-        raise FoldseekError(f"timed out after {timeout} s: {shown}\n{_tail(err)}", argv, None, err) from e
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        out, err = proc.communicate()
+        raise FoldseekError(f"timed out after {timeout} s: {shown}\n{_tail(err)}", argv, None, err) from None
+    except BaseException:
+        _kill_group(proc)
+        proc.communicate()
+        raise
     if proc.returncode != 0:
         # MMseqs2/Foldseek print errors on stderr; some workflow failures only show on stdout.
-        detail = _tail(proc.stderr) or _tail(proc.stdout)
+        detail = _tail(err) or _tail(out)
         raise FoldseekError(
-            f"foldseek failed (exit code {proc.returncode}): {shown}\n{detail}",
-            argv, proc.returncode, proc.stderr,
-        )  # fmt: skip
-    return proc
+            f"foldseek failed (exit code {proc.returncode}): {shown}\n{detail}", argv, proc.returncode, err
+        )
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # our own child's group (start_new_session=True)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
 
 
 def foldseek_version(binary: str, *, timeout: float | None = 60) -> str:
@@ -604,7 +623,7 @@ def parse_search_tsv(path_or_text: str | os.PathLike[str] | bytes,
             )  # fmt: skip
         known: dict[str, Any] = {}
         extra: dict[str, str] = {}
-        for col, text in zip(cols, fields):
+        for col, text in zip(cols, fields, strict=True):
             if col in ("query", "target"):
                 known[col] = resolve(text.strip())
             elif col in _HIT_FIELDS:
@@ -655,7 +674,7 @@ def run_cluster(binary: str, structures_dir: str | os.PathLike[str], workdir: st
             createtsv_argv(binary, "db", "clu", "clu.tsv", threads),
         ]
         (run / "tmp").mkdir()
-        for argv, product in zip(steps, ("db.index", "clu.index", "clu.tsv")):
+        for argv, product in zip(steps, ("db.index", "clu.index", "clu.tsv"), strict=True):
             _run(argv, cwd=run, timeout=timeout)
             _require(run / product, argv)
         tsv = run / "clu.tsv"
@@ -696,3 +715,21 @@ def run_search(binary: str, query_dir: str | os.PathLike[str], target_dir: str |
         return parse_search_tsv(run / "hits.tsv", columns, names)
     finally:
         shutil.rmtree(run, ignore_errors=True)
+
+
+def write_ca_pdb(coords: np.ndarray, sequence: str, chain_id: str = "A") -> bytes:
+    """A C-alpha-only PDB of one fragment, the form Foldseek rebuilds a backbone for (PULCHRA).
+
+    Only CA atoms (with N or C present Foldseek would not rebuild, and its 3Di would be wrong) and
+    real residue names (an all-UNK chain is dropped as not protein).
+    """
+    import gemmi
+
+    lines = []
+    for k, ((x, y, z), letter) in enumerate(zip(np.asarray(coords, dtype=np.float64), sequence), start=1):
+        name = gemmi.expand_one_letter(letter, gemmi.ResidueKind.AA) or "UNK"
+        lines.append(
+            f"ATOM  {k:5d}  CA  {name:3s} {chain_id:1s}{k:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00           C"
+        )
+    lines += ["TER", "END", ""]
+    return "\n".join(lines).encode()

@@ -247,7 +247,7 @@ def _foldseek_first_pass(fragments, binary: str, threads: int):
     from pathlib import Path
 
     from rayfold.foldseek import run_cluster
-    from rayfold.structure import write_ca_pdb
+    from rayfold.foldseek import write_ca_pdb
 
     with tempfile.TemporaryDirectory(prefix="rayfold-foldseek-") as tmp:
         folder = Path(tmp) / "structures"
