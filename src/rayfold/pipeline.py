@@ -242,19 +242,41 @@ def _merge_forests_task(*forests):
     return merge_forests(*forests)
 
 
+def _write_ca_structures(fragments, folder) -> None:
+    from rayfold.foldseek import write_ca_pdb
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for fid, coords, sequence in zip(fragments.ids, fragments.coords, fragments.sequences):
+        (folder / f"{fid}.pdb").write_bytes(write_ca_pdb(coords, sequence))
+
+
 def _foldseek_first_pass(fragments, binary: str, threads: int):
     import tempfile
     from pathlib import Path
 
     from rayfold.foldseek import run_cluster
-    from rayfold.foldseek import write_ca_pdb
 
     with tempfile.TemporaryDirectory(prefix="rayfold-foldseek-") as tmp:
-        folder = Path(tmp) / "structures"
-        folder.mkdir()
-        for fid, coords, sequence in zip(fragments.ids, fragments.coords, fragments.sequences):
-            (folder / f"{fid}.pdb").write_bytes(write_ca_pdb(coords, sequence))
-        return run_cluster(binary, str(folder), str(Path(tmp) / "work"), threads=threads)
+        _write_ca_structures(fragments, Path(tmp) / "structures")
+        return run_cluster(binary, str(Path(tmp) / "structures"), str(Path(tmp) / "work"), threads=threads)
+
+
+def _foldseek_audit_pairs(fragments, binary: str, threads: int):
+    """Representative pairs Foldseek's search finds with its TM-align alignment type (reps vs reps)."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from rayfold.foldseek import run_search
+
+    index = fragments.index()
+    with tempfile.TemporaryDirectory(prefix="rayfold-foldseek-") as tmp:
+        _write_ca_structures(fragments, Path(tmp) / "structures")
+        hits = run_search(binary, str(Path(tmp) / "structures"), str(Path(tmp) / "structures"),
+                          str(Path(tmp) / "work"), threads=threads, alignment_type=1)
+    pairs = np.array([(index[h.query], index[h.target]) for h in hits if h.query != h.target], dtype=np.int64)
+    return pairs.reshape(-1, 2)
 
 
 def _in_batches(pairs, size: int):
@@ -403,6 +425,7 @@ def cluster_fragments(
         if ray.cluster_resources().get("foldseek", 0) >= 1:
             options["resources"] = {"foldseek": 1}  # the large node type of cluster.yaml
         task = _ray_remote(_foldseek_first_pass, **options)
+        search_task = _ray_remote(_foldseek_audit_pairs, **options)
         pairs_rep_member = ray.get(task.remote(fragments_ref, binary, threads))
         index = fragments.index()
         rep_of = np.arange(n, dtype=np.int64)
@@ -422,8 +445,13 @@ def cluster_fragments(
     first_reps = np.unique(rep_of)
     rep_set = fragments.subset(first_reps)
     rep_set_ref = ray.put(rep_set)
-    rep_pairs_local = _candidate_pairs(rep_set, rep_set_ref, prefilter_config, progress=progress, desc="audit prefilter")
-    rep_pairs = first_reps[rep_pairs_local] if len(rep_pairs_local) else rep_pairs_local
+    if engine == "foldseek":
+        rep_pairs_local = np.sort(ray.get(search_task.remote(rep_set_ref, binary, threads)), axis=1)
+        rep_pairs_local = np.unique(rep_pairs_local, axis=0) if len(rep_pairs_local) else rep_pairs_local
+    else:
+        rep_pairs_local = _candidate_pairs(rep_set, rep_set_ref, prefilter_config, progress=progress,
+                                           desc="audit prefilter")
+    rep_pairs = first_reps[rep_pairs_local] if len(rep_pairs_local) else rep_pairs_local.reshape(0, 2)
     if len(rep_pairs):
         lengths = fragments.lengths
         reachable = np.minimum(lengths[rep_pairs[:, 0]], lengths[rep_pairs[:, 1]]) >= config.merge_threshold * np.maximum(
