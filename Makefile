@@ -20,7 +20,7 @@ demo: setup
 	$(BIN)/python -c "import pyarrow.parquet as pq; t = pq.read_table('out/demo/fragments'); print(t.select(['fragment_id', 'n_residues', 'chopping', 'mean_plddt', 'passed', 'fail_reason']).sort_by('fragment_id').to_pandas().to_string(max_rows=40))"
 
 test: setup
-	$(BIN)/python -m pytest -q
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 bench: setup
 	$(BIN)/python bench/fragment_speed.py

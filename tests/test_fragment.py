@@ -5,6 +5,7 @@ from rayfold.config import FragmentConfig
 from rayfold.fragment import (
     chopping,
     contiguous_segments,
+    drop_short_segments,
     expected_radius_of_gyration,
     fill_short_gaps,
     fragment_chain,
@@ -181,3 +182,27 @@ def test_packing_density_sees_helix_packing_not_lone_helices():
     # the former definition (8 A, |i-j| >= 6, >= 2.0) fails the same hairpin
     old = FragmentConfig(packing_distance=8.0, packing_min_separation=6, min_contact_density=2.0)
     assert not quality(chain, np.arange(48), old).passed
+
+
+def test_short_islands_leave_their_fragment():
+    pieces = [np.r_[10:54, 144], np.r_[60:70, 80:83, 90:100], np.r_[200:203]]
+    cleaned = drop_short_segments(pieces, min_length=5)
+    assert cleaned[0].tolist() == list(range(10, 54))  # the 1-residue island far away goes
+    assert cleaned[1].tolist() == list(range(60, 70)) + list(range(90, 100))  # 3-residue segment goes
+    assert cleaned[2].tolist() == [200, 201, 202]  # a piece's only (longest) segment always stays
+    assert drop_short_segments(pieces, min_length=1) is pieces
+
+
+def test_fragment_chain_drops_a_stray_residue_island():
+    rng = np.random.default_rng(13)
+    domain = compact_walk(80, rng)
+    # residues 80-94 are disordered (longer than fill_gap_max); residue 95 sits back on the domain's
+    # surface, then a disordered tail
+    coords = np.vstack([domain, compact_walk(15, rng, centre=(80.0, 0, 0)), domain[40] + [0.0, 0.0, 4.0],
+                        np.column_stack([np.arange(9) * 3.8 + 300, np.zeros(9), np.zeros(9)])])
+    plddt = np.r_[np.full(80, 90.0), np.full(15, 40.0), 90.0, np.full(9, 40.0)]
+    chain = make_chain(coords, plddt)
+    with_island = fragment_chain(chain, FragmentConfig(min_island_length=1))
+    assert [f.chopping for f in with_island.fragments] == ["1-80_96-96"]
+    cleaned = fragment_chain(chain, FragmentConfig())
+    assert [f.chopping for f in cleaned.fragments] == ["1-80"]

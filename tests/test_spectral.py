@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rayfold.spectral import fiedler, knn_graph, recursive_bisection
+from rayfold.spectral import _components, _normalized_laplacian, fiedler, knn_edges, knn_graph, recursive_bisection
 
 
 def blob(n: int, centre, radius: float, rng: np.random.Generator) -> np.ndarray:
@@ -64,3 +64,56 @@ def test_sparse_solver_matches_dense_on_large_graphs(seed):
     assert [leaf.tolist() for leaf in sparse.leaves] == [leaf.tolist() for leaf in dense.leaves]
     assert sparse.linkers.tolist() == dense.linkers.tolist()
     np.testing.assert_allclose(sparse.fiedler_values, dense.fiedler_values, atol=1e-8)
+
+
+def brute_force_knn(coords: np.ndarray, k: int, sigma: float) -> np.ndarray:
+    """Dense weight matrix of the symmetric k-NN graph, straight from the definition."""
+    d = np.linalg.norm(coords[:, None] - coords[None], axis=2)
+    w = np.zeros_like(d)
+    for i in range(len(coords)):
+        nearest = np.argsort(d[i], kind="stable")[1 : k + 1]
+        w[i, nearest] = np.exp(-d[i, nearest] ** 2 / (2 * sigma**2))
+    return np.maximum(w, w.T)
+
+
+def test_knn_edges_are_the_symmetric_knn_graph_in_csr_order():
+    coords = blob(120, (0, 0, 0), 14.0, np.random.default_rng(4))
+    g = knn_edges(coords, 15, 8.0)
+    keys = g.rows * g.n + g.cols
+    assert (np.diff(keys) > 0).all()  # sorted by (row, col), no duplicates
+    np.testing.assert_allclose(g.to_csr().toarray(), brute_force_knn(coords, 15, 8.0), rtol=1e-12, atol=0)
+
+
+def test_laplacian_from_edge_arrays_matches_the_definition():
+    coords = blob(90, (0, 0, 0), 12.0, np.random.default_rng(5))
+    g = knn_edges(coords, 15, 8.0).subgraph(np.arange(0, 90, 2))
+    w = g.to_csr().toarray()
+    d = w.sum(axis=1)
+    expected = np.eye(g.n) - w / np.sqrt(np.outer(d, d)) + 1e-3 * np.eye(g.n)
+    laplacian = _normalized_laplacian(g, 1e-3)
+    np.testing.assert_allclose(laplacian.toarray(), expected, rtol=0, atol=1e-15)
+
+
+def test_subgraph_needs_increasing_indices():
+    g = knn_edges(blob(60, (0, 0, 0), 10.0, np.random.default_rng(6)), 15, 8.0)
+    with pytest.raises(ValueError):
+        g.subgraph(np.array([5, 3, 9]))
+
+
+def test_components_of_a_split_graph():
+    rng = np.random.default_rng(8)
+    coords = np.vstack([blob(40, (0, 0, 0), 10, rng), blob(30, (300, 0, 0), 10, rng), blob(20, (0, 300, 0), 8, rng)])
+    n_comp, labels = _components(knn_edges(coords, 15, 8.0))
+    assert n_comp == 3
+    assert sorted(np.bincount(labels).tolist()) == [20, 30, 40]
+    assert len(set(labels[:40])) == len(set(labels[40:70])) == len(set(labels[70:])) == 1
+
+
+@pytest.mark.parametrize("n", [250, 600])
+def test_deflated_sparse_fiedler_matches_dense(n):
+    coords, _ = dumbbell(np.random.default_rng(n), n_ball=n // 2, linker=10)
+    g = knn_edges(coords, 15, 8.0)
+    value, vector = fiedler(g, solver="sparse", dense_below=0)
+    dense_value, dense_vector = fiedler(g, solver="dense")
+    assert value == pytest.approx(dense_value, abs=1e-10)
+    assert abs(vector @ dense_vector) == pytest.approx(1.0, abs=1e-8)

@@ -43,6 +43,9 @@ class FragmentConfig:
     # the same piece, join it (no 1-5 residue holes in a domain). 0 disables. Boundary-distance on
     # the TED example 0.285 -> 0.648; plateau for 10-15, worse from 20.
     fill_gap_max: int = 10
+    # Added rule (module docstring, step 6): segments shorter than this inside a fragment that has a
+    # longer segment (stray 1-4 residue islands such as `603-603`) are unassigned. 1 disables.
+    min_island_length: int = 5
     # 5. size and quality filters
     min_fragment_length: int = 20  # shorter fragments are dropped (seed)
     min_mean_plddt: float = 70.0  # every reachable TED domain of the test sets is >= 74

@@ -8,7 +8,10 @@ Two solvers give the same partitions: `dense` (numpy eigh of the full matrix, ev
 seed's straightforward method, O(n^3), kept as the reference) and `sparse`, rayfold's default:
 ARPACK in shift-invert mode around a small negative shift, which factorises L + 1e-3 I once (SuperLU
 with a minimum-degree ordering of A^T + A, about twice as fast as the default column ordering on
-these graphs) and converges to the two smallest eigenvalues in a few iterations. Plain
+these graphs; no pivoting, since L + 1e-3 I is positive definite). The null vector of L is known
+(D^1/2 1) and is projected out of the operator, so ARPACK looks for one eigenpair (k=1), the
+Fiedler pair, instead of two. The graph lives in plain CSR-ordered edge arrays: the Laplacian's
+CSC arrays and the connected-component check are built from them without scipy's COO conversion. Plain
 `eigsh(which='SM')` is avoided: it returned the wrong eigenvalue at n >= 1000. Sub-problems below
 `dense_below` nodes are solved densely, asking LAPACK for the two lowest eigenpairs only, which is
 faster than any sparse method at that size.
@@ -26,6 +29,7 @@ from scipy.sparse.linalg import LinearOperator, eigsh, splu
 from scipy.spatial import cKDTree
 
 SOLVERS = ("sparse", "dense")
+_NCV = 6  # Lanczos vectors for the deflated k=1 problem; 3-8 measured within noise
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,8 @@ def knn_edges(coords: np.ndarray, k: int, sigma: float) -> Edges:
     keys = np.concatenate([rows * n + cols, cols * n + rows])
     keys.sort()
     keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
-    i, j = np.divmod(keys, n)
+    i = keys // n
+    j = keys - i * n
     d2 = ((coords[i] - coords[j]) ** 2).sum(axis=1)
     return Edges(i, j, np.exp(-d2 / (2.0 * sigma**2)), n)
 
@@ -107,7 +112,10 @@ def _as_edges(w: sp.spmatrix | Edges) -> Edges:
 
 
 def _components(g: Edges) -> tuple[int, np.ndarray]:
-    return connected_components(g.to_csr(), directed=False)
+    """Connected components. The graph is symmetric, so its strongly connected components are its
+    components, and scipy's directed 'strong' algorithm skips the transpose that directed=False
+    builds (about half the cost); the parts are ordered by their first node afterwards anyway."""
+    return connected_components(g.to_csr(), directed=True, connection="strong")
 
 
 def _laplacian_entries(g: Edges) -> tuple[np.ndarray, np.ndarray]:
@@ -152,7 +160,14 @@ def fiedler(w: sp.spmatrix | Edges, solver: str = "sparse", dense_below: int = 2
         values, vectors = dense_eigh(_dense_laplacian(g, off), subset_by_index=[0, 1], driver="evr")
         return float(values[1]), vectors[:, 1]
     shift = 1e-3
-    lu = splu(_normalized_laplacian(g, shift), permc_spec="MMD_AT_PLUS_A")
+    # L + shift I is symmetric positive definite: no pivoting is needed, and SymmetricMode keeps the
+    # minimum-degree ordering on the diagonal (~10% faster factorisation than partial pivoting).
+    lu = splu(
+        _normalized_laplacian(g, shift),
+        permc_spec="MMD_AT_PLUS_A",
+        diag_pivot_thresh=0.0,
+        options={"SymmetricMode": True},
+    )
     # The null vector of L is known, D^1/2 1: project it out of the operator so that the Fiedler
     # pair is the largest eigenpair of P (L + shift I)^-1 P and ARPACK needs k=1.
     degree = np.bincount(g.rows, weights=g.weights, minlength=n)
@@ -168,9 +183,6 @@ def fiedler(w: sp.spmatrix | Edges, solver: str = "sparse", dense_below: int = 2
     # A fixed start vector keeps ARPACK deterministic run to run.
     values, vectors = eigsh(inverse, k=1, which="LM", v0=np.linspace(1.0, 2.0, n), tol=1e-10, ncv=_NCV)
     return float(1.0 / values[0] - shift), vectors[:, 0]
-
-
-_NCV = 6
 
 
 def recursive_bisection(
