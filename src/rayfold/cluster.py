@@ -7,7 +7,11 @@
    higher mean pLDDT, then longer, then smaller id), and assigns them to it.
 2. Representative audit: representatives are aligned with each other and two first-pass clusters
    merge when min(TM_a, TM_b) >= 0.7 (both directions confirm fold-level similarity), with
-   union-find. The merged cluster's representative is the representative of its largest
+   union-find. Added rule: a pair of members of two different first-pass clusters that the first
+   pass already TM-aligned at min-TM >= 0.7 is the same evidence and merges them too (the built-in
+   first pass aligns candidates down to a length ratio of 0.7 for this). Without it a pair like
+   A0A1M2VTE1/A0A4Q9LQ12 (min-TM 0.73, length ratio 0.77, so no first-pass edge at coverage 0.8)
+   stays split whenever its two representatives score below 0.7 (0.51 there). The merged cluster's representative is the representative of its largest
    first-pass cluster (same tie-breaks), and its id is that representative's fragment id.
 3. Singleton audit: a seeded sample of fragments still alone after the audit, aligned all
    against all; connected components at min-TM >= 0.8 are "hidden clusters" the first pass missed.
@@ -91,6 +95,24 @@ def accepted_merges(tm_a: np.ndarray, tm_b: np.ndarray, threshold: float) -> np.
     return np.minimum(tm_a, tm_b) >= threshold
 
 
+EVIDENCE_COLUMNS = ("rep_a", "rep_b", "i", "j", "tm_a", "tm_b", "rmsd", "aligned_length", "seq_identity")
+
+
+def merge_evidence(columns: dict[str, np.ndarray], rep_of: np.ndarray, threshold: float, *, source: str) -> dict:
+    """Aligned pairs at min-TM >= threshold whose fragments sit in different first-pass clusters."""
+    i = np.asarray(columns["i"], dtype=np.int64)
+    j = np.asarray(columns["j"], dtype=np.int64)
+    keep = accepted_merges(columns["tm_a"], columns["tm_b"], threshold) & (rep_of[i] != rep_of[j])
+    out = {"rep_a": rep_of[i][keep], "rep_b": rep_of[j][keep], "i": i[keep], "j": j[keep]}
+    out.update({k: np.asarray(columns[k])[keep] for k in EVIDENCE_COLUMNS[4:]})
+    out["source"] = np.array([source] * int(keep.sum()), dtype=object)
+    return out
+
+
+def concat_evidence(a: dict, b: dict) -> dict:
+    return {k: np.concatenate([a[k], b[k]]) for k in a}
+
+
 def final_clusters(rep_of: np.ndarray, merge_forest: Forest, rank: np.ndarray) -> np.ndarray:
     """cluster_rep[m]: the final representative of every fragment after audit merges.
 
@@ -162,4 +184,5 @@ def singleton_components(sampled: np.ndarray, forest: Forest) -> SingletonAudit:
 
 
 def merge_forest(i: np.ndarray, j: np.ndarray, accepted: np.ndarray) -> Forest:
+    """Forest of the accepted pairs (used inside alignment tasks, before results reach the driver)."""
     return forest_from_edges(i[accepted], j[accepted])

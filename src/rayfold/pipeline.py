@@ -407,7 +407,7 @@ def cluster_fragments(
     from rayfold.foldseek import foldseek_version
     from rayfold.prefilter import PrefilterConfig
     from rayfold.tables import cluster_tables
-    from rayfold.unionfind import forest_from_edges
+    from rayfold.unionfind import forest_from_edges, merge_forests
 
     config = config or ClusterConfig()
     prefilter_config = prefilter_config or PrefilterConfig()
@@ -421,6 +421,7 @@ def cluster_fragments(
     # 1. first pass
     if engine == "foldseek":
         threads = config.foldseek_threads or int(ray.cluster_resources().get("CPU", 1))
+        first_pass = None
         options = {"num_cpus": threads}
         if ray.cluster_resources().get("foldseek", 0) >= 1:
             options["resources"] = {"foldseek": 1}  # the large node type of cluster.yaml
@@ -434,11 +435,13 @@ def cluster_fragments(
     else:
         pairs = _candidate_pairs(fragments, fragments_ref, prefilter_config, progress=progress, desc="prefilter")
         lengths = fragments.lengths
-        ratio_ok = np.minimum(lengths[pairs[:, 0]], lengths[pairs[:, 1]]) >= config.coverage * np.maximum(
+        # pairs that could be a first-pass edge (length ratio >= coverage) or merge evidence (>= merge threshold)
+        ratio_ok = np.minimum(lengths[pairs[:, 0]], lengths[pairs[:, 1]]) >= min(config.coverage, config.merge_threshold) * np.maximum(
             lengths[pairs[:, 0]], lengths[pairs[:, 1]])
-        columns, _ = aligner.align(pairs[ratio_ok], desc="first pass")
+        first_pass, _ = aligner.align(pairs[ratio_ok], desc="first pass")
         reps, members = algo.first_pass_edges(
-            columns["i"], columns["j"], columns["tm_a"], columns["tm_b"], columns["cov_a"], columns["cov_b"], config)
+            first_pass["i"], first_pass["j"], first_pass["tm_a"], first_pass["tm_b"], first_pass["cov_a"],
+            first_pass["cov_b"], config)
         rep_of = algo.greedy_set_cover(n, reps, members, rank)
 
     # 2. representative audit
@@ -457,9 +460,13 @@ def cluster_fragments(
         reachable = np.minimum(lengths[rep_pairs[:, 0]], lengths[rep_pairs[:, 1]]) >= config.merge_threshold * np.maximum(
             lengths[rep_pairs[:, 0]], lengths[rep_pairs[:, 1]])
         rep_pairs = rep_pairs[reachable]
-    audit, forest = aligner.align(rep_pairs, desc="representative audit", merge_threshold=config.merge_threshold)
+    audit, audit_forest = aligner.align(rep_pairs, desc="representative audit", merge_threshold=config.merge_threshold)
+    evidence = algo.merge_evidence(audit, rep_of, config.merge_threshold, source="representatives")
+    if first_pass is not None:  # cross-cluster member pairs the first pass already confirmed
+        evidence = algo.concat_evidence(
+            evidence, algo.merge_evidence(first_pass, rep_of, config.merge_threshold, source="members"))
+    forest = merge_forests(audit_forest, forest_from_edges(evidence["rep_a"], evidence["rep_b"]))
     cluster_rep = algo.final_clusters(rep_of, forest, rank)
-    accepted = algo.accepted_merges(audit["tm_a"], audit["tm_b"], config.merge_threshold)
 
     # 3. singleton audit
     sampled = algo.sample_singletons(cluster_rep, config.singleton_sample, config.seed)
@@ -468,14 +475,14 @@ def cluster_fragments(
     ok = algo.accepted_merges(linked["tm_a"], linked["tm_b"], config.singleton_threshold)
     audit_result = algo.singleton_components(sampled, forest_from_edges(linked["i"][ok], linked["j"][ok]))
 
-    tables = cluster_tables(fragments, rep_of, cluster_rep, audit, accepted, audit_result)
+    tables = cluster_tables(fragments, rep_of, cluster_rep, evidence, audit_result)
     run_row = dict(
         engine=engine,
         engine_version=foldseek_version(binary) if binary else f"rayfold {__import__('rayfold').__version__}",
         fragments=n,
         first_pass_clusters=int(len(first_reps)),
         clusters=int(len(np.unique(cluster_rep))),
-        merges=int(accepted.sum()),
+        merges=int(len(evidence["rep_a"])),
         alignments=aligner.calls,
         singleton_audit=audit_result.summary(),
         seconds=time.perf_counter() - started,

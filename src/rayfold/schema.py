@@ -24,6 +24,7 @@ FRAGMENTS = pa.schema(
         pa.field("n_segments", pa.int32(), nullable=False),
         pa.field("chopping", pa.string(), nullable=False),  # author numbers, 'start-end' joined by '_'
         pa.field("sequence", pa.string(), nullable=False),
+        pa.field("states_3di", pa.string()),  # 3Di letters from the full backbone (passed fragments), for the prefilter
         pa.field("residue_index", pa.list_(pa.int32()), nullable=False),  # 0-based, into the chain's CA residues
         pa.field("plddt", pa.list_(pa.float32()), nullable=False),
         pa.field("ca_coords", pa.list_(XYZ), nullable=False),  # Angstrom
@@ -85,9 +86,12 @@ MEMBERS = pa.schema(
 
 MERGES = pa.schema(
     [
-        pa.field("representative_a", pa.string(), nullable=False),
+        pa.field("representative_a", pa.string(), nullable=False),  # first-pass clusters joined
         pa.field("representative_b", pa.string(), nullable=False),
-        pa.field("tm_a", pa.float64(), nullable=False),  # TM normalised by representative_a
+        pa.field("fragment_a", pa.string(), nullable=False),  # the TM-aligned pair that is the evidence
+        pa.field("fragment_b", pa.string(), nullable=False),  # (= the representatives for source 'representatives')
+        pa.field("source", pa.string(), nullable=False),  # representatives | members
+        pa.field("tm_a", pa.float64(), nullable=False),  # TM normalised by fragment_a
         pa.field("tm_b", pa.float64(), nullable=False),
         pa.field("tm_min", pa.float64(), nullable=False),
         pa.field("rmsd", pa.float64(), nullable=False),

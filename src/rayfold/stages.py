@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from rayfold import schema
+from rayfold.alphabet import encode_fragment
 from rayfold.config import FragmentConfig, ReadConfig
 from rayfold.errors import InputError
 from rayfold.fragment import ChainFragments, fragment_chain
@@ -148,6 +149,8 @@ class FragmentStage:
                     n_segments=frag.n_segments,
                     chopping=frag.chopping,
                     sequence="".join(chain.sequence[i] for i in idx),
+                    # 3Di costs ~10 us a residue: computed once here, for the fragments that get clustered
+                    states_3di=encode_fragment(entry, chain.chain_id, idx) if frag.passed else None,
                     residue_index=idx.astype(np.int32),
                     plddt=chain.plddt[idx].astype(np.float32),
                     ca_coords=chain.ca_coords[idx],

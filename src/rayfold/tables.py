@@ -14,8 +14,7 @@ def cluster_tables(
     fragments: FragmentSet,
     rep_of: np.ndarray,
     cluster_rep: np.ndarray,
-    audit: dict[str, np.ndarray],
-    accepted: np.ndarray,
+    evidence: dict[str, np.ndarray],
     singletons: SingletonAudit,
 ) -> dict[str, pa.Table]:
     """clusters, members, merges and singleton_audit tables, sorted by their keys."""
@@ -35,21 +34,25 @@ def cluster_tables(
         [pa.array(ids.tolist()), pa.array(ids[cluster_rep].tolist()), pa.array(ids[rep_of].tolist())],
         schema=schema.MEMBERS,
     )
-    keep = np.asarray(accepted, dtype=bool)
-    i, j = audit["i"][keep].astype(np.int64), audit["j"][keep].astype(np.int64)
+    e = evidence
+
+    def names(index: np.ndarray) -> pa.Array:
+        return pa.array(ids[np.asarray(index, dtype=np.int64)].tolist(), type=pa.string())
+
     merges = pa.Table.from_arrays(
         [
-            pa.array(ids[i].tolist(), type=pa.string()),
-            pa.array(ids[j].tolist(), type=pa.string()),
-            pa.array(audit["tm_a"][keep], type=pa.float64()),
-            pa.array(audit["tm_b"][keep], type=pa.float64()),
-            pa.array(np.minimum(audit["tm_a"][keep], audit["tm_b"][keep]), type=pa.float64()),
-            pa.array(audit["rmsd"][keep], type=pa.float64()),
-            pa.array(audit["aligned_length"][keep].astype(np.int64), type=pa.int64()),
-            pa.array(audit["seq_identity"][keep], type=pa.float64()),
+            names(e["rep_a"]), names(e["rep_b"]), names(e["i"]), names(e["j"]),
+            pa.array(e["source"].tolist(), type=pa.string()),
+            pa.array(e["tm_a"], type=pa.float64()),
+            pa.array(e["tm_b"], type=pa.float64()),
+            pa.array(np.minimum(e["tm_a"], e["tm_b"]), type=pa.float64()),
+            pa.array(e["rmsd"], type=pa.float64()),
+            pa.array(np.asarray(e["aligned_length"]).astype(np.int64), type=pa.int64()),
+            pa.array(e["seq_identity"], type=pa.float64()),
         ],
         schema=schema.MERGES,
-    ).sort_by([("representative_a", "ascending"), ("representative_b", "ascending")])
+    ).sort_by([("representative_a", "ascending"), ("representative_b", "ascending"),
+               ("fragment_a", "ascending"), ("fragment_b", "ascending")])
     sampled = singletons.sampled
     component_ids = ids[singletons.component].tolist() if len(sampled) else []
     singleton_audit = pa.Table.from_arrays(
