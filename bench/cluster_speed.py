@@ -38,6 +38,10 @@ SETS = {
     "scop": ["foldseek/foldseek_example_scop"],
     "mixed": ["afdb_pf04034_knotted_mmcif_v3/structures", "foldseek/foldseek_example_scop",
               "foldseek/fold_tree_testdata", "foldseek/foldseek_regression_homstrad"],
+    # a proteome's diversity plus the families above: closer to what a real release looks like
+    "diverse": ["afdb_mycoplasma_mycoides_pdb/structures", "afdb_pf04034_knotted_mmcif_v3/structures",
+                "foldseek/foldseek_example_scop", "foldseek/fold_tree_testdata",
+                "foldseek/foldseek_regression_homstrad"],
 }
 
 
@@ -53,9 +57,9 @@ def load(set_name: str, limit: int | None) -> FragmentSet:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", default="mixed", choices=sorted(SETS))
-    parser.add_argument("--limit", type=int, default=160, help="at most this many fragments")
-    parser.add_argument("--throughput-pairs", type=int, default=400)
+    parser.add_argument("--set", default="diverse", choices=sorted(SETS))
+    parser.add_argument("--limit", type=int, default=300, help="at most this many fragments (evenly spaced)")
+    parser.add_argument("--throughput-pairs", type=int, default=2000)
     args = parser.parse_args()
     fragments = load(args.set, args.limit)
     n = len(fragments)

@@ -96,3 +96,38 @@ def test_reference_pairs_co_clustered(ray_local, set_name):
         recall = same[positives].mean()
         assert recall >= 0.95, f"{set_name}: recall {recall:.3f} of {positives.sum()} pairs at min-TM >= 0.7"
     assert not (same & (tm_min < 0.3)).any(), f"{set_name}: unrelated pairs (min-TM < 0.3) co-clustered"
+
+
+def test_cluster_command_writes_the_tables(ray_local, tmp_path: Path):
+    """`rayfold fragment --whole-chains` then `rayfold cluster` on 8 SCOP globins and 1tim."""
+    import pyarrow.parquet as pq
+
+    from rayfold import schema
+    from rayfold.cli import main as cli_main
+
+    names = ["d1asha_", "d1b0ba_", "d1cg5a_", "d1ecaa_", "d1hlba_", "d1mbaa_", "d1or4a_", "d2w72b_", "1tim"]
+    inputs = [str(SCOP / f"{name}.pdb.gz") for name in names]
+    out = tmp_path / "run"
+    assert cli_main(["fragment", *inputs, "--out", str(out), "--whole-chains", "--no-progress"]) == 0
+    assert cli_main(["cluster", str(out), "--out", str(out), "--engine", "builtin", "--no-progress",
+                     "--set", "singleton_sample=50"]) == 0
+    tables = {name: pq.read_table(str(out / name)) for name in
+              ("clusters", "members", "merges", "singleton_audit", "cluster_runs")}
+    assert tables["members"].schema.names == schema.MEMBERS.names
+    assert tables["merges"].schema.names == schema.MERGES.names
+    assert tables["members"].num_rows == 10  # 8 globins + 2 chains of 1tim
+    run = tables["cluster_runs"].to_pylist()[0]
+    assert run["engine"] == "builtin" and run["fragments"] == 10
+    assert sum(tables["clusters"].column("size").to_pylist()) == 10
+    sizes = dict(zip(tables["clusters"].column("cluster_id").to_pylist(), tables["clusters"].column("size").to_pylist()))
+    # the singleton audit samples exactly the fragments left alone, and reports components among them
+    alone = {m["fragment_id"] for m in tables["members"].to_pylist() if sizes[m["cluster_id"]] == 1}
+    audited = tables["singleton_audit"].to_pylist()
+    assert {row["fragment_id"] for row in audited} == alone
+    for row in audited:
+        assert row["component_size"] == sum(1 for r in audited if r["component_id"] == row["component_id"])
+    # the two identical chains of 1tim end in one cluster, apart from the globins
+    tim = [m for m in tables["members"].to_pylist() if m["fragment_id"].startswith("1tim")]
+    assert len(tim) == 2 and tim[0]["cluster_id"] == tim[1]["cluster_id"]
+    globin = next(m["cluster_id"] for m in tables["members"].to_pylist() if m["fragment_id"].startswith("d1mbaa_"))
+    assert tim[0]["cluster_id"] != globin
