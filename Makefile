@@ -25,6 +25,7 @@ test: setup
 bench: setup
 	$(BIN)/python bench/fragment_speed.py
 	$(BIN)/python bench/domain_boundaries.py
+	$(BIN)/python bench/cluster_speed.py
 
 clean:
 	rm -rf out/demo
