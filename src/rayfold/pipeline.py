@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 # One BLAS thread per worker: several threads per process on a busy machine made splits 3-5x slower.
 WORKER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-FRAGMENT_TABLES = ("fragments", "chains", "errors")
 
 
 @dataclass(frozen=True)
@@ -335,7 +334,6 @@ class _Aligner:
     def align(self, pairs, *, desc: str, merge_threshold: float | None = None):
         """Columns of all alignments (concatenated in pair order) and, with a threshold, the merge forest."""
         import numpy as np
-        import ray
 
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         self.calls += len(pairs)
@@ -492,7 +490,6 @@ def cluster_fragments(
     return tables
 
 
-CLUSTER_TABLES = ("clusters", "members", "merges", "singleton_audit", "cluster_runs")
 
 
 def load_fragments(uri: str, *, storage_options: dict | None = None):

@@ -600,6 +600,21 @@ def read_structure_file(
 # export
 
 
+def _chain_residues(entry: ParsedEntry, chain_id: str, residue_index: np.ndarray) -> tuple[int, np.ndarray]:
+    """Position of the chain in `entry.chains` and the validated residue indices (order kept)."""
+    for k, c in enumerate(entry.chains):
+        if c.chain_id == chain_id:
+            break
+    else:
+        raise KeyError(f"{entry.entry_id}: no protein chain {chain_id!r}")
+    idx = np.asarray(residue_index)
+    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+        raise ValueError("residue_index must be a 1-D integer array")
+    if idx.size and (idx.min() < 0 or idx.max() >= c.n_residues):
+        raise IndexError(f"residue_index out of range for chain {chain_id!r} ({c.n_residues} residues)")
+    return k, idx
+
+
 def write_fragment_structure(
     entry: ParsedEntry, chain_id: str, residue_index: np.ndarray, fmt: str = "pdb"
 ) -> bytes:
@@ -611,19 +626,10 @@ def write_fragment_structure(
     """
     if fmt not in ("pdb", "mmcif", "cif"):
         raise ValueError(f"fmt must be 'pdb' or 'mmcif', not {fmt!r}")
-    for k, c in enumerate(entry.chains):
-        if c.chain_id == chain_id:
-            break
-    else:
-        raise KeyError(f"{entry.entry_id}: no protein chain {chain_id!r}")
-    idx = np.asarray(residue_index)
-    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
-        raise ValueError("residue_index must be a 1-D integer array")
+    k, idx = _chain_residues(entry, chain_id, residue_index)
     idx = np.unique(idx)
     if idx.size == 0:
         raise ValueError("residue_index is empty")
-    if idx[0] < 0 or idx[-1] >= c.n_residues:
-        raise IndexError(f"residue_index out of range for chain {chain_id!r} ({c.n_residues} residues)")
     gi, positions = entry.residue_map[k]
     src = entry.structure[0][gi]
 
@@ -655,16 +661,7 @@ def backbone_atoms(
     truncated backbone) is NaN. The first conformer is used (first altloc), as for the chain's
     C-alpha trace and for `write_fragment_structure`.
     """
-    for k, c in enumerate(entry.chains):
-        if c.chain_id == chain_id:
-            break
-    else:
-        raise KeyError(f"{entry.entry_id}: no protein chain {chain_id!r}")
-    idx = np.asarray(residue_index)
-    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
-        raise ValueError("residue_index must be a 1-D integer array")
-    if idx.size and (idx.min() < 0 or idx.max() >= c.n_residues):
-        raise IndexError(f"residue_index out of range for chain {chain_id!r} ({c.n_residues} residues)")
+    k, idx = _chain_residues(entry, chain_id, residue_index)
     gi, positions = entry.residue_map[k]
     src = entry.structure[0][gi]
     out = np.full((4, idx.size, 3), np.nan, dtype=np.float32)
