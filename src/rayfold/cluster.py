@@ -142,15 +142,18 @@ def sample_singletons(cluster_rep: np.ndarray, sample_size: int, seed: int) -> n
     return np.sort(rng.choice(singletons, size=sample_size, replace=False))
 
 
+def reachable(pairs: np.ndarray, lengths: np.ndarray, min_length_ratio: float) -> np.ndarray:
+    """The rows of `pairs` whose Lshort/Llong can still reach the threshold (exact: TM <= Lshort/Llong)."""
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    a, b = lengths[pairs[:, 0]], lengths[pairs[:, 1]]
+    return pairs[np.minimum(a, b) >= min_length_ratio * np.maximum(a, b)]
+
+
 def all_pairs(indices: np.ndarray, lengths: np.ndarray, min_length_ratio: float) -> np.ndarray:
-    """Every pair (i<j) of `indices` whose length ratio can still reach the threshold (exact pruning)."""
+    """Every pair (i<j) of `indices` whose length ratio can still reach the threshold."""
     idx = np.asarray(indices, dtype=np.int64)
     a, b = np.triu_indices(len(idx), k=1)
-    i, j = idx[a], idx[b]
-    short = np.minimum(lengths[i], lengths[j])
-    long = np.maximum(lengths[i], lengths[j])
-    keep = short >= min_length_ratio * long
-    return np.column_stack([i[keep], j[keep]])
+    return reachable(np.column_stack([idx[a], idx[b]]), lengths, min_length_ratio)
 
 
 @dataclass(frozen=True)

@@ -432,11 +432,9 @@ def cluster_fragments(
             rep_of[index[member_id]] = index[rep_id]
     else:
         pairs = _candidate_pairs(fragments, fragments_ref, prefilter_config, progress=progress, desc="prefilter")
-        lengths = fragments.lengths
         # pairs that could be a first-pass edge (length ratio >= coverage) or merge evidence (>= merge threshold)
-        ratio_ok = np.minimum(lengths[pairs[:, 0]], lengths[pairs[:, 1]]) >= min(config.coverage, config.merge_threshold) * np.maximum(
-            lengths[pairs[:, 0]], lengths[pairs[:, 1]])
-        first_pass, _ = aligner.align(pairs[ratio_ok], desc="first pass")
+        pairs = algo.reachable(pairs, fragments.lengths, min(config.coverage, config.merge_threshold))
+        first_pass, _ = aligner.align(pairs, desc="first pass")
         reps, members = algo.first_pass_edges(
             first_pass["i"], first_pass["j"], first_pass["tm_a"], first_pass["tm_b"], first_pass["cov_a"],
             first_pass["cov_b"], config)
@@ -453,11 +451,7 @@ def cluster_fragments(
         rep_pairs_local = _candidate_pairs(rep_set, rep_set_ref, prefilter_config, progress=progress,
                                            desc="audit prefilter")
     rep_pairs = first_reps[rep_pairs_local] if len(rep_pairs_local) else rep_pairs_local.reshape(0, 2)
-    if len(rep_pairs):
-        lengths = fragments.lengths
-        reachable = np.minimum(lengths[rep_pairs[:, 0]], lengths[rep_pairs[:, 1]]) >= config.merge_threshold * np.maximum(
-            lengths[rep_pairs[:, 0]], lengths[rep_pairs[:, 1]])
-        rep_pairs = rep_pairs[reachable]
+    rep_pairs = algo.reachable(rep_pairs, fragments.lengths, config.merge_threshold)
     audit, audit_forest = aligner.align(rep_pairs, desc="representative audit", merge_threshold=config.merge_threshold)
     evidence = algo.merge_evidence(audit, rep_of, config.merge_threshold, source="representatives")
     if first_pass is not None:  # cross-cluster member pairs the first pass already confirmed
