@@ -89,13 +89,113 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="the whole job: fragment, cluster, audit, statistics (incremental and resumable)",
+        description="Bring OUT up to date with INPUT...: only inputs new since the last release are read "
+        "and fragmented; their fragments join existing clusters or form new ones; a killed run "
+        "resumes. Writes OUT/{fragments,chains,errors,manifest,releases,clusters,members,merges,"
+        "singleton_audit,stats,sampling,weights,report}/.",
+    )
+    p.add_argument("inputs", nargs="+", help="files, folders, globs or URLs; each is a 'source' in the statistics")
+    p.add_argument("--out", required=True, help="output folder or URL (s3://bucket/prefix)")
+    p.add_argument("--engine", choices=("auto", "builtin", "foldseek"), default="auto",
+                   help="auto: Foldseek when found on PATH (or --foldseek), else the built-in engine")
+    p.add_argument("--foldseek", help="path to a foldseek binary")
+    p.add_argument("--keep-ids", metavar="URI", help="keep only entries listed in this id table (one id per line)")
+    p.add_argument("--keep-mmseqs-clusters", metavar="URI",
+                   help="keep only entries in non-singleton clusters of this MMseqs2 cluster TSV")
+    p.add_argument("--whole-chains", action="store_true", help="no cutting: each chain is one fragment")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a private local Ray)")
+    p.add_argument("--workers", type=int, help="fragmenting actors (default: the cluster's CPUs)")
+    p.add_argument("--unit-size", type=int, default=RunConfig.unit_size, help="files per work unit")
+    p.add_argument("--fragment-set", nargs="*", default=[], metavar="KEY=VALUE", help="FragmentConfig overrides")
+    p.add_argument("--cluster-set", nargs="*", default=[], metavar="KEY=VALUE", help="ClusterConfig overrides")
+    p.add_argument("--no-report", action="store_true", help="skip statistics, sampling tables and the report")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from rayfold.cluster import ClusterConfig
+    from rayfold.inputfilter import read_id_table, read_mmseqs_clusters
+    from rayfold.release import ReleaseConfig, run_release
+
+    fragment = with_overrides(FragmentConfig(), _key_values(args.fragment_set))
+    if args.whole_chains:
+        fragment = with_overrides(fragment, {"whole_chains": True})
+    cluster = with_overrides(ClusterConfig(), {**_key_values(args.cluster_set), "engine": args.engine})
+    entry_filter = None
+    if args.keep_ids and args.keep_mmseqs_clusters:
+        raise InputError("bad_arguments", "--keep-ids and --keep-mmseqs-clusters: give one of them")
+    if args.keep_ids:
+        entry_filter = read_id_table(args.keep_ids)
+    elif args.keep_mmseqs_clusters:
+        entry_filter = read_mmseqs_clusters(args.keep_mmseqs_clusters)
+    summary = run_release(
+        args.inputs, args.out, config=ReleaseConfig(fragment=fragment, cluster=cluster),
+        run=RunConfig(unit_size=args.unit_size, num_workers=args.workers), entry_filter=entry_filter,
+        foldseek=args.foldseek, address=args.address, progress=not args.no_progress,
+        analytics=not args.no_report,
+    )
+    print(json.dumps(asdict(summary), indent=2))
+    return 0
+
+
+def _add_analytics(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stats", help="print the redundancy statistics of a run folder")
+    p.add_argument("out", help="a run folder or URL (the --out of `rayfold run`)")
+    p.set_defaults(func=_cmd_stats)
+    p = sub.add_parser("sample", help="draw a reproducible, cluster-weighted sample of fragment ids")
+    p.add_argument("out", help="a run folder or URL")
+    p.add_argument("--gamma", type=float, default=0.5, help="cluster mass grows as size^gamma (1: as the data, 0: flat)")
+    p.add_argument("--n", type=int, required=True, help="fragments to draw (with replacement)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", help="write the sample as Parquet here instead of printing ids")
+    p.set_defaults(func=_cmd_sample)
+    p = sub.add_parser("report", help="rebuild OUT/report/index.html and its plots")
+    p.add_argument("out", help="a run folder or URL")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from rayfold.stats import format_stats, read_stats
+
+    print(format_stats(read_stats(args.out)))
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from rayfold.io import write_parquet
+    from rayfold.sampling import sample_fragments
+
+    table = sample_fragments(args.out, gamma=args.gamma, n=args.n, seed=args.seed)
+    if args.output:
+        write_parquet(table, args.output)
+        print(f"{table.num_rows} fragment ids written to {args.output}")
+    else:
+        for fragment_id in table.column("fragment_id").to_pylist():
+            print(fragment_id)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from rayfold.report import build_report
+
+    print(build_report(args.out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rayfold", description=__doc__)
     parser.add_argument("--version", action="version", version=f"rayfold {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
     _add_fragment(sub)
     _add_cluster(sub)
+    _add_analytics(sub)
     return parser
 
 

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 from dataclasses import dataclass
 
@@ -113,18 +114,27 @@ def concat_evidence(a: dict, b: dict) -> dict:
     return {k: np.concatenate([a[k], b[k]]) for k in a}
 
 
-def final_clusters(rep_of: np.ndarray, merge_forest: Forest, rank: np.ndarray) -> np.ndarray:
+def final_clusters(
+    rep_of: np.ndarray, merge_forest: Forest, rank: np.ndarray, previous_rep: np.ndarray | None = None
+) -> np.ndarray:
     """cluster_rep[m]: the final representative of every fragment after audit merges.
 
     `merge_forest` joins first-pass representatives (fragment indices). A merged cluster's
-    representative is the representative of its largest first-pass cluster (ties: `rank`).
+    representative is the representative of its largest first-pass cluster (ties: `rank`). In an
+    incremental release (`previous_rep`: the last release's final representatives, -1 for new
+    fragments) only those compete where the component has any, so a cluster keeps its id.
     """
     n = len(rep_of)
     sizes = np.bincount(rep_of, minlength=n)
     component = forest_labels(merge_forest, n)[rep_of]  # component label of each fragment's first-pass rep
-    reps = np.unique(rep_of)
+    candidates = np.unique(rep_of)
+    if previous_rep is not None:
+        kept = np.unique(previous_rep[previous_rep >= 0])
+        kept = kept[rep_of[kept] == kept]  # still a first-pass representative
+        has_kept = set(component[kept].tolist())
+        candidates = np.concatenate([kept, [r for r in candidates.tolist() if int(component[r]) not in has_kept]])
     best: dict[int, int] = {}
-    for r in reps.tolist():
+    for r in np.asarray(candidates, dtype=np.int64).tolist():
         c = int(component[r])
         key = (-int(sizes[r]), int(rank[r]))
         if c not in best or key < (-int(sizes[best[c]]), int(rank[best[c]])):
@@ -132,14 +142,72 @@ def final_clusters(rep_of: np.ndarray, merge_forest: Forest, rank: np.ndarray) -
     return np.array([best[int(c)] for c in component.tolist()], dtype=np.int64)
 
 
-def sample_singletons(cluster_rep: np.ndarray, sample_size: int, seed: int) -> np.ndarray:
-    """Sorted indices of up to `sample_size` fragments alone in their cluster, drawn with `seed`."""
+def sample_singletons(cluster_rep: np.ndarray, sample_size: int, seed: int, ids: list[str] | None = None) -> np.ndarray:
+    """Sorted indices of up to `sample_size` fragments alone in their cluster.
+
+    Bottom-k by a seeded hash of the fragment id: the sample does not depend on the order or
+    number of other fragments, so a later release keeps most of it and only aligns the newcomers.
+    """
     sizes = np.bincount(cluster_rep, minlength=len(cluster_rep))
     singletons = np.flatnonzero(sizes[cluster_rep] == 1)
     if len(singletons) <= sample_size:
         return singletons
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(singletons, size=sample_size, replace=False))
+    names = ids if ids is not None else [str(i) for i in range(len(cluster_rep))]
+    keys = [(_seeded_hash(seed, names[i]), names[i]) for i in singletons.tolist()]
+    order = sorted(range(len(keys)), key=keys.__getitem__)[:sample_size]
+    return np.sort(singletons[np.array(order, dtype=np.int64)])
+
+
+def _seeded_hash(seed: int, name: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest(), "big")
+
+
+def assign_to_existing(
+    new: np.ndarray,
+    rep: np.ndarray,
+    tm_rep: np.ndarray,
+    cov_new: np.ndarray,
+    cov_rep: np.ndarray,
+    rank: np.ndarray,
+    config: ClusterConfig = ClusterConfig(),
+) -> dict[int, int]:
+    """{new fragment: existing first-pass representative it joins}, by the first pass's own test.
+
+    A new fragment joins the representative that covers it (TM normalised by the representative
+    >= tm_threshold, both coverages >= coverage) with the highest TM (ties: rank), as Foldseek's
+    clusterupdate does; new fragments never displace a representative.
+    """
+    ok = (tm_rep >= config.tm_threshold) & (cov_new >= config.coverage) & (cov_rep >= config.coverage)
+    best: dict[int, tuple[float, int, int]] = {}
+    for m, r, tm in zip(new[ok].tolist(), rep[ok].tolist(), tm_rep[ok].tolist()):
+        key = (-tm, int(rank[r]), r)
+        if m not in best or key < best[m]:
+            best[m] = key
+    return {m: key[2] for m, key in best.items()}
+
+
+@dataclass(frozen=True)
+class PreviousClusters:
+    """The last release's clustering as indices into the current FragmentSet (-1: not clustered then)."""
+
+    rep_of: np.ndarray  # first-pass representative
+    cluster_rep: np.ndarray  # final representative
+    merge_pairs: np.ndarray  # (m, 2) first-pass representatives joined by earlier merge evidence
+    sampled: np.ndarray  # bool: in the last singleton-audit sample
+    links: np.ndarray  # (k, 2) sampled singletons the last audit linked
+
+    @classmethod
+    def none(cls, n: int) -> PreviousClusters:
+        return cls(np.full(n, -1, np.int64), np.full(n, -1, np.int64), np.zeros((0, 2), np.int64),
+                   np.zeros(n, bool), np.zeros((0, 2), np.int64))
+
+    @property
+    def clustered(self) -> np.ndarray:
+        return self.rep_of >= 0
+
+    @property
+    def representatives(self) -> np.ndarray:
+        return np.unique(self.rep_of[self.rep_of >= 0])
 
 
 def reachable(pairs: np.ndarray, lengths: np.ndarray, min_length_ratio: float) -> np.ndarray:

@@ -50,13 +50,16 @@ class FragmentSummary:
     seconds: float
 
 
-def plan_units(refs: Sequence[InputRef], unit_size: int) -> list[WorkUnit]:
-    """Group sorted inputs into units of `unit_size` files; a tar shard is a unit of its own."""
+def plan_units(refs: Sequence[InputRef], unit_size: int, salt: str = "") -> list[WorkUnit]:
+    """Group sorted inputs into units of `unit_size` files; a tar shard is a unit of its own.
+
+    `salt` (the release) keeps the part names of two releases apart even for the same inputs.
+    """
     units: list[WorkUnit] = []
     batch: list[InputRef] = []
 
     def close(group: list[InputRef]) -> None:
-        key = "\n".join(f"{r.uri}\t{r.size}\t{r.mtime_or_etag}" for r in group)
+        key = salt + "".join(f"\n{r.uri}\t{r.size}\t{r.mtime_or_etag}" for r in group)
         units.append(WorkUnit(hashlib.sha1(key.encode()).hexdigest()[:16], tuple(group)))
 
     for ref in sorted(refs, key=lambda r: r.uri):
@@ -73,28 +76,40 @@ def plan_units(refs: Sequence[InputRef], unit_size: int) -> list[WorkUnit]:
 
 
 class FragmentWorker:
-    """Ray Data actor: one `FragmentStage` per process, set up once."""
+    """Ray Data actor: one `FragmentStage` per process, set up once.
+
+    A unit's parts are written errors, chains, fragments, then (in a release) its manifest rows:
+    the last part present marks the unit complete, and the same unit always gets the same names,
+    so a unit cut short is simply written again.
+    """
 
     def __init__(self, out: str, config: FragmentConfig, read: ReadConfig, storage_options: dict | None,
-                 export_structures: bool) -> None:
+                 export_structures: bool, release: int | None = None, keep_entries=None) -> None:
         self.out = out
         self.storage_options = storage_options
+        self.release = release
+        self.keep_entries = keep_entries
         self.stage = FragmentStage(config, read, storage_options=storage_options, export_structures=export_structures)
 
     def __call__(self, batch: dict) -> dict:
         summary: dict[str, list] = {k: [] for k in ("unit_id", "structures", "fragments", "passed", "errors", "seconds")}
         for unit_id, refs_json in zip(batch["unit_id"], batch["refs"]):
             started = time.perf_counter()
-            refs = [InputRef(**r) for r in json.loads(refs_json)]
-            result = self.stage.process(refs)
+            items = json.loads(refs_json)
+            sources = {r["uri"]: r.pop("source", "") for r in items}
+            result = self.stage.process([InputRef(**r) for r in items])
+            if self.keep_entries is not None:
+                result = _keep_entries(result, self.keep_entries)
             part = f"part-{unit_id}.parquet"
             for fragment_id, data in result.structures.items():
                 write_bytes(data, join_uri(self.out, "structures", f"{fragment_id}.pdb"),
                             storage_options=self.storage_options)
-            # fragments last: its part is the marker that the unit is complete
             write_parquet(result.errors, join_uri(self.out, "errors", part), storage_options=self.storage_options)
             write_parquet(result.chains, join_uri(self.out, "chains", part), storage_options=self.storage_options)
             write_parquet(result.fragments, join_uri(self.out, "fragments", part), storage_options=self.storage_options)
+            if self.release is not None:
+                write_parquet(_manifest_rows(result, unit_id, self.release, sources),
+                              join_uri(self.out, "manifest", part), storage_options=self.storage_options)
             summary["unit_id"].append(unit_id)
             summary["structures"].append(result.n_structures)
             summary["fragments"].append(result.fragments.num_rows)
@@ -102,6 +117,35 @@ class FragmentWorker:
             summary["errors"].append(result.errors.num_rows)
             summary["seconds"].append(time.perf_counter() - started)
         return summary
+
+
+def _manifest_rows(result, unit_id: str, release: int, sources: dict[str, str]):
+    import pyarrow as pa
+
+    from rayfold import schema
+
+    rows = [
+        {"input_uri": s.ref.uri, "source": sources.get(s.ref.uri, ""), "size": s.ref.size,
+         "mtime_or_etag": s.ref.mtime_or_etag, "content_sha256": s.content_sha256, "unit_id": unit_id,
+         "release": release, "structures": s.structures, "fragments": s.fragments, "errors": s.errors}
+        for s in result.inputs
+    ]
+    return pa.Table.from_pylist(rows, schema=schema.MANIFEST)
+
+
+def _keep_entries(result, keep):
+    """The unit's fragments and chains of entries the input filter keeps (errors stay, all of them)."""
+    import pyarrow as pa
+
+    def kept(table):
+        mask = [(e in keep) or (a is not None and a in keep)
+                for e, a in zip(table.column("entry_id").to_pylist(), table.column("accession").to_pylist())]
+        return table.filter(pa.array(mask, type=pa.bool_()))
+
+    result.fragments = kept(result.fragments)
+    result.chains = kept(result.chains)
+    result.structures = {k: v for k, v in result.structures.items() if k in set(result.fragments.column("fragment_id").to_pylist())}
+    return result
 
 
 @contextlib.contextmanager
@@ -128,6 +172,58 @@ def ray_session(address: str | None = None, **init_kwargs) -> Iterator[None]:
         ray.shutdown()
 
 
+def fragment_units(
+    units: Sequence[WorkUnit],
+    out: str,
+    *,
+    config: FragmentConfig,
+    read: ReadConfig,
+    run: RunConfig,
+    storage_options: dict | None = None,
+    progress: bool = True,
+    release: int | None = None,
+    sources: dict[str, str] | None = None,
+    keep_entries=None,
+) -> dict[str, int]:
+    """Stream work units through an actor pool on the Ray in scope; returns totals over the units."""
+    import ray
+    from tqdm.auto import tqdm
+
+    totals = {"structures": 0, "fragments": 0, "passed": 0, "errors": 0}
+    if not units:
+        return totals
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    workers = max(1, min(run.num_workers or cpus, len(units)))
+    sources = sources or {}
+    items = [
+        {"unit_id": u.unit_id, "refs": json.dumps([{**asdict(r), "source": sources.get(r.uri, "")} for r in u.refs])}
+        for u in units
+    ]
+    ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        FragmentWorker,
+        fn_constructor_kwargs={
+            "out": out, "config": config, "read": read, "storage_options": storage_options,
+            "export_structures": run.export_structures, "release": release,
+            "keep_entries": keep_entries,
+        },
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
+        num_cpus=run.worker_num_cpus,
+        runtime_env={"env_vars": WORKER_ENV},
+    )
+    bar = tqdm(total=len(units), unit="unit", desc="fragmenting", disable=not progress)
+    for row in ds.iter_rows():
+        for key in totals:
+            totals[key] += int(row[key])
+        bar.update(1)
+        bar.set_postfix(fragments=totals["fragments"], errors=totals["errors"])
+    bar.close()
+    return totals
+
+
 def run_fragment(
     inputs: Sequence[str],
     out: str,
@@ -141,43 +237,16 @@ def run_fragment(
     ray_init_kwargs: dict | None = None,
 ) -> FragmentSummary:
     """Fragment every structure under `inputs` into `out`/{fragments,chains,errors}/ Parquet datasets."""
-    import ray
-    from tqdm.auto import tqdm
-
     started = time.perf_counter()
     refs = list_inputs(inputs, storage_options=storage_options)
     units = plan_units(refs, run.unit_size)
     done = {uri.rsplit("/", 1)[-1] for uri in list_files(join_uri(out, "fragments"), storage_options=storage_options)}
     todo = [u for u in units if u.part_name not in done]
-    totals = dict(structures=0, fragments=0, passed=0, errors=0)
+    totals = {"structures": 0, "fragments": 0, "passed": 0, "errors": 0}
     if todo:
         with ray_session(address, **(ray_init_kwargs or {})):
-            ctx = ray.data.DataContext.get_current()
-            ctx.enable_progress_bars = False
-            ctx.print_on_execution_start = False
-            cpus = int(ray.cluster_resources().get("CPU", 1))
-            workers = max(1, min(run.num_workers or cpus, len(todo)))
-            items = [
-                {"unit_id": u.unit_id, "refs": json.dumps([asdict(r) for r in u.refs])} for u in todo
-            ]
-            ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-                FragmentWorker,
-                fn_constructor_kwargs=dict(
-                    out=out, config=config, read=read, storage_options=storage_options,
-                    export_structures=run.export_structures,
-                ),
-                batch_size=1,
-                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
-                num_cpus=run.worker_num_cpus,
-                runtime_env={"env_vars": WORKER_ENV},
-            )
-            bar = tqdm(total=len(todo), unit="unit", desc="fragmenting", disable=not progress)
-            for row in ds.iter_rows():
-                for key in totals:
-                    totals[key] += int(row[key])
-                bar.update(1)
-                bar.set_postfix(fragments=totals["fragments"], errors=totals["errors"])
-            bar.close()
+            totals = fragment_units(todo, out, config=config, read=read, run=run,
+                                    storage_options=storage_options, progress=progress)
     return FragmentSummary(
         out=out, inputs=len(refs), units=len(units), units_skipped=len(units) - len(todo),
         seconds=time.perf_counter() - started, **totals,
@@ -212,15 +281,15 @@ def _ray_remote(fn, **options):
     return ray.remote(**options)(fn) if options else ray.remote(fn)
 
 
-def _prefilter_chunk(fragments, start: int, stop: int, prefilter_config):
+def _search_chunk(fragments, queries, targets, prefilter_config):
+    """Candidate (query, target) pairs as indices of `fragments` (a query is never its own target)."""
     import numpy as np
 
     from rayfold.prefilter import search
 
-    pairs = search(fragments.subset(np.arange(start, stop)), fragments, prefilter_config)
-    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    pairs[:, 0] += start
-    return pairs
+    pairs = search(fragments.subset(queries), fragments.subset(targets), prefilter_config)
+    pairs = np.column_stack([queries[pairs[:, 0]], targets[pairs[:, 1]]]) if len(pairs) else np.zeros((0, 2), np.int64)
+    return pairs[pairs[:, 0] != pairs[:, 1]]
 
 
 def _align_chunk(fragments, pairs, merge_threshold: float | None):
@@ -249,19 +318,20 @@ def _write_ca_structures(fragments, folder) -> None:
         (folder / f"{fid}.pdb").write_bytes(write_ca_pdb(coords, sequence))
 
 
-def _foldseek_first_pass(fragments, binary: str, threads: int):
+def _foldseek_first_pass(fragments, members, binary: str, threads: int):
+    """(representative id, member id) pairs of `foldseek cluster` over fragments[members]."""
     import tempfile
     from pathlib import Path
 
     from rayfold.foldseek import run_cluster
 
     with tempfile.TemporaryDirectory(prefix="rayfold-foldseek-") as tmp:
-        _write_ca_structures(fragments, Path(tmp) / "structures")
+        _write_ca_structures(fragments.subset(members), Path(tmp) / "structures")
         return run_cluster(binary, str(Path(tmp) / "structures"), str(Path(tmp) / "work"), threads=threads)
 
 
-def _foldseek_audit_pairs(fragments, binary: str, threads: int):
-    """Representative pairs Foldseek's search finds with its TM-align alignment type (reps vs reps)."""
+def _foldseek_search_pairs(fragments, queries, targets, binary: str, threads: int):
+    """(query, target) index pairs that `foldseek easy-search` with TM-align alignment finds."""
     import tempfile
     from pathlib import Path
 
@@ -271,8 +341,9 @@ def _foldseek_audit_pairs(fragments, binary: str, threads: int):
 
     index = fragments.index()
     with tempfile.TemporaryDirectory(prefix="rayfold-foldseek-") as tmp:
-        _write_ca_structures(fragments, Path(tmp) / "structures")
-        hits = run_search(binary, str(Path(tmp) / "structures"), str(Path(tmp) / "structures"),
+        _write_ca_structures(fragments.subset(queries), Path(tmp) / "queries")
+        _write_ca_structures(fragments.subset(targets), Path(tmp) / "targets")
+        hits = run_search(binary, str(Path(tmp) / "queries"), str(Path(tmp) / "targets"),
                           str(Path(tmp) / "work"), threads=threads, alignment_type=1)
     pairs = np.array([(index[h.query], index[h.target]) for h in hits if h.query != h.target], dtype=np.int64)
     return pairs.reshape(-1, 2)
@@ -368,22 +439,94 @@ def resolve_engine(requested: str, foldseek: str | None) -> tuple[str, str | Non
     return ("foldseek", binary) if binary else ("builtin", None)
 
 
-def _candidate_pairs(fragments, fragments_ref, prefilter_config, *, progress: bool, desc: str, chunk: int = 2000):
+def _unique_pairs(pairs):
+    """Unordered pairs (i < j), unique and sorted: each alignment is done once."""
     import numpy as np
 
-    remote = _ray_remote(_prefilter_chunk, runtime_env={"env_vars": WORKER_ENV})
-    submissions = [
-        (lambda s=s: remote.remote(fragments_ref, s, min(s + chunk, len(fragments)), prefilter_config))
-        for s in range(0, len(fragments), chunk)
-    ]
+    pairs = np.sort(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), axis=1)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    return np.unique(pairs, axis=0) if len(pairs) else pairs
+
+
+def _candidate_pairs(fragments_ref, queries, targets, prefilter_config, *, progress: bool, desc: str,
+                     chunk: int = 2000):
+    """Prefilter candidates of `queries` against `targets` (indices), in tasks of `chunk` queries."""
+    import numpy as np
     import ray
 
+    queries = np.asarray(queries, dtype=np.int64)
+    targets = np.asarray(targets, dtype=np.int64)
+    if not len(queries) or not len(targets):
+        return np.zeros((0, 2), np.int64)
+    remote = _ray_remote(_search_chunk, runtime_env={"env_vars": WORKER_ENV})
+    submissions = [
+        (lambda s=s: remote.remote(fragments_ref, queries[s : s + chunk], targets, prefilter_config))
+        for s in range(0, len(queries), chunk)
+    ]
     parts = _run_tasks(submissions, desc=desc, progress=progress,
                        max_in_flight=max(2, int(ray.cluster_resources().get("CPU", 1))))
-    pairs = np.concatenate(parts) if parts else np.zeros((0, 2), dtype=np.int64)
-    pairs = np.sort(pairs, axis=1)
-    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-    return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
+    return _unique_pairs(np.concatenate(parts))
+
+
+FOLDSEEK_RESOURCE = "foldseek"  # custom resource of cluster.yaml's large node type
+
+
+class _Engine:
+    """Where first-pass clusters and audit candidates come from: Foldseek, or prefilter + TM-align."""
+
+    def __init__(self, name: str, binary: str | None, fragments, fragments_ref, aligner, config,
+                 prefilter_config, progress: bool) -> None:
+        import ray
+
+        self.name, self.binary = name, binary
+        self.fragments, self.fragments_ref = fragments, fragments_ref
+        self.aligner, self.config, self.prefilter_config, self.progress = aligner, config, prefilter_config, progress
+        resources = ray.cluster_resources()
+        self.threads = config.foldseek_threads or int(resources.get("CPU", 1))
+        self.options: dict = {"num_cpus": self.threads}
+        if resources.get(FOLDSEEK_RESOURCE, 0) >= 1:
+            self.options["resources"] = {FOLDSEEK_RESOURCE: 1}
+
+    def candidates(self, queries, targets, *, desc: str):
+        """Unordered index pairs worth aligning between `queries` and `targets`."""
+        import ray
+
+        if self.name == "foldseek" and len(queries) and len(targets):
+            task = _ray_remote(_foldseek_search_pairs, **self.options)
+            return _unique_pairs(ray.get(task.remote(self.fragments_ref, queries, targets, self.binary, self.threads)))
+        return _candidate_pairs(self.fragments_ref, queries, targets, self.prefilter_config,
+                                progress=self.progress, desc=desc)
+
+    def first_pass(self, members, rank):
+        """(rep_of over `members` as global indices, first-pass alignment columns or None)."""
+        import numpy as np
+        import ray
+
+        from rayfold import cluster as algo
+
+        members = np.asarray(members, dtype=np.int64)
+        if not len(members):
+            return members.copy(), None
+        if self.name == "foldseek":
+            task = _ray_remote(_foldseek_first_pass, **self.options)
+            pairs = ray.get(task.remote(self.fragments_ref, members, self.binary, self.threads))
+            index = self.fragments.index()
+            rep_of = members.copy()
+            position = {int(g): k for k, g in enumerate(members.tolist())}
+            for rep_id, member_id in pairs:
+                rep_of[position[index[member_id]]] = index[rep_id]
+            return rep_of, None
+        config = self.config
+        pairs = self.candidates(members, members, desc="prefilter")
+        # pairs that could be a first-pass edge (length ratio >= coverage) or merge evidence (>= merge threshold)
+        pairs = algo.reachable(pairs, self.fragments.lengths, min(config.coverage, config.merge_threshold))
+        columns, _ = self.aligner.align(pairs, desc="first pass")
+        reps, covered = algo.first_pass_edges(columns["i"], columns["j"], columns["tm_a"], columns["tm_b"],
+                                              columns["cov_a"], columns["cov_b"], config)
+        local = np.full(len(self.fragments), -1, np.int64)
+        local[members] = np.arange(len(members))
+        local_rep_of = algo.greedy_set_cover(len(members), local[reps], local[covered], rank[members])
+        return members[local_rep_of], columns
 
 
 def cluster_fragments(
@@ -393,15 +536,24 @@ def cluster_fragments(
     prefilter_config=None,
     foldseek: str | None = None,
     progress: bool = True,
+    previous=None,
 ) -> dict:
-    """Run first pass, representative audit and singleton audit on the Ray in scope; returns tables."""
+    """First pass, representative audit and singleton audit on the Ray in scope; returns tables.
+
+    With `previous` (a `cluster.PreviousClusters` of the last release) only new fragments are
+    clustered: they first join existing first-pass clusters (TM-align-confirmed against their
+    representatives), the rest are clustered among themselves, and the new representatives are
+    audited against all representatives; earlier merges are kept, earlier alignments not redone.
+    """
     import json
 
     import numpy as np
+    import pyarrow as pa
     import ray
 
     from rayfold import cluster as algo
-    from rayfold.cluster import ClusterConfig
+    from rayfold import schema
+    from rayfold.cluster import ClusterConfig, PreviousClusters
     from rayfold.foldseek import foldseek_version
     from rayfold.prefilter import PrefilterConfig
     from rayfold.tables import cluster_tables
@@ -410,66 +562,82 @@ def cluster_fragments(
     config = config or ClusterConfig()
     prefilter_config = prefilter_config or PrefilterConfig()
     started = time.perf_counter()
-    engine, binary = resolve_engine(config.engine, foldseek)
+    name, binary = resolve_engine(config.engine, foldseek)
     n = len(fragments)
+    previous = previous or PreviousClusters.none(n)
     rank = algo.priority_order(fragments.mean_plddt, fragments.lengths, fragments.ids)
     fragments_ref = ray.put(fragments)
     aligner = _Aligner(fragments_ref, config, progress)
+    engine = _Engine(name, binary, fragments, fragments_ref, aligner, config, prefilter_config, progress)
+    rep_of = previous.rep_of.copy()
+    old_reps = previous.representatives
+    new = np.flatnonzero(~previous.clustered)
+    member_evidence = []  # alignment columns whose cross-cluster pairs at min-TM >= 0.7 merge clusters
 
-    # 1. first pass
-    if engine == "foldseek":
-        threads = config.foldseek_threads or int(ray.cluster_resources().get("CPU", 1))
-        first_pass = None
-        options = {"num_cpus": threads}
-        if ray.cluster_resources().get("foldseek", 0) >= 1:
-            options["resources"] = {"foldseek": 1}  # the large node type of cluster.yaml
-        task = _ray_remote(_foldseek_first_pass, **options)
-        search_task = _ray_remote(_foldseek_audit_pairs, **options)
-        pairs_rep_member = ray.get(task.remote(fragments_ref, binary, threads))
-        index = fragments.index()
-        rep_of = np.arange(n, dtype=np.int64)
-        for rep_id, member_id in pairs_rep_member:
-            rep_of[index[member_id]] = index[rep_id]
-    else:
-        pairs = _candidate_pairs(fragments, fragments_ref, prefilter_config, progress=progress, desc="prefilter")
-        # pairs that could be a first-pass edge (length ratio >= coverage) or merge evidence (>= merge threshold)
-        pairs = algo.reachable(pairs, fragments.lengths, min(config.coverage, config.merge_threshold))
-        first_pass, _ = aligner.align(pairs, desc="first pass")
-        reps, members = algo.first_pass_edges(
-            first_pass["i"], first_pass["j"], first_pass["tm_a"], first_pass["tm_b"], first_pass["cov_a"],
-            first_pass["cov_b"], config)
-        rep_of = algo.greedy_set_cover(n, reps, members, rank)
+    # 1. new fragments join existing first-pass clusters
+    assigned = {}
+    if len(new) and len(old_reps):
+        pairs = algo.reachable(_candidate_pairs(fragments_ref, new, old_reps, prefilter_config, progress=progress,
+                                                desc="assign prefilter"),
+                               fragments.lengths, min(config.coverage, config.merge_threshold))
+        columns, _ = aligner.align(pairs, desc="assign to existing")
+        is_new_i = ~previous.clustered[columns["i"]]
+        m = np.where(is_new_i, columns["i"], columns["j"]).astype(np.int64)
+        r = np.where(is_new_i, columns["j"], columns["i"]).astype(np.int64)
+        assigned = algo.assign_to_existing(
+            m, r, np.where(is_new_i, columns["tm_b"], columns["tm_a"]),
+            np.where(is_new_i, columns["cov_a"], columns["cov_b"]),
+            np.where(is_new_i, columns["cov_b"], columns["cov_a"]), rank, config)
+        for member, rep in assigned.items():
+            rep_of[member] = rep
+        member_evidence.append(columns)
 
-    # 2. representative audit
+    # 2. the rest are clustered among themselves
+    rest = np.array([i for i in new.tolist() if i not in assigned], dtype=np.int64)
+    rest_rep_of, first_pass = engine.first_pass(rest, rank)
+    rep_of[rest] = rest_rep_of
+    if first_pass is not None:
+        member_evidence.append(first_pass)
     first_reps = np.unique(rep_of)
-    rep_set = fragments.subset(first_reps)
-    rep_set_ref = ray.put(rep_set)
-    if engine == "foldseek":
-        rep_pairs_local = np.sort(ray.get(search_task.remote(rep_set_ref, binary, threads)), axis=1)
-        rep_pairs_local = np.unique(rep_pairs_local, axis=0) if len(rep_pairs_local) else rep_pairs_local
-    else:
-        rep_pairs_local = _candidate_pairs(rep_set, rep_set_ref, prefilter_config, progress=progress,
-                                           desc="audit prefilter")
-    rep_pairs = first_reps[rep_pairs_local] if len(rep_pairs_local) else rep_pairs_local.reshape(0, 2)
-    rep_pairs = algo.reachable(rep_pairs, fragments.lengths, config.merge_threshold)
+    new_reps = np.unique(rest_rep_of)
+
+    # 3. representative audit: new representatives against all representatives
+    rep_pairs = algo.reachable(engine.candidates(new_reps, first_reps, desc="audit prefilter"),
+                               fragments.lengths, config.merge_threshold)
     audit, audit_forest = aligner.align(rep_pairs, desc="representative audit", merge_threshold=config.merge_threshold)
     evidence = algo.merge_evidence(audit, rep_of, config.merge_threshold, source="representatives")
-    if first_pass is not None:  # cross-cluster member pairs the first pass already confirmed
+    for columns in member_evidence:
         evidence = algo.concat_evidence(
-            evidence, algo.merge_evidence(first_pass, rep_of, config.merge_threshold, source="members"))
-    forest = merge_forests(audit_forest, forest_from_edges(evidence["rep_a"], evidence["rep_b"]))
-    cluster_rep = algo.final_clusters(rep_of, forest, rank)
+            evidence, algo.merge_evidence(columns, rep_of, config.merge_threshold, source="members"))
+    kept_merges = previous.merge_pairs
+    forest = merge_forests(audit_forest, forest_from_edges(evidence["rep_a"], evidence["rep_b"]),
+                           forest_from_edges(kept_merges[:, 0], kept_merges[:, 1]))
+    cluster_rep = algo.final_clusters(rep_of, forest, rank, previous.cluster_rep if len(old_reps) else None)
 
-    # 3. singleton audit
-    sampled = algo.sample_singletons(cluster_rep, config.singleton_sample, config.seed)
+    # 4. singleton audit: only pairs with a newly sampled fragment are aligned
+    sampled = algo.sample_singletons(cluster_rep, config.singleton_sample, config.seed, fragments.ids)
+    fresh = ~previous.sampled[sampled]
     singleton_pairs = algo.all_pairs(sampled, fragments.lengths, config.singleton_threshold)
+    is_fresh = np.zeros(n, bool)
+    is_fresh[sampled[fresh]] = True
+    singleton_pairs = singleton_pairs[is_fresh[singleton_pairs[:, 0]] | is_fresh[singleton_pairs[:, 1]]]
     linked, _ = aligner.align(singleton_pairs, desc="singleton audit")
     ok = algo.accepted_merges(linked["tm_a"], linked["tm_b"], config.singleton_threshold)
-    audit_result = algo.singleton_components(sampled, forest_from_edges(linked["i"][ok], linked["j"][ok]))
+    in_sample = np.zeros(n, bool)
+    in_sample[sampled] = True
+    old_links = previous.links[in_sample[previous.links[:, 0]] & in_sample[previous.links[:, 1]]]
+    links = np.concatenate([old_links, np.column_stack([linked["i"][ok], linked["j"][ok]]).astype(np.int64)])
+    audit_result = algo.singleton_components(sampled, forest_from_edges(links[:, 0], links[:, 1]))
 
     tables = cluster_tables(fragments, rep_of, cluster_rep, evidence, audit_result)
+    ids = np.array(fragments.ids, dtype=object)
+    links = _unique_pairs(links)
+    tables["singleton_links"] = pa.Table.from_arrays(
+        [pa.array(ids[links[:, 0]].tolist(), pa.string()), pa.array(ids[links[:, 1]].tolist(), pa.string())],
+        schema=schema.SINGLETON_LINKS)
+    old_cluster_ids = set(previous.cluster_rep[previous.cluster_rep >= 0].tolist())
     run_row = dict(
-        engine=engine,
+        engine=name,
         engine_version=foldseek_version(binary) if binary else f"rayfold {__import__('rayfold').__version__}",
         fragments=n,
         first_pass_clusters=int(len(first_reps)),
@@ -479,6 +647,9 @@ def cluster_fragments(
         singleton_audit=audit_result.summary(),
         seconds=time.perf_counter() - started,
         config=json.dumps(asdict(config), sort_keys=True),
+        new_fragments=int(len(new)),
+        assigned_to_existing=len(assigned),
+        new_clusters=int(len(set(np.unique(cluster_rep).tolist()) - old_cluster_ids)),
     )
     tables["cluster_runs"] = run_row
     return tables
@@ -521,8 +692,9 @@ def run_cluster(
         tables = cluster_fragments(fragments, config=config, prefilter_config=prefilter_config,
                                    foldseek=foldseek, progress=progress)
     run_row = tables.pop("cluster_runs")
+    tables.pop("singleton_links")
     tables["cluster_runs"] = pa.Table.from_pylist([run_row], schema=schema.CLUSTER_RUNS)
     for name, table in tables.items():
         # one part per table, replaced as a whole: a re-run gives the same tables, never duplicates
         write_parquet(table, join_uri(out, name, "part-0.parquet"), storage_options=storage_options)
-    return ClusterSummary(out=out, **{k: v for k, v in run_row.items() if k != "config"})
+    return ClusterSummary(out=out, **{k: run_row[k] for k in ClusterSummary.__dataclass_fields__ if k != "out"})

@@ -127,5 +127,115 @@ CLUSTER_RUNS = pa.schema(
 )
 
 
+MANIFEST = pa.schema(
+    [
+        pa.field("input_uri", pa.string(), nullable=False),  # a structure file or a whole tar shard
+        pa.field("source", pa.string(), nullable=False),  # the INPUT argument it was listed from
+        pa.field("size", pa.int64()),
+        pa.field("mtime_or_etag", pa.string()),  # S3 ETag, else modification time
+        pa.field("content_sha256", pa.string(), nullable=False),  # over the bytes read (tar: member names and bytes)
+        pa.field("unit_id", pa.string(), nullable=False),  # the work unit whose parts hold its rows
+        pa.field("release", pa.int64(), nullable=False),  # the release that processed it
+        pa.field("structures", pa.int64(), nullable=False),
+        pa.field("fragments", pa.int64(), nullable=False),
+        pa.field("errors", pa.int64(), nullable=False),
+    ],
+    metadata={"rayfold_table": "manifest", "rayfold_schema_version": SCHEMA_VERSION},
+)
+
+RELEASES = pa.schema(
+    [
+        pa.field("release", pa.int64(), nullable=False),  # 1, 2, ...
+        pa.field("started_at", pa.timestamp("s", tz="UTC"), nullable=False),
+        pa.field("finished_at", pa.timestamp("s", tz="UTC"), nullable=False),
+        pa.field("inputs", pa.int64(), nullable=False),  # all inputs in the manifest after this release
+        pa.field("new_inputs", pa.int64(), nullable=False),  # processed in this release (new or changed)
+        pa.field("changed_inputs", pa.int64(), nullable=False),  # of those, seen before with other content
+        pa.field("fragments", pa.int64(), nullable=False),  # passed fragments clustered, all releases
+        pa.field("new_fragments", pa.int64(), nullable=False),
+        pa.field("assigned_to_existing", pa.int64(), nullable=False),  # new fragments joined to existing clusters
+        pa.field("clusters", pa.int64(), nullable=False),
+        pa.field("new_clusters", pa.int64(), nullable=False),
+        pa.field("merges", pa.int64(), nullable=False),  # merge evidence rows, all releases
+        pa.field("alignments", pa.int64(), nullable=False),  # TM-align calls in this release
+        pa.field("errors", pa.int64(), nullable=False),  # error rows of this release's inputs
+        pa.field("engine", pa.string(), nullable=False),
+        pa.field("seconds", pa.float64(), nullable=False),
+        pa.field("stage_seconds", pa.string(), nullable=False),  # JSON {stage: seconds}
+        pa.field("config", pa.string(), nullable=False),  # JSON of every config used
+    ],
+    metadata={"rayfold_table": "releases", "rayfold_schema_version": SCHEMA_VERSION},
+)
+
+SINGLETON_LINKS = pa.schema(
+    [
+        pa.field("fragment_a", pa.string(), nullable=False),  # sampled singletons at min-TM >= threshold
+        pa.field("fragment_b", pa.string(), nullable=False),
+    ],
+    metadata={"rayfold_table": "singleton_links", "rayfold_schema_version": SCHEMA_VERSION},
+)
+
+
 def empty(schema: pa.Schema) -> pa.Table:
     return schema.empty_table()
+
+
+# --------------------------------------------------------------------------------------------
+# analytics (rayfold.stats, rayfold.sampling): whole tables, rewritten on every run
+
+STATS = pa.schema(
+    [
+        pa.field("scope", pa.string(), nullable=False),  # 'all' or an input source (the INPUT argument)
+        pa.field("fragments", pa.int64(), nullable=False),  # fragment rows, passed or not
+        pa.field("clustered_fragments", pa.int64(), nullable=False),  # rows of members (passed fragments)
+        pa.field("clusters", pa.int64(), nullable=False),  # a source scope counts clusters within the source
+        pa.field("singletons", pa.int64(), nullable=False),  # clusters of size 1
+        pa.field("multi_member_clusters", pa.int64(), nullable=False),
+        pa.field("fragments_in_multi_member", pa.int64(), nullable=False),
+        pa.field("largest_cluster", pa.int64(), nullable=False),
+        pa.field("top100_share", pa.float64()),  # of fragments_in_multi_member; null without any
+        pa.field("top1000_share", pa.float64()),
+        pa.field("singleton_audit_sampled", pa.int64(), nullable=False),  # N: singletons aligned all-vs-all
+        pa.field("singleton_audit_linked", pa.int64(), nullable=False),  # X: of those, in a component of >= 2
+        pa.field("singleton_audit_components", pa.int64(), nullable=False),  # K: components of >= 2
+        pa.field("singleton_audit_largest", pa.int64(), nullable=False),  # M: largest component (0 if none sampled)
+        pa.field("singleton_audit", pa.string(), nullable=False),  # "X of N sampled singletons in K ..."
+    ],
+    metadata={"rayfold_table": "stats", "rayfold_schema_version": SCHEMA_VERSION},
+)
+
+SAMPLING = pa.schema(
+    [
+        pa.field("gamma", pa.float64(), nullable=False),  # cluster_size_exponent: cluster mass ~ N^gamma
+        pa.field("population", pa.string(), nullable=False),  # all | multi_member (singletons left out)
+        pa.field("clusters", pa.int64(), nullable=False),
+        pa.field("fragments", pa.int64(), nullable=False),
+        pa.field("effective_clusters", pa.float64(), nullable=False),  # inverse Simpson 1 / sum p_i^2
+        pa.field("top100_mass", pa.float64(), nullable=False),  # sampling mass of the 100 largest clusters
+        pa.field("top1000_mass", pa.float64(), nullable=False),
+        pa.field("largest_cluster_mass", pa.float64(), nullable=False),
+    ],
+    metadata={"rayfold_table": "sampling", "rayfold_schema_version": SCHEMA_VERSION},
+)
+
+WEIGHTS = pa.schema(
+    [
+        pa.field("fragment_id", pa.string(), nullable=False),
+        pa.field("cluster_id", pa.string(), nullable=False),
+        pa.field("cluster_size", pa.int64(), nullable=False),
+        pa.field("weight", pa.float64(), nullable=False),  # sums to 1 over the table
+        pa.field("gamma", pa.float64(), nullable=False),  # the exponent the weights were made with
+        pa.field("population", pa.string(), nullable=False),  # all | multi_member
+    ],
+    metadata={"rayfold_table": "weights", "rayfold_schema_version": SCHEMA_VERSION},
+)
+
+SAMPLE = pa.schema(
+    [
+        pa.field("draw", pa.int64(), nullable=False),  # 0..n-1, the order of the draws
+        pa.field("fragment_id", pa.string(), nullable=False),
+        pa.field("cluster_id", pa.string(), nullable=False),
+        pa.field("weight", pa.float64(), nullable=False),
+    ],
+    metadata={"rayfold_table": "sample", "rayfold_schema_version": SCHEMA_VERSION},
+)

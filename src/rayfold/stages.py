@@ -6,6 +6,7 @@ Every failure of one input becomes an errors-table row; the unit always complete
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,18 @@ class UnitResult:
     errors: pa.Table
     structures: dict[str, bytes] = field(default_factory=dict)  # fragment_id -> PDB bytes, when exported
     n_structures: int = 0  # structure files read (tar members counted one by one)
+    inputs: list[InputSummary] = field(default_factory=list)  # one per input, in order: the manifest's rows
+
+
+@dataclass(frozen=True)
+class InputSummary:
+    """What one input gave; `content_sha256` lets a later release tell a re-upload from new content."""
+
+    ref: InputRef
+    content_sha256: str  # over the bytes read; a tar shard: its members' names and bytes, in order
+    structures: int
+    fragments: int
+    errors: int
 
 
 class _Rows:
@@ -39,6 +52,9 @@ class _Rows:
     def __init__(self, table_schema: pa.Schema) -> None:
         self.schema = table_schema
         self.columns: dict[str, list] = {name: [] for name in table_schema.names}
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values())))
 
     def add(self, **values: object) -> None:
         for name, column in self.columns.items():
@@ -83,7 +99,10 @@ class FragmentStage:
         fragments, chains, errors = _Rows(schema.FRAGMENTS), _Rows(schema.CHAINS), _Rows(schema.ERRORS)
         structures: dict[str, bytes] = {}
         n_structures = 0
+        inputs: list[InputSummary] = []
         for ref in refs:
+            digest = hashlib.sha256()
+            before = (n_structures, len(fragments), len(errors))
             items = iter_structure_bytes(
                 ref,
                 storage_options=self.storage_options,
@@ -92,9 +111,12 @@ class FragmentStage:
             )
             for uri, data in _guard_iteration(ref.uri, items, errors):
                 n_structures += 1
+                if ref.is_tar:
+                    digest.update(uri.encode() + b"\0")
                 if isinstance(data, InputError):
                     errors.add(source_uri=uri, stage="read", error_kind=data.kind, message=data.message)
                     continue
+                digest.update(data)
                 try:
                     entry = parse_structure(
                         data, uri.rsplit("/", 1)[-1].split("#")[-1], source_uri=uri,
@@ -107,7 +129,9 @@ class FragmentStage:
                     errors.add(source_uri=uri, stage="parse", error_kind="unexpected", message=_describe(exc))
                     continue
                 self._fragment_entry(entry, fragments, chains, errors, structures)
-        return UnitResult(fragments.table(), chains.table(), errors.table(), structures, n_structures)
+            inputs.append(InputSummary(
+                ref, digest.hexdigest(), n_structures - before[0], len(fragments) - before[1], len(errors) - before[2]))
+        return UnitResult(fragments.table(), chains.table(), errors.table(), structures, n_structures, inputs)
 
     def _fragment_entry(
         self, entry: ParsedEntry, fragments: _Rows, chains: _Rows, errors: _Rows, structures: dict[str, bytes]

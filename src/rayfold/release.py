@@ -1,0 +1,359 @@
+"""`rayfold run`: one release of the whole job, from inputs to published tables, resumable.
+
+A release lists the inputs, fragments only new or changed ones (the manifest says which), loads
+every current fragment, clusters the new ones against the last release's clusters, and writes:
+
+1. `OUT/state/<release>/<table>.parquet`: this release's clustering, written in full first;
+2. `OUT/releases/part-<release>.parquet`: one row, the commit;
+3. `OUT/<table>/part-0.parquet`: the published copies users read, replaced as a whole.
+
+A run killed anywhere restarts from what finished: fragmenting units carry their own completion
+marker and a persisted plan keeps their names; clustering is redone from the last committed state
+(deterministic, so its tables come out the same); publishing is repeated from the committed state.
+Nothing is appended twice, because every file has a name fixed by its content or release.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rayfold import manifest as mf
+from rayfold import schema
+from rayfold.cluster import ClusterConfig, PreviousClusters
+from rayfold.config import FragmentConfig, ReadConfig, RunConfig
+from rayfold.errors import InputError
+from rayfold.fragset import FragmentSet
+from rayfold.inputfilter import EntryFilter
+from rayfold.io import InputRef, exists, join_uri, list_inputs, read_bytes, read_parquet_dataset, write_bytes, write_parquet
+from rayfold.prefilter import PrefilterConfig
+
+log = logging.getLogger(__name__)
+
+CLUSTER_TABLES = ("clusters", "members", "merges", "singleton_audit", "singleton_links", "cluster_runs")
+FRAGMENT_COLUMNS = ("fragment_id", "source_uri", "sequence", "states_3di", "ca_coords", "mean_plddt", "passed")
+
+
+@dataclass(frozen=True)
+class ReleaseConfig:
+    """Everything that decides a release's results (recorded with it)."""
+
+    fragment: FragmentConfig = field(default_factory=FragmentConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    prefilter: PrefilterConfig = field(default_factory=PrefilterConfig)
+    read: ReadConfig = field(default_factory=ReadConfig)
+
+
+@dataclass(frozen=True)
+class ReleaseSummary:
+    out: str
+    release: int  # the newest committed release (unchanged when up to date)
+    up_to_date: bool  # nothing new: no release was made
+    inputs: int
+    new_inputs: int
+    changed_inputs: int
+    fragments: int
+    new_fragments: int
+    assigned_to_existing: int
+    clusters: int
+    new_clusters: int
+    merges: int
+    alignments: int
+    errors: int
+    engine: str
+    seconds: float
+    stage_seconds: dict[str, float]
+
+
+def run_release(
+    inputs: Sequence[str],
+    out: str,
+    *,
+    config: ReleaseConfig = ReleaseConfig(),
+    run: RunConfig = RunConfig(),
+    entry_filter: EntryFilter | None = None,
+    foldseek: str | None = None,
+    storage_options: dict | None = None,
+    address: str | None = None,
+    progress: bool = True,
+    analytics: bool = True,
+    ray_init_kwargs: dict | None = None,
+) -> ReleaseSummary:
+    """Bring `out` up to date with `inputs`: a new release when anything is new, else nothing."""
+    from rayfold.pipeline import cluster_fragments, fragment_units, plan_units, ray_session
+
+    started, started_at = time.perf_counter(), datetime.now(timezone.utc)
+    timings: dict[str, float] = {}
+    opts = storage_options
+    releases = read_parquet_dataset(join_uri(out, "releases"), opts)
+    last = int(pc.max(releases.column("release")).as_py()) if releases is not None and releases.num_rows else 0
+    if last:
+        _publish_if_stale(out, last, opts)
+    release = last + 1
+
+    tick = time.perf_counter()
+    listed = _list_sourced(inputs, opts)
+    manifest = read_parquet_dataset(join_uri(out, "manifest"), opts)
+    diff = mf.diff_inputs(listed, manifest, release)
+    timings["list"] = time.perf_counter() - tick
+    if not diff.todo and not diff.done_in_release:
+        log.info("%s is up to date at release %d", out, last)
+        return _up_to_date(out, last, releases, time.perf_counter() - started)
+
+    with ray_session(address, **(ray_init_kwargs or {})):
+        tick = time.perf_counter()
+        units = _plan(out, release, diff.todo, run, opts, plan_units)
+        done = set(mf.current(manifest).get(u, {}).get("unit_id") for u in diff.done_in_release)
+        todo_units = [u for u in units if u.unit_id not in done]
+        fragment_units(
+            todo_units, out, config=config.fragment, read=config.read, run=run, storage_options=opts,
+            progress=progress, release=release, sources={s.ref.uri: s.source for s in listed},
+            keep_entries=entry_filter.ids if entry_filter is not None else None,
+        )
+        timings["fragment"] = time.perf_counter() - tick
+
+        tick = time.perf_counter()
+        manifest = read_parquet_dataset(join_uri(out, "manifest"), opts)
+        _drop_superseded_rows(out, manifest, opts)
+        fragments, duplicates = _load_current_fragments(out, opts)
+        write_parquet(duplicates, join_uri(out, "errors", f"part-release-{release:06d}-duplicates.parquet"), opts)
+        changed = mf.changed_content(manifest, release)
+        previous, kept_merges = _previous_clusters(out, last, fragments, changed, manifest, opts)
+        timings["load"] = time.perf_counter() - tick
+
+        tick = time.perf_counter()
+        tables = cluster_fragments(fragments, config=config.cluster, prefilter_config=config.prefilter,
+                                   foldseek=foldseek, progress=progress, previous=previous)
+        timings["cluster"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    run_row = tables.pop("cluster_runs")
+    tables["merges"] = pa.concat_tables([kept_merges, tables["merges"]]).sort_by(
+        [("representative_a", "ascending"), ("representative_b", "ascending"),
+         ("fragment_a", "ascending"), ("fragment_b", "ascending")])
+    tables["cluster_runs"] = pa.Table.from_pylist([run_row], schema=schema.CLUSTER_RUNS)
+    for name in CLUSTER_TABLES:
+        write_parquet(tables[name], join_uri(out, "state", f"{release:06d}", f"{name}.parquet"), opts)
+    manifest = read_parquet_dataset(join_uri(out, "manifest"), opts)
+    this_release = manifest.filter(pc.field("release") == release)
+    row = {
+        "release": release,
+        "started_at": started_at,
+        "finished_at": datetime.now(timezone.utc),
+        "inputs": len(mf.current(manifest)),
+        "new_inputs": this_release.num_rows,
+        "changed_inputs": len(changed),
+        "fragments": len(fragments),
+        "new_fragments": run_row["new_fragments"],
+        "assigned_to_existing": run_row["assigned_to_existing"],
+        "clusters": run_row["clusters"],
+        "new_clusters": run_row["new_clusters"],
+        "merges": tables["merges"].num_rows,
+        "alignments": run_row["alignments"],
+        "errors": int(pc.sum(this_release.column("errors")).as_py() or 0) + duplicates.num_rows,
+        "engine": run_row["engine"],
+        "seconds": 0.0,
+        "stage_seconds": "",
+        "config": json.dumps({"release": asdict(config), "filter": entry_filter.describe() if entry_filter else None},
+                             sort_keys=True, default=str),
+    }
+    timings["write"] = time.perf_counter() - tick
+    row["seconds"] = time.perf_counter() - started
+    row["stage_seconds"] = json.dumps({k: round(v, 3) for k, v in timings.items()})
+    # the commit: after this row exists the release is done, and a re-run only re-publishes it
+    write_parquet(pa.Table.from_pylist([row], schema=schema.RELEASES),
+                  join_uri(out, "releases", f"part-{release:06d}.parquet"), opts)
+    _publish(out, release, opts)
+    if analytics:
+        _write_analytics(out, opts)
+    summary_fields = {k: row[k] for k in ReleaseSummary.__dataclass_fields__ if k in row and k != "stage_seconds"}
+    return ReleaseSummary(out=out, up_to_date=False, stage_seconds=timings, **summary_fields)
+
+
+def _list_sourced(inputs: Sequence[str], opts: dict | None) -> list[mf.SourcedRef]:
+    """Listed inputs with the INPUT argument each came from (the first one, when several list it)."""
+    seen: dict[str, mf.SourcedRef] = {}
+    for spec in inputs:
+        for ref in list_inputs([spec], storage_options=opts):
+            seen.setdefault(ref.uri, mf.SourcedRef(ref, str(spec)))
+    return [seen[u] for u in sorted(seen)]
+
+
+def _plan(out: str, release: int, todo: list[mf.SourcedRef], run: RunConfig, opts: dict | None, plan_units) -> list:
+    """This release's work units, persisted, so a restarted run gives unfinished units the same names."""
+    from rayfold.pipeline import WorkUnit
+
+    uri = join_uri(out, "state", f"{release:06d}", "plan.json")
+    units: list[WorkUnit] = []
+    if exists(uri, opts):
+        for u in json.loads(read_bytes(uri, opts)):
+            units.append(WorkUnit(u["unit_id"], tuple(InputRef(**r) for r in u["refs"])))
+    planned = {r.uri for u in units for r in u.refs}
+    extra = [s.ref for s in todo if s.ref.uri not in planned]
+    if extra or not units:
+        units += plan_units(extra, run.unit_size, salt=f"release {release}")
+        payload = [{"unit_id": u.unit_id, "refs": [asdict(r) for r in u.refs]} for u in units]
+        write_bytes(json.dumps(payload, indent=1).encode(), uri, opts)
+    wanted = {s.ref.uri for s in todo}
+    return [u for u in units if any(r.uri in wanted for r in u.refs)]
+
+
+def _drop_superseded_rows(out: str, manifest: pa.Table | None, opts: dict | None) -> None:
+    """Rewrite older units' parts without inputs a newer release re-processed (idempotent)."""
+    for unit_id, inputs in sorted(mf.superseded(manifest).items()):
+        for table in ("fragments", "chains", "errors"):
+            uri = join_uri(out, table, f"part-{unit_id}.parquet")
+            part = read_parquet_dataset(uri, opts)
+            if part is None:
+                continue
+            kept = mf.without_inputs(part, inputs)
+            if kept.num_rows != part.num_rows:
+                write_parquet(kept, uri, opts)
+
+
+def _load_current_fragments(out: str, opts: dict | None) -> tuple[FragmentSet, pa.Table]:
+    """Passed fragments of all releases; a fragment id met twice (one entry in two inputs) is kept
+    from the first input by URI, the others become errors rows."""
+    table = read_parquet_dataset(join_uri(out, "fragments"), opts)
+    if table is None or table.num_rows == 0:
+        raise InputError("no_fragments", f"no fragments under {out}: every input failed (see {out}/errors)")
+    table = table.select(list(FRAGMENT_COLUMNS)).filter(pc.field("passed"))
+    table = table.sort_by([("fragment_id", "ascending"), ("source_uri", "ascending")])
+    ids = table.column("fragment_id").to_numpy(zero_copy_only=False)
+    first = np.ones(len(ids), bool)
+    first[1:] = ids[1:] != ids[:-1]
+    dup = table.filter(pa.array(~first))
+    duplicates = pa.table(
+        {
+            "source_uri": dup.column("source_uri"),
+            "stage": pa.array(["load"] * dup.num_rows, pa.string()),
+            "error_kind": pa.array(["duplicate_entry"] * dup.num_rows, pa.string()),
+            "message": pa.array([f"fragment {f} already comes from an input earlier by URI; this copy is not clustered"
+                                 for f in dup.column("fragment_id").to_pylist()], pa.string()),
+        },
+        schema=schema.ERRORS,
+    )
+    return FragmentSet.from_table(table.filter(pa.array(first)), passed_only=False), duplicates
+
+
+def _previous_clusters(out: str, last: int, fragments: FragmentSet, changed: set[str], manifest: pa.Table,
+                       opts: dict | None) -> tuple[PreviousClusters, pa.Table]:
+    """The last release's clustering over today's fragments, minus fragments whose input changed."""
+    n = len(fragments)
+    if not last:
+        return PreviousClusters.none(n), schema.MERGES.empty_table()
+    state = {name: read_parquet_dataset(join_uri(out, "state", f"{last:06d}", f"{name}.parquet"), opts)
+             for name in ("members", "merges", "singleton_audit", "singleton_links")}
+    index = fragments.index()
+    stale = _fragments_of_inputs(out, changed, manifest, opts)
+    valid = {fid: i for fid, i in index.items() if fid not in stale}
+
+    members = state["members"].to_pylist()
+    rep_of = np.full(n, -1, np.int64)
+    for row in members:
+        m, r = valid.get(row["fragment_id"]), valid.get(row["first_pass_cluster_id"])
+        if m is not None and r is not None:
+            rep_of[m] = r
+    has = rep_of >= 0
+    orphan = np.zeros(n, bool)
+    orphan[has] = rep_of[rep_of[has]] != rep_of[has]  # its representative's input changed
+    rep_of[orphan] = -1
+    cluster_rep = np.full(n, -1, np.int64)
+    for row in members:
+        m, c = valid.get(row["fragment_id"]), valid.get(row["cluster_id"])
+        if m is not None and c is not None and rep_of[m] >= 0 and rep_of[c] == c:
+            cluster_rep[m] = c
+
+    def still(name: str) -> bool:
+        return name in valid
+
+    merges = state["merges"]
+    keep = [all(still(x) for x in row) and rep_of[valid[row[0]]] == valid[row[0]] and rep_of[valid[row[1]]] == valid[row[1]]
+            for row in zip(*(merges.column(c).to_pylist() for c in
+                             ("representative_a", "representative_b", "fragment_a", "fragment_b")))]
+    kept_merges = merges.filter(pa.array(keep, pa.bool_()))
+    merge_pairs = np.array([[valid[a], valid[b]] for a, b in zip(kept_merges.column("representative_a").to_pylist(),
+                                                                   kept_merges.column("representative_b").to_pylist())],
+                           dtype=np.int64).reshape(-1, 2)
+    sampled = np.zeros(n, bool)
+    for fid in state["singleton_audit"].column("fragment_id").to_pylist():
+        if still(fid):
+            sampled[valid[fid]] = True
+    links_table = state["singleton_links"]
+    links = np.array([[valid[a], valid[b]] for a, b in zip(links_table.column("fragment_a").to_pylist(),
+                                                           links_table.column("fragment_b").to_pylist())
+                      if still(a) and still(b)], dtype=np.int64).reshape(-1, 2)
+    return PreviousClusters(rep_of, cluster_rep, merge_pairs, sampled, links), kept_merges
+
+
+def _fragments_of_inputs(out: str, inputs: set[str], manifest: pa.Table, opts: dict | None) -> set[str]:
+    """Fragment ids now produced by `inputs` (changed content: their old clustering no longer holds)."""
+    if not inputs:
+        return set()
+    latest = mf.current(manifest)
+    stale: set[str] = set()
+    for unit_id in sorted({latest[u]["unit_id"] for u in inputs if u in latest}):
+        part = read_parquet_dataset(join_uri(out, "fragments", f"part-{unit_id}.parquet"), opts)
+        if part is None:
+            continue
+        for fid, src in zip(part.column("fragment_id").to_pylist(), part.column("source_uri").to_pylist()):
+            if mf.input_of(src) in inputs:
+                stale.add(fid)
+    return stale
+
+
+def _publish(out: str, release: int, opts: dict | None) -> None:
+    """Copy a committed release's tables to OUT/<table>/part-0.parquet, tagged with the release."""
+    for name in CLUSTER_TABLES:
+        table = read_parquet_dataset(join_uri(out, "state", f"{release:06d}", f"{name}.parquet"), opts)
+        meta = dict(table.schema.metadata or {})
+        meta[b"rayfold_release"] = str(release).encode()
+        write_parquet(table.replace_schema_metadata(meta), join_uri(out, name, "part-0.parquet"), opts)
+
+
+def published_release(out: str, opts: dict | None = None) -> int | None:
+    """The release the published tables hold (None when none is published)."""
+    import pyarrow.parquet as pq
+
+    from rayfold.io import filesystem_for
+
+    uri = join_uri(out, "cluster_runs", "part-0.parquet")  # published last
+    if not exists(uri, opts):
+        return None
+    fs, path = filesystem_for(uri, opts)
+    with fs.open(path, "rb") as fh:
+        meta = pq.read_schema(fh).metadata or {}
+    value = meta.get(b"rayfold_release")
+    return int(value) if value else None
+
+
+def _publish_if_stale(out: str, last: int, opts: dict | None) -> None:
+    if published_release(out, opts) != last:
+        _publish(out, last, opts)
+        _write_analytics(out, opts)
+
+
+def _write_analytics(out: str, opts: dict | None) -> None:
+    try:
+        from rayfold.report import write_analytics
+    except ImportError:  # analytics not installed in this build
+        return
+    write_analytics(out, storage_options=opts)
+
+
+def _up_to_date(out: str, last: int, releases: pa.Table | None, seconds: float) -> ReleaseSummary:
+    row = releases.filter(pc.field("release") == last).to_pylist()[0] if last else {}
+    return ReleaseSummary(
+        out=out, release=last, up_to_date=True, inputs=row.get("inputs", 0), new_inputs=0, changed_inputs=0,
+        fragments=row.get("fragments", 0), new_fragments=0, assigned_to_existing=0,
+        clusters=row.get("clusters", 0), new_clusters=0, merges=row.get("merges", 0), alignments=0, errors=0,
+        engine=row.get("engine", ""), seconds=seconds, stage_seconds={},
+    )
