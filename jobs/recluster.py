@@ -1,0 +1,24 @@
+"""Scheduled re-clustering: submit this whenever new predictions may have been released.
+
+    ray job submit --address http://HEAD:8265 --working-dir . \
+        --submission-id "rayfold-recluster-$(date -u +%Y%m%dT%H)" -- \
+        python jobs/recluster.py s3://bucket/predictions/ --out s3://bucket/rayfold/main
+
+It is `rayfold run` over the whole input prefix: the manifest in --out makes it read and fragment
+only inputs that are new or changed since the last release, assign their fragments to existing
+clusters, cluster the rest and append one release record. When nothing is new it writes nothing
+and exits 0. A fixed --submission-id per period makes Ray refuse a second copy of the same slot.
+"""
+
+import sys
+from pathlib import Path
+
+try:
+    import rayfold  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from rayfold.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["run", "--no-progress", *sys.argv[1:]]))

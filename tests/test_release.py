@@ -1,0 +1,215 @@
+"""`rayfold run` releases on a real local Ray: incremental growth, changed inputs, resume after a kill."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+from conftest import EXAMPLES_AFDB
+from rayfold.cluster import ClusterConfig
+from rayfold.config import RunConfig
+from rayfold.io import read_parquet_dataset
+from rayfold.release import ReleaseConfig, run_release
+
+pytestmark = pytest.mark.ray
+
+CONFIG = ReleaseConfig(cluster=ClusterConfig(engine="builtin"))
+MODELS = sorted(p for p in EXAMPLES_AFDB.iterdir() if p.name.endswith(".gz"))
+
+
+def table(out: Path, name: str):
+    return read_parquet_dataset(str(out / name))
+
+
+def partition(out: Path) -> dict[frozenset, str]:
+    """{member set: cluster id} of the published members table."""
+    groups: dict[str, set] = {}
+    for row in table(out, "members").to_pylist():
+        groups.setdefault(row["cluster_id"], set()).add(row["fragment_id"])
+    return {frozenset(v): k for k, v in groups.items()}
+
+
+def assert_no_duplicates(out: Path) -> None:
+    for name, key in [("fragments", "fragment_id"), ("members", "fragment_id"), ("clusters", "cluster_id")]:
+        ids = table(out, name).column(key).to_pylist()
+        assert len(ids) == len(set(ids)), f"duplicate {key} in {name}"
+    chains = table(out, "chains").select(["source_uri", "chain_id"]).to_pylist()
+    assert len(chains) == len({(r["source_uri"], r["chain_id"]) for r in chains})
+    manifest = table(out, "manifest").select(["input_uri", "release"]).to_pylist()
+    assert len(manifest) == len({(r["input_uri"], r["release"]) for r in manifest})
+    releases = table(out, "releases").column("release").to_pylist()
+    assert releases == sorted(set(releases))
+
+
+@pytest.fixture(scope="module")
+def grown(ray_local, tmp_path_factory) -> dict:
+    """Release 1 on half the examples, release 2 after the other half arrives, and one full run."""
+    root = tmp_path_factory.mktemp("release")
+    inputs, inc, full = root / "inputs", root / "inc", root / "full"
+    inputs.mkdir()
+    first, second = MODELS[::2], MODELS[1::2]
+    for p in first:
+        shutil.copy2(p, inputs / p.name)
+    r1 = run_release([str(inputs)], str(inc), config=CONFIG, progress=False, analytics=False)
+    partition1 = partition(inc)
+    for p in second:
+        shutil.copy2(p, inputs / p.name)
+    r2 = run_release([str(inputs)], str(inc), config=CONFIG, progress=False, analytics=False)
+    single = run_release([str(inputs)], str(full), config=CONFIG, progress=False, analytics=False)
+    return {"inputs": inputs, "inc": inc, "full": full, "r1": r1, "r2": r2, "single": single,
+            "partition1": partition1, "second": {str(inputs / p.name) for p in second}}
+
+
+def test_second_release_reads_only_new_inputs(grown):
+    r1, r2 = grown["r1"], grown["r2"]
+    assert (r1.release, r1.new_inputs, r2.release, r2.new_inputs) == (1, len(MODELS[::2]), 2, len(MODELS[1::2]))
+    assert r2.changed_inputs == 0 and r2.inputs == len(MODELS)
+    manifest = table(grown["inc"], "manifest")
+    assert set(manifest.filter(pc.field("release") == 2).column("input_uri").to_pylist()) == grown["second"]
+    # every input was read exactly once over both releases
+    assert sorted(manifest.column("input_uri").to_pylist()) == sorted(str(grown["inputs"] / p.name) for p in MODELS)
+    assert r2.new_fragments < r2.fragments and r2.assigned_to_existing > 0
+
+
+def test_incremental_tables_equal_a_single_run(grown):
+    inc, full = partition(grown["inc"]), partition(grown["full"])
+    assert set(inc) == set(full)  # the same clusters
+    first_ids = set(grown["partition1"].values())
+    for members, cluster_id in inc.items():
+        if cluster_id != full[members]:  # ids differ only where a cluster of release 1 kept its id
+            assert cluster_id in first_ids
+    for name in ("fragments", "chains"):
+        a = table(grown["inc"], name).sort_by("source_uri").column("source_uri").to_pylist()
+        b = table(grown["full"], name).sort_by("source_uri").column("source_uri").to_pylist()
+        assert a == b
+    assert grown["r2"].alignments < grown["single"].alignments
+
+
+def test_unchanged_clusters_keep_their_ids(grown):
+    now = partition(grown["inc"])
+    for members, cluster_id in grown["partition1"].items():
+        if members in now:
+            assert now[members] == cluster_id
+        else:  # it grew or merged: its old id lives on, or it merged into an older cluster
+            grown_into = [cid for m, cid in now.items() if members <= m]
+            assert len(grown_into) == 1
+
+
+def test_rerun_with_nothing_new_writes_nothing(grown):
+    before = {p: p.stat().st_mtime_ns for p in grown["inc"].rglob("*.parquet")}
+    again = run_release([str(grown["inputs"])], str(grown["inc"]), config=CONFIG, progress=False, analytics=False)
+    assert again.up_to_date and again.release == 2
+    assert {p: p.stat().st_mtime_ns for p in grown["inc"].rglob("*.parquet")} == before
+    assert_no_duplicates(grown["inc"])
+
+
+def test_changed_input_replaces_its_fragments(ray_local, tmp_path):
+    inputs, out = tmp_path / "inputs", tmp_path / "out"
+    inputs.mkdir()
+    for p in MODELS[:6]:
+        shutil.copy2(p, inputs / p.name)
+    run_release([str(inputs)], str(out), config=CONFIG, progress=False, analytics=False)
+    target = next(p for p in sorted(inputs.iterdir()) if p.name.endswith(".pdb.gz"))
+    lines = gzip.decompress(target.read_bytes()).decode().splitlines()
+    atoms = [i for i, line in enumerate(lines) if line.startswith("ATOM")]
+    cut = lines[: atoms[len(atoms) // 2]] + ["END"]  # the same entry, with its second half gone
+    target.write_bytes(gzip.compress("\n".join(cut).encode()))
+    touched = next(p for p in sorted(inputs.iterdir()) if p != target)
+    os.utime(touched, None)  # new mtime, same bytes: re-read, but its clustering stands
+    r2 = run_release([str(inputs)], str(out), config=CONFIG, progress=False, analytics=False)
+    assert (r2.release, r2.new_inputs, r2.changed_inputs) == (2, 2, 1)
+    assert_no_duplicates(out)
+    chains = table(out, "chains").filter(pc.field("source_uri") == str(target))
+    assert chains.num_rows == 1 and chains.column("n_residues")[0].as_py() < len(atoms)
+    members = set(table(out, "members").column("fragment_id").to_pylist())
+    passed = set(table(out, "fragments").filter(pc.field("passed")).column("fragment_id").to_pylist())
+    assert members == passed
+
+
+# --- a driver killed part-way ---------------------------------------------------------------------
+
+
+def _run_cli(inputs: Path, out: Path, ray_tmp: str) -> subprocess.Popen:
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    argv = [sys.executable, "-m", "rayfold.cli", "run", str(inputs), "--out", str(out), "--engine", "builtin",
+            "--unit-size", "2", "--no-progress", "--no-report"]
+    return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _kill_everything(proc: subprocess.Popen, ray_tmp: str) -> None:
+    """SIGKILL the driver's process group and every Ray process it started (found by its temp dir)."""
+    import psutil
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=60)
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(ray_tmp in part for part in (p.info["cmdline"] or [])):
+                p.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 300) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.2)
+    return False
+
+
+def test_killed_driver_resumes_without_duplicates(ray_local, tmp_path):
+    inputs, out, reference = tmp_path / "inputs", tmp_path / "out", tmp_path / "reference"
+    inputs.mkdir()
+    for p in MODELS[:12]:
+        shutil.copy2(p, inputs / p.name)
+    run_release([str(inputs)], str(reference), config=CONFIG, run=RunConfig(unit_size=2), progress=False,
+                analytics=False)
+    ray_tmp = tempfile.mkdtemp(prefix="rfk-", dir="/tmp")
+    try:
+        def parts(name: str) -> int:
+            return len(list((out / name).glob("part-*.parquet"))) if (out / name).is_dir() else 0
+
+        # 1. killed while fragmenting: some units written, not all
+        proc = _run_cli(inputs, out, ray_tmp)
+        assert _wait_for(lambda: parts("manifest") >= 1, proc), proc.stderr.read().decode()[-3000:]
+        _kill_everything(proc, ray_tmp)
+        killed_at = parts("manifest")
+        assert not (out / "releases").exists()
+        # 2. killed again after fragmenting, while clustering (before the commit)
+        proc = _run_cli(inputs, out, ray_tmp)
+        assert _wait_for(lambda: parts("manifest") == 6, proc), proc.stderr.read().decode()[-3000:]
+        time.sleep(1.0)
+        _kill_everything(proc, ray_tmp)
+        # 3. to the end
+        proc = _run_cli(inputs, out, ray_tmp)
+        _, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr.decode()[-3000:]
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert killed_at < 6
+    assert_no_duplicates(out)
+    assert table(out, "releases").num_rows == 1
+    for name in ("members", "clusters", "merges", "singleton_audit"):
+        assert table(out, name).equals(table(reference, name)), name
+    for name in ("fragments", "chains", "errors"):
+        a, b = table(out, name), table(reference, name)
+        key = "fragment_id" if name == "fragments" else "source_uri"
+        assert a.sort_by(key).select(b.column_names).equals(b.sort_by(key)), name
