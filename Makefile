@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/rayfold fragment examples/afdb --out out/demo
-	$(BIN)/python -c "import pyarrow.parquet as pq; t = pq.read_table('out/demo/fragments'); print(t.select(['fragment_id', 'n_residues', 'chopping', 'mean_plddt', 'passed', 'fail_reason']).sort_by('fragment_id').to_pandas().to_string(max_rows=40))"
+	$(BIN)/rayfold run examples/afdb --out out/demo --engine builtin
+	$(BIN)/rayfold stats out/demo
+	@echo "report: out/demo/report/index.html"
 
 test: setup
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q
@@ -26,6 +27,7 @@ bench: setup
 	$(BIN)/python bench/fragment_speed.py
 	$(BIN)/python bench/domain_boundaries.py
 	$(BIN)/python bench/cluster_speed.py
+	$(BIN)/python bench/end_to_end.py
 
 clean:
 	rm -rf out/demo

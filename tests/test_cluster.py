@@ -5,6 +5,7 @@ import numpy as np
 from rayfold.cluster import (
     ClusterConfig,
     all_pairs,
+    assign_to_existing,
     final_clusters,
     first_pass_edges,
     greedy_set_cover,
@@ -76,3 +77,38 @@ def test_singleton_components_summary():
     audit = singleton_components(sampled, forest_from_edges(np.array([2, 4]), np.array([4, 6])))
     assert audit.sizes.tolist() == [3, 3, 3, 1, 1]
     assert audit.summary() == "3 of 5 sampled singletons in 1 components, largest 3"
+
+
+def test_singleton_sample_is_stable_when_singletons_are_added():
+    ids = [f"frag{i:03d}" for i in range(300)]
+    first = sample_singletons(np.arange(200), 50, seed=3, ids=ids[:200])
+    grown = sample_singletons(np.arange(300), 50, seed=3, ids=ids)
+    # bottom-k by hash: a newcomer only enters by pushing out the old members with the largest hashes
+    kept = set(first.tolist()) & set(grown.tolist())
+    newcomers = [i for i in grown.tolist() if i >= 200]
+    assert len(kept) + len(newcomers) == 50 and len(kept) >= 50 - len(newcomers)
+    assert sample_singletons(np.arange(300), 50, seed=4, ids=ids).tolist() != grown.tolist()
+
+
+def test_assign_to_existing_takes_the_best_covering_representative():
+    rank = np.array([0, 1, 2, 3, 4])
+    new = np.array([3, 3, 4, 4])
+    rep = np.array([0, 1, 0, 1])
+    tm_rep = np.array([0.75, 0.80, 0.69, 0.90])
+    cov_new = np.array([0.9, 0.9, 0.9, 0.5])  # 4 -> 1 fails coverage, 4 -> 0 fails TM
+    cov_rep = np.array([0.9, 0.9, 0.9, 0.9])
+    assert assign_to_existing(new, rep, tm_rep, cov_new, cov_rep, rank) == {3: 1}
+    tie = assign_to_existing(np.array([3, 3]), np.array([1, 0]), np.array([0.8, 0.8]), np.ones(2), np.ones(2), rank)
+    assert tie == {3: 0}  # equal TM: the better-ranked representative
+
+
+def test_final_clusters_keep_previous_ids():
+    # first-pass clusters {0,1}, {2,3,4} (new, larger) and {5}; the audit merged all three
+    rep_of = np.array([0, 0, 2, 2, 2, 5])
+    forest = forest_from_edges(np.array([0, 2]), np.array([2, 5]))
+    rank = np.arange(6)
+    assert final_clusters(rep_of, forest, rank).tolist() == [2] * 6  # a fresh run: the largest
+    previous = np.array([0, 0, -1, -1, -1, 5])  # release 1 had clusters 0 and 5
+    assert final_clusters(rep_of, forest, rank, previous).tolist() == [0] * 6
+    unmerged = forest_from_edges(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    assert final_clusters(rep_of, unmerged, rank, previous).tolist() == rep_of.tolist()

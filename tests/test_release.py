@@ -213,3 +213,20 @@ def test_killed_driver_resumes_without_duplicates(ray_local, tmp_path):
         a, b = table(out, name), table(reference, name)
         key = "fragment_id" if name == "fragments" else "source_uri"
         assert a.sort_by(key).select(b.column_names).equals(b.sort_by(key)), name
+
+
+def test_input_filter_keeps_only_listed_entries(ray_local, tmp_path):
+    from rayfold.inputfilter import read_id_table
+
+    inputs, out = tmp_path / "inputs", tmp_path / "out"
+    inputs.mkdir()
+    chosen = MODELS[-4:]
+    for p in chosen:
+        shutil.copy2(p, inputs / p.name)
+    keep = [chosen[0].name.split(".")[0], chosen[2].name.split(".")[0]]  # e.g. F4MR59 (an AFDB accession)
+    (tmp_path / "ids.txt").write_text("\n".join(keep) + "\n")
+    entry_filter = read_id_table(str(tmp_path / "ids.txt"))
+    run_release([str(inputs)], str(out), config=CONFIG, entry_filter=entry_filter, progress=False, analytics=False)
+    entries = set(table(out, "chains").column("entry_id").to_pylist())
+    assert entries == set(keep)
+    assert set(table(out, "manifest").column("input_uri").to_pylist()) == {str(inputs / p.name) for p in chosen}

@@ -95,8 +95,10 @@ def run_release(
     opts = storage_options
     releases = read_parquet_dataset(join_uri(out, "releases"), opts)
     last = int(pc.max(releases.column("release")).as_py()) if releases is not None and releases.num_rows else 0
-    if last:
-        _publish_if_stale(out, last, opts)
+    if last and published_release(out, opts) != last:  # killed between commit and publish
+        _publish(out, last, opts)
+        if analytics:
+            _write_analytics(out, opts)
     release = last + 1
 
     tick = time.perf_counter()
@@ -333,12 +335,6 @@ def published_release(out: str, opts: dict | None = None) -> int | None:
         meta = pq.read_schema(fh).metadata or {}
     value = meta.get(b"rayfold_release")
     return int(value) if value else None
-
-
-def _publish_if_stale(out: str, last: int, opts: dict | None) -> None:
-    if published_release(out, opts) != last:
-        _publish(out, last, opts)
-        _write_analytics(out, opts)
 
 
 def _write_analytics(out: str, opts: dict | None) -> None:
