@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))
-    except (InputError, KeyError) as exc:
+    except (InputError, KeyError, FileNotFoundError) as exc:
         print(f"rayfold: error: {exc}", file=sys.stderr)
         return 2
 
