@@ -416,7 +416,9 @@ class _Aligner:
         columns = _run_tasks(submissions, desc=desc, progress=self.progress, max_in_flight=self.max_in_flight)
         forest = _reduce_forests(refs) if merge_threshold is not None else None
         keys = ("i", "j", "tm_a", "tm_b", "rmsd", "aligned_length", "seq_identity", "cov_a", "cov_b")
-        merged = {k: np.concatenate([c[k] for c in columns]) if columns else np.zeros(0) for k in keys}
+        empty = {"i": np.int64, "j": np.int64, "aligned_length": np.int64}
+        merged = {k: np.concatenate([c[k] for c in columns]) if columns else np.zeros(0, empty.get(k, np.float64))
+                  for k in keys}
         return merged, forest
 
     def _submit(self, batch, merge_threshold, forest_refs):
@@ -581,7 +583,7 @@ def cluster_fragments(
                                                 desc="assign prefilter"),
                                fragments.lengths, min(config.coverage, config.merge_threshold))
         columns, _ = aligner.align(pairs, desc="assign to existing")
-        is_new_i = ~previous.clustered[columns["i"]]
+        is_new_i = ~previous.clustered[columns["i"].astype(np.int64)]
         m = np.where(is_new_i, columns["i"], columns["j"]).astype(np.int64)
         r = np.where(is_new_i, columns["j"], columns["i"]).astype(np.int64)
         assigned = algo.assign_to_existing(
