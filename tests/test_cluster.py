@@ -4,7 +4,6 @@ import numpy as np
 
 from rayfold.cluster import (
     ClusterConfig,
-    all_pairs,
     assign_to_existing,
     final_clusters,
     first_pass_edges,
@@ -64,12 +63,6 @@ def test_singleton_sample_is_seeded_and_limited():
     assert first.tolist() == sample_singletons(cluster_rep, 3, seed=1).tolist()
     assert len(first) == 3 and set(first.tolist()) <= {2, 3, 4, 5, 6, 7}
     assert sample_singletons(cluster_rep, 100, seed=1).tolist() == [2, 3, 4, 5, 6, 7]
-
-
-def test_all_pairs_prune_by_length_ratio():
-    lengths = np.array([100, 85, 60, 100])
-    pairs = all_pairs(np.array([0, 1, 2, 3]), lengths, 0.8)
-    assert pairs.tolist() == [[0, 1], [0, 3], [1, 3]]
 
 
 def test_singleton_components_summary():

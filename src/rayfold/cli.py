@@ -112,6 +112,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unit-size", type=int, default=RunConfig.unit_size, help="files per work unit")
     p.add_argument("--fragment-set", nargs="*", default=[], metavar="KEY=VALUE", help="FragmentConfig overrides")
     p.add_argument("--cluster-set", nargs="*", default=[], metavar="KEY=VALUE", help="ClusterConfig overrides")
+    p.add_argument("--read-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="ReadConfig overrides (input size limits, see docs/limits.md)")
     p.add_argument("--no-report", action="store_true", help="skip statistics, sampling tables and the report")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_run)
@@ -134,7 +136,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     elif args.keep_mmseqs_clusters:
         entry_filter = read_mmseqs_clusters(args.keep_mmseqs_clusters)
     summary = run_release(
-        args.inputs, args.out, config=ReleaseConfig(fragment=fragment, cluster=cluster),
+        args.inputs, args.out,
+        config=ReleaseConfig(fragment=fragment, cluster=cluster,
+                             read=with_overrides(ReadConfig(), _key_values(args.read_set))),
         run=RunConfig(unit_size=args.unit_size, num_workers=args.workers), entry_filter=entry_filter,
         foldseek=args.foldseek, address=args.address, progress=not args.no_progress,
         analytics=not args.no_report,

@@ -13,8 +13,9 @@
    A0A1M2VTE1/A0A4Q9LQ12 (min-TM 0.73, length ratio 0.77, so no first-pass edge at coverage 0.8)
    stays split whenever its two representatives score below 0.7 (0.51 there). The merged cluster's representative is the representative of its largest
    first-pass cluster (same tie-breaks), and its id is that representative's fragment id.
-3. Singleton audit: a seeded sample of fragments still alone after the audit, aligned all
-   against all; connected components at min-TM >= 0.8 are "hidden clusters" the first pass missed.
+3. Singleton audit: a seeded sample of fragments still alone after the audit, searched against
+   each other (the audit's candidate search) and confirmed by TM-align; connected components at
+   min-TM >= 0.8 are "hidden clusters" the first pass missed.
    It is reported, not merged.
 """
 
@@ -40,6 +41,9 @@ class ClusterConfig:
     seed: int = 0  # every random choice is seeded from here
     pairs_per_task: int = 128  # TM-align pairs per Ray task (a few seconds of work each)
     foldseek_threads: int = 0  # 0 = the CPUs of the node the Foldseek step runs on
+    # auto: ask for the `foldseek` custom resource when a node offers it now; always: ask anyway (an
+    # autoscaler then starts that node type; set foldseek_threads to its CPUs); never: any node
+    foldseek_node: str = "auto"
 
 
 def priority_order(mean_plddt: np.ndarray, lengths: np.ndarray, ids: list[str]) -> np.ndarray:
@@ -215,13 +219,6 @@ def reachable(pairs: np.ndarray, lengths: np.ndarray, min_length_ratio: float) -
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     a, b = lengths[pairs[:, 0]], lengths[pairs[:, 1]]
     return pairs[np.minimum(a, b) >= min_length_ratio * np.maximum(a, b)]
-
-
-def all_pairs(indices: np.ndarray, lengths: np.ndarray, min_length_ratio: float) -> np.ndarray:
-    """Every pair (i<j) of `indices` whose length ratio can still reach the threshold."""
-    idx = np.asarray(indices, dtype=np.int64)
-    a, b = np.triu_indices(len(idx), k=1)
-    return reachable(np.column_stack([idx[a], idx[b]]), lengths, min_length_ratio)
 
 
 @dataclass(frozen=True)

@@ -80,10 +80,21 @@ def with_overrides(config: T, overrides: dict[str, Any]) -> T:
 
 @dataclass(frozen=True)
 class ReadConfig:
-    """Limits on what one input may cost; inputs over a limit become error rows."""
+    """Limits on what one input may cost; inputs over a limit become error rows (docs/limits.md).
 
-    max_file_bytes: int = 256 * 2**20  # compressed size of one structure file or tar member
-    max_decompressed_bytes: int = 512 * 2**20  # caps gzip bombs
+    Together they bound a worker's memory per structure: at most `max_file_bytes` read, at most
+    `max_decompressed_bytes` of text, at most `max_atoms` atoms in the parser (~220 bytes each).
+    """
+
+    # Stored (possibly compressed) size of one structure file or tar member; more -> 'file_too_large'
+    # (a file) or 'member_too_large' (a tar member). A tar shard itself has no size limit: it is streamed.
+    max_file_bytes: int = 256 * 2**20
+    # Text one structure decompresses to, and what a .tar.gz shard may decompress for one member
+    # (skipped members included); more -> 'decompressed_too_large'. Caps gzip bombs.
+    max_decompressed_bytes: int = 512 * 2**20
+    # Atom records in one structure file (all models); more -> 'too_many_atoms'. AFDB's largest
+    # model has ~21,000 atoms, the largest PDB entries a few million.
+    max_atoms: int = 2_000_000
 
 
 @dataclass(frozen=True)

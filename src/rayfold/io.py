@@ -2,9 +2,16 @@
 
 * `list_inputs` expands folders (recursively), files and globs into `InputRef`s: structure files
   (``.cif .mmcif .pdb .ent``, each optionally ``.gz``) and tar shards (``.tar .tar.gz .tgz``).
-  Hidden entries (names starting with ``.``) found while walking a folder are skipped.
+  Names found by walking a folder or matching a glob are filtered: other extensions, hidden entries
+  (names starting with ``.``) and anything that is not a regular file (pipes, sockets, devices)
+  are skipped silently. A file named exactly (path or URI, no glob) is kept whatever its
+  extension: its content decides (an unreadable one gives an ``unknown_format`` error row), as the
+  user asked for it by name.
 * `iter_structure_bytes` reads a plain file in one go, or streams a tar shard member by member in
-  memory (never extracting to disk); every problem becomes an `InputError` item, not an exception.
+  memory (never extracting to disk, never following links: link, device and ``..``/absolute
+  members become ``unsafe_tar_member`` items); every problem becomes an `InputError` item, not an
+  exception. Local files are opened non-blocking and must be regular files, so a pipe that
+  replaced a listed file cannot hang a worker.
 * S3 settings come from the usual AWS variables (``AWS_ENDPOINT_URL[_S3]``, ``AWS_PROFILE``,
   ``AWS_ACCESS_KEY_ID`` ...) unless `storage_options` say otherwise. Secrets are never logged or put
   into error messages.
@@ -16,6 +23,7 @@ import glob as _glob
 import gzip
 import json
 import os
+import stat
 import tarfile
 import threading
 import uuid
@@ -32,9 +40,9 @@ from fsspec.implementations.local import LocalFileSystem
 from rayfold.errors import InputError
 
 __all__ = [
-    "InputRef",
     "STRUCTURE_EXTENSIONS",
     "TAR_EXTENSIONS",
+    "InputRef",
     "canonical_uri",
     "exists",
     "filesystem_for",
@@ -45,6 +53,7 @@ __all__ = [
     "join_uri",
     "list_files",
     "list_inputs",
+    "printable_uri",
     "read_bytes",
     "read_parquet_dataset",
     "write_bytes",
@@ -85,8 +94,7 @@ def is_tar_name(name: str) -> bool:
 def is_structure_name(name: str) -> bool:
     """True for .cif/.mmcif/.pdb/.ent names, optionally + .gz."""
     low = _basename(name).lower()
-    if low.endswith(".gz"):
-        low = low[:-3]
+    low = low.removesuffix(".gz")
     return low.endswith(STRUCTURE_EXTENSIONS)
 
 
@@ -118,6 +126,16 @@ def canonical_uri(uri: str | os.PathLike[str]) -> str:
     if uri.lower().startswith("s3a://"):
         return "s3://" + uri[6:]
     return uri
+
+
+def printable_uri(uri: str) -> str:
+    """`uri` as valid UTF-8 for tables and messages: bytes of a non-UTF-8 local file or tar member
+    name (kept by Python as surrogate escapes, which Arrow refuses) become U+FFFD."""
+    try:
+        uri.encode("utf-8")
+        return uri
+    except UnicodeEncodeError:
+        return uri.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def join_uri(base: str, *parts: str) -> str:
@@ -154,9 +172,13 @@ def _s3_options(storage_options: dict[str, Any] | None) -> dict[str, Any]:
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint:
             opts["endpoint_url"] = endpoint
-    if "profile" not in opts and "key" not in opts and os.environ.get("AWS_PROFILE"):
-        if not os.environ.get("AWS_ACCESS_KEY_ID"):
-            opts["profile"] = os.environ["AWS_PROFILE"]
+    if (
+        "profile" not in opts
+        and "key" not in opts
+        and os.environ.get("AWS_PROFILE")
+        and not os.environ.get("AWS_ACCESS_KEY_ID")
+    ):
+        opts["profile"] = os.environ["AWS_PROFILE"]
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if region and "region_name" not in client_kwargs:
         opts["client_kwargs"] = {**client_kwargs, "region_name": region}
@@ -214,10 +236,13 @@ def _wanted(name: str) -> bool:
 
 
 def _local_ref(path: str) -> InputRef | None:
+    """InputRef of a regular file (symlinks followed); None for anything else or a vanished path."""
     try:
         st = os.stat(path)
     except OSError:
         return None
+    if not stat.S_ISREG(st.st_mode):
+        return None  # a pipe would block the reader forever; devices and sockets are no inputs
     return InputRef(path, st.st_size, str(st.st_mtime_ns), is_tar_name(path))
 
 
@@ -253,6 +278,8 @@ def _expand_local(spec: str) -> tuple[list[InputRef], bool]:
     if os.path.isfile(path):
         ref = _local_ref(path)  # an explicitly named file is kept whatever its extension
         return ([ref] if ref else []), True
+    if os.path.exists(path):
+        raise InputError("not_a_file", f"{spec}: not a regular file or folder (a pipe, socket or device)")
     return [], False
 
 
@@ -355,7 +382,9 @@ class _CappedReader:
         self.count += len(data)
         if self.count > self._cap:
             raise InputError(
-                "decompressed_too_large", f"{self._what}: more than {self._cap} bytes decompressed for one member"
+                "decompressed_too_large",
+                f"{self._what}: more than {self._cap} bytes decompressed for one member (limit: "
+                "ReadConfig.max_decompressed_bytes; a gzip bomb?); the rest of the shard is not read",
             )
         return data
 
@@ -363,26 +392,39 @@ class _CappedReader:
 def _member_is_unsafe(m: tarfile.TarInfo) -> str | None:
     name = m.name.replace("\\", "/")
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        return "absolute member name"
+        return "absolute member name (never extracted or followed)"
     if ".." in name.split("/"):
-        return "member name with '..'"
+        return "member name with '..' (never extracted or followed)"
     if m.issym() or m.islnk():
-        return "link member"
+        return ("symbolic" if m.issym() else "hard") + f" link to {m.linkname!r} (links are never followed)"
     if not m.isreg():
         return "not a regular file (device, fifo or other special member)"
     return None
 
 
+def _open_local_regular(path: str) -> BinaryIO:
+    """Open a local regular file for reading; a pipe, socket or device is refused without blocking."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError("not_a_file", f"{os.path.basename(path)!r} is not a regular file (pipe, socket or device)")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _open_binary(ref_uri: str, storage_options: dict[str, Any] | None) -> BinaryIO:
     if is_local(ref_uri):
-        return open(_local_path(ref_uri), "rb")  # noqa: SIM115 - closed by the caller
+        return _open_local_regular(_local_path(ref_uri))
     fs, path = filesystem_for(ref_uri, storage_options)
     return fs.open(path, "rb")
 
 
 def _read_plain(ref: InputRef, storage_options: dict[str, Any] | None, max_bytes: int) -> bytes:
     if ref.size is not None and ref.size > max_bytes:
-        raise InputError("file_too_large", f"{ref.size} bytes > cap {max_bytes}")
+        raise InputError("file_too_large", f"{ref.size} bytes > limit {max_bytes} (ReadConfig.max_file_bytes)")
     if not is_local(ref.uri) and ref.size is not None:
         fs, path = filesystem_for(ref.uri, storage_options)
         data = fs.cat_file(path)
@@ -390,7 +432,7 @@ def _read_plain(ref: InputRef, storage_options: dict[str, Any] | None, max_bytes
         with _open_binary(ref.uri, storage_options) as fh:
             data = fh.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise InputError("file_too_large", f"more than {max_bytes} bytes")
+        raise InputError("file_too_large", f"more than {max_bytes} bytes (limit: ReadConfig.max_file_bytes)")
     return data
 
 
@@ -398,7 +440,9 @@ def _read_failure(exc: BaseException, what: str) -> InputError:
     if isinstance(exc, InputError):
         return exc
     if isinstance(exc, FileNotFoundError):
-        return InputError("not_found", f"{what}: vanished or not readable ({_error_text(exc)})")
+        return InputError(
+            "not_found", f"{what} no longer exists (deleted or moved after it was listed): {_error_text(exc)}"
+        )
     if isinstance(exc, EOFError):
         return InputError("truncated_tar", f"{what}: data ends early ({_error_text(exc)})")
     if isinstance(exc, (gzip.BadGzipFile, zlib.error)):
@@ -419,7 +463,7 @@ def _iter_tar(
         with _open_binary(ref.uri, storage_options) as raw:
             magic = raw.read(6)
             raw.seek(0)
-            if magic.startswith(b"BZh") or magic.startswith(b"\xfd7zXZ") or magic.startswith(b"\x28\xb5\x2f\xfd"):
+            if magic.startswith((b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd")):
                 raise InputError("unsupported_compression", "tar shards may be plain or gzip-compressed only")
             stream: Any = raw
             capped: _CappedReader | None = None
@@ -440,7 +484,8 @@ def _iter_tar(
                         continue
                     if m.size > max_member_bytes:
                         yield member_uri, InputError(
-                            "member_too_large", f"{m.name!r}: {m.size} bytes > cap {max_member_bytes}"
+                            "member_too_large",
+                            f"{m.name!r}: {m.size} bytes > limit {max_member_bytes} (ReadConfig.max_file_bytes)",
                         )
                         continue
                     fobj = tf.extractfile(m)

@@ -60,7 +60,8 @@ def plan_units(refs: Sequence[InputRef], unit_size: int, salt: str = "") -> list
 
     def close(group: list[InputRef]) -> None:
         key = salt + "".join(f"\n{r.uri}\t{r.size}\t{r.mtime_or_etag}" for r in group)
-        units.append(WorkUnit(hashlib.sha1(key.encode()).hexdigest()[:16], tuple(group)))
+        digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]  # any file name
+        units.append(WorkUnit(digest, tuple(group)))
 
     for ref in sorted(refs, key=lambda r: r.uri):
         if ref.is_tar:
@@ -398,7 +399,8 @@ class _Aligner:
         self.fragments_ref = fragments_ref
         self.config = config
         self.progress = progress
-        self.max_in_flight = max(2, 4 * int(ray.cluster_resources().get("CPU", 1)))
+        # queued tasks are cheap and are what an autoscaler sees as demand: never fewer than 32
+        self.max_in_flight = max(32, 4 * int(ray.cluster_resources().get("CPU", 1)))
         self.calls = 0
         self.remote = _ray_remote(_align_chunk, num_returns=2, runtime_env={"env_vars": WORKER_ENV})
 
@@ -466,7 +468,7 @@ def _candidate_pairs(fragments_ref, queries, targets, prefilter_config, *, progr
         for s in range(0, len(queries), chunk)
     ]
     parts = _run_tasks(submissions, desc=desc, progress=progress,
-                       max_in_flight=max(2, int(ray.cluster_resources().get("CPU", 1))))
+                       max_in_flight=max(8, int(ray.cluster_resources().get("CPU", 1))))
     return _unique_pairs(np.concatenate(parts))
 
 
@@ -483,10 +485,19 @@ class _Engine:
         self.name, self.binary = name, binary
         self.fragments, self.fragments_ref = fragments, fragments_ref
         self.aligner, self.config, self.prefilter_config, self.progress = aligner, config, prefilter_config, progress
-        resources = ray.cluster_resources()
-        self.threads = config.foldseek_threads or int(resources.get("CPU", 1))
+        from rayfold.errors import InputError
+
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive", True)]
+        offering = [r for r in nodes if r.get(FOLDSEEK_RESOURCE, 0) >= 1]
+        ask = config.foldseek_node == "always" or (config.foldseek_node == "auto" and bool(offering))
+        # one task on one node: all CPUs of the node it will run on, never the cluster's total
+        node_cpus = max((int(r.get("CPU", 0)) for r in (offering or ([] if ask else nodes))), default=0)
+        self.threads = config.foldseek_threads or node_cpus
+        if name == "foldseek" and not self.threads:
+            raise InputError("foldseek_threads_needed", "no node offering the 'foldseek' resource is up yet: "
+                             "set foldseek_threads to the CPUs of that node type")
         self.options: dict = {"num_cpus": self.threads}
-        if resources.get(FOLDSEEK_RESOURCE, 0) >= 1:
+        if ask:
             self.options["resources"] = {FOLDSEEK_RESOURCE: 1}
 
     def candidates(self, queries, targets, *, desc: str):
@@ -616,13 +627,12 @@ def cluster_fragments(
                            forest_from_edges(kept_merges[:, 0], kept_merges[:, 1]))
     cluster_rep = algo.final_clusters(rep_of, forest, rank, previous.cluster_rep if len(old_reps) else None)
 
-    # 4. singleton audit: only pairs with a newly sampled fragment are aligned
+    # 4. singleton audit: candidates of newly sampled fragments against the sample (the same search
+    # as the audit's; all pairs of 1,000 singletons would be ~500,000 alignments), confirmed by TM-align
     sampled = algo.sample_singletons(cluster_rep, config.singleton_sample, config.seed, fragments.ids)
-    fresh = ~previous.sampled[sampled]
-    singleton_pairs = algo.all_pairs(sampled, fragments.lengths, config.singleton_threshold)
-    is_fresh = np.zeros(n, bool)
-    is_fresh[sampled[fresh]] = True
-    singleton_pairs = singleton_pairs[is_fresh[singleton_pairs[:, 0]] | is_fresh[singleton_pairs[:, 1]]]
+    fresh = sampled[~previous.sampled[sampled]]
+    singleton_pairs = algo.reachable(engine.candidates(fresh, sampled, desc="singleton prefilter"),
+                                     fragments.lengths, config.singleton_threshold)
     linked, _ = aligner.align(singleton_pairs, desc="singleton audit")
     ok = algo.accepted_merges(linked["tm_a"], linked["tm_b"], config.singleton_threshold)
     in_sample = np.zeros(n, bool)

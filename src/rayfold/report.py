@@ -101,7 +101,7 @@ _STAT_MEANING = {
     "largest_cluster": "fragments in the largest cluster",
     "top100_share": "share of multi-member fragments in the 100 largest clusters",
     "top1000_share": "share of multi-member fragments in the 1,000 largest clusters",
-    "singleton_audit_sampled": "N: singletons sampled and aligned all against all",
+    "singleton_audit_sampled": "N: singletons sampled and searched against each other",
     "singleton_audit_linked": "X: of those, in a hidden component of two or more",
     "singleton_audit_components": "K: hidden components",
     "singleton_audit_largest": "M: largest component",

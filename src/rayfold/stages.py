@@ -1,7 +1,11 @@
 """The fragmenting stage as plain Python: a work unit of inputs in, Arrow tables out. No Ray here.
 
 `pipeline.py` runs one `FragmentStage` per Ray actor; tests and notebooks can call it directly.
-Every failure of one input becomes an errors-table row; the unit always completes.
+Every failure of one input becomes an errors-table row (stage read | parse | fragment, the
+`InputError` kind, or ``unexpected`` for anything nobody foresaw); the unit always completes and
+never raises for bad input. An entry is all-or-nothing: when any of its chains fails while
+fragmenting (or while computing 3Di / exporting), none of its chain or fragment rows is kept, so
+fragment numbering is the same on every run. Limits and error kinds: docs/limits.md.
 """
 
 from __future__ import annotations
@@ -19,8 +23,13 @@ from rayfold.alphabet import encode_fragment
 from rayfold.config import FragmentConfig, ReadConfig
 from rayfold.errors import InputError
 from rayfold.fragment import ChainFragments, fragment_chain
-from rayfold.io import InputRef, iter_structure_bytes
-from rayfold.structure import Chain, ParsedEntry, parse_structure, write_fragment_structure
+from rayfold.io import InputRef, iter_structure_bytes, printable_uri
+from rayfold.structure import (
+    Chain,
+    ParsedEntry,
+    parse_structure,
+    write_fragment_structure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +93,8 @@ class FragmentStage:
 
     def __init__(
         self,
-        config: FragmentConfig = FragmentConfig(),
-        read: ReadConfig = ReadConfig(),
+        config: FragmentConfig = FragmentConfig(),  # noqa: B008 - frozen dataclass, never mutated
+        read: ReadConfig = ReadConfig(),  # noqa: B008
         *,
         storage_options: dict | None = None,
         export_structures: bool = False,
@@ -109,10 +118,11 @@ class FragmentStage:
                 max_member_bytes=self.read.max_file_bytes,
                 max_decompressed_bytes=self.read.max_decompressed_bytes,
             )
-            for uri, data in _guard_iteration(ref.uri, items, errors):
+            for raw_uri, data in _guard_iteration(printable_uri(ref.uri), items, errors):
                 n_structures += 1
                 if ref.is_tar:
-                    digest.update(uri.encode() + b"\0")
+                    digest.update(raw_uri.encode("utf-8", "surrogateescape") + b"\0")
+                uri = printable_uri(raw_uri)  # a non-UTF-8 file or member name must not break the tables
                 if isinstance(data, InputError):
                     errors.add(source_uri=uri, stage="read", error_kind=data.kind, message=data.message)
                     continue
@@ -121,11 +131,13 @@ class FragmentStage:
                     entry = parse_structure(
                         data, uri.rsplit("/", 1)[-1].split("#")[-1], source_uri=uri,
                         max_decompressed_bytes=self.read.max_decompressed_bytes,
+                        max_atoms=self.read.max_atoms,
+                        require_plddt=not self.config.whole_chains,  # pLDDT decides the cuts
                     )
                 except InputError as exc:
                     errors.add(source_uri=uri, stage="parse", error_kind=exc.kind, message=exc.message)
                     continue
-                except Exception as exc:  # a parser bug or an input nobody foresaw: record, go on
+                except Exception as exc:  # noqa: BLE001 - a parser bug or an input nobody foresaw: record, go on
                     errors.add(source_uri=uri, stage="parse", error_kind="unexpected", message=_describe(exc))
                     continue
                 self._fragment_entry(entry, fragments, chains, errors, structures)
@@ -136,55 +148,71 @@ class FragmentStage:
     def _fragment_entry(
         self, entry: ParsedEntry, fragments: _Rows, chains: _Rows, errors: _Rows, structures: dict[str, bytes]
     ) -> None:
-        results: list[tuple[Chain, ChainFragments]] = []
+        # Rows are collected first and committed only when the whole entry succeeded: all-or-nothing
+        # per entry keeps fragment numbering stable on a re-run and leaves no half entry behind.
+        chain_rows: list[dict] = []
+        fragment_rows: list[dict] = []
+        exported: dict[str, bytes] = {}
         try:
-            for chain in entry.chains:
-                results.append((chain, fragment_chain(chain, self.config)))
-        except Exception as exc:  # all-or-nothing per entry keeps fragment numbering stable on a re-run
+            self._entry_rows(entry, chain_rows, fragment_rows, exported)
+        except InputError as exc:
+            errors.add(source_uri=entry.source_uri, stage="fragment", error_kind=exc.kind, message=exc.message)
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug or an input nobody foresaw: record it, go on
             errors.add(source_uri=entry.source_uri, stage="fragment", error_kind="unexpected", message=_describe(exc))
             return
+        for row in chain_rows:
+            chains.add(**row)
+        for row in fragment_rows:
+            fragments.add(**row)
+        structures.update(exported)
+
+    def _entry_rows(
+        self, entry: ParsedEntry, chain_rows: list[dict], fragment_rows: list[dict], structures: dict[str, bytes]
+    ) -> None:
+        results: list[tuple[Chain, ChainFragments]] = [(c, fragment_chain(c, self.config)) for c in entry.chains]
         number = 0
         for chain, result in results:
-            chains.add(
-                entry_id=entry.entry_id,
-                chain_id=chain.chain_id,
-                accession=entry.accession,
-                source_uri=entry.source_uri,
-                n_residues=chain.n_residues,
-                n_usable=result.n_usable,
-                n_fragments=len(result.fragments),
-                n_dropped_short=result.dropped_short,
-                mean_plddt=float(chain.plddt.mean()) if chain.n_residues else 0.0,
-                plddt_source=chain.plddt_source,
-                linker_index=result.linker_index.astype(np.int32),
-            )
+            chain_rows.append({
+                "entry_id": entry.entry_id,
+                "chain_id": chain.chain_id,
+                "accession": entry.accession,
+                "source_uri": entry.source_uri,
+                "n_residues": chain.n_residues,
+                "n_usable": result.n_usable,
+                "n_fragments": len(result.fragments),
+                "n_dropped_short": result.dropped_short,
+                "mean_plddt": float(chain.plddt.mean()) if chain.n_residues else 0.0,
+                "plddt_source": chain.plddt_source,
+                "linker_index": result.linker_index.astype(np.int32),
+            })
             for frag in result.fragments:
                 number += 1
                 fragment_id = f"{entry.entry_id}_f{number}"
                 idx = frag.residue_index
-                fragments.add(
-                    fragment_id=fragment_id,
-                    entry_id=entry.entry_id,
-                    chain_id=chain.chain_id,
-                    accession=entry.accession,
-                    source_uri=entry.source_uri,
-                    fragment_index=number,
-                    n_residues=frag.n_residues,
-                    n_segments=frag.n_segments,
-                    chopping=frag.chopping,
-                    sequence="".join(chain.sequence[i] for i in idx),
+                fragment_rows.append({
+                    "fragment_id": fragment_id,
+                    "entry_id": entry.entry_id,
+                    "chain_id": chain.chain_id,
+                    "accession": entry.accession,
+                    "source_uri": entry.source_uri,
+                    "fragment_index": number,
+                    "n_residues": frag.n_residues,
+                    "n_segments": frag.n_segments,
+                    "chopping": frag.chopping,
+                    "sequence": "".join(chain.sequence[i] for i in idx),
                     # 3Di costs ~10 us a residue: computed once here, for the fragments that get clustered
-                    states_3di=encode_fragment(entry, chain.chain_id, idx) if frag.passed else None,
-                    residue_index=idx.astype(np.int32),
-                    plddt=chain.plddt[idx].astype(np.float32),
-                    ca_coords=chain.ca_coords[idx],
-                    mean_plddt=frag.mean_plddt,
-                    radius_of_gyration=frag.radius_of_gyration,
-                    rg_ratio=frag.rg_ratio,
-                    contact_density=frag.contact_density,
-                    passed=frag.passed,
-                    fail_reason=frag.fail_reason,
-                )
+                    "states_3di": encode_fragment(entry, chain.chain_id, idx) if frag.passed else None,
+                    "residue_index": idx.astype(np.int32),
+                    "plddt": chain.plddt[idx].astype(np.float32),
+                    "ca_coords": chain.ca_coords[idx],
+                    "mean_plddt": frag.mean_plddt,
+                    "radius_of_gyration": frag.radius_of_gyration,
+                    "rg_ratio": frag.rg_ratio,
+                    "contact_density": frag.contact_density,
+                    "passed": frag.passed,
+                    "fail_reason": frag.fail_reason,
+                })
                 if self.export_structures:
                     structures[fragment_id] = write_fragment_structure(entry, chain.chain_id, idx)
 
@@ -195,7 +223,7 @@ def _guard_iteration(uri: str, items, errors: _Rows):
         yield from items
     except InputError as exc:
         errors.add(source_uri=uri, stage="read", error_kind=exc.kind, message=exc.message)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the unit must complete whatever one reader does
         errors.add(source_uri=uri, stage="read", error_kind="unexpected", message=_describe(exc))
 
 

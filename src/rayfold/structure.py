@@ -25,6 +25,25 @@ Reading rules
 * Residue numbers are the author numbers in the file: AFDB fragment files (F2, F3, ...) number
   from 1 within the fragment, not in UniProt coordinates.
 
+Inputs that are refused (`InputError`, one errors-table row; the table with every kind and an
+example message is in docs/limits.md):
+
+* more than `max_atoms` atom records (counted on the text before gemmi builds the structure, then
+  on the structure) -> ``too_many_atoms``;
+* any atom of model 1 with a NaN/infinite coordinate or one more than `MAX_ABS_COORDINATE`
+  (100,000 A) from the origin, or two C-alpha atoms of a chain at exactly the same position
+  (placeholder coordinates, e.g. every atom at 0,0,0) -> ``bad_coordinates``. Such values would
+  otherwise flow into the spectral splitter, 3Di encoding and exported fragment files;
+* with ``require_plddt=True`` (what the fragment stage asks for unless ``whole_chains``), a chain
+  whose pLDDT values are all 0 (no ``_ma_qa_metric_local`` and zero B-factors, or a local metric
+  of zeros) -> ``no_plddt``: such a file carries no confidence values, and silently reporting
+  "0 usable residues" would hide that. pLDDT values that are merely low are not an error (the
+  chain gets a chains-table row with 0 fragments).
+
+What is skipped silently: models after the first, non-protein chains (ligands, waters, nucleic
+acids) in a file that has a protein chain, amino-acid residues without a CA atom, and non-ASCII
+bytes (replaced by ``?``).
+
 Entry id and accession
 ----------------------
 Content wins over the file name. The UniProt accession comes from mmCIF
@@ -48,6 +67,7 @@ Entry ids are sanitised to ``[A-Za-z0-9._-]`` (other characters -> ``_``).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import zlib
@@ -59,6 +79,8 @@ import numpy as np
 from rayfold.errors import InputError
 
 __all__ = [
+    "DEFAULT_MAX_ATOMS",
+    "MAX_ABS_COORDINATE",
     "Chain",
     "ParsedEntry",
     "backbone_atoms",
@@ -126,6 +148,10 @@ _OTHER_COMPRESSION = {
     b"PK\x03\x04": "zip",
 }
 _CHUNK = 1 << 20
+DEFAULT_MAX_ATOMS = 2_000_000  # = ReadConfig.max_atoms
+# Angstrom. Predicted models sit near the origin; the largest deposited assemblies span a few
+# thousand A (and PDB's fixed columns cannot hold more than 9999.999 anyway).
+MAX_ABS_COORDINATE = 100_000.0
 _NON_ASCII = bytes(range(128)) + b"?" * 128
 
 
@@ -147,7 +173,11 @@ def decompress_bytes(data: bytes, max_decompressed_bytes: int = 512 * 2**20) -> 
         while not d.eof:
             if not pending:
                 if pos >= n:
-                    raise InputError("truncated_gzip", f"gzip stream ends early after {total} bytes")
+                    raise InputError(
+                        "truncated_gzip",
+                        f"gzip stream ends early after {total} decompressed bytes: the file is cut short "
+                        "(an interrupted download or copy?)",
+                    )
                 pending = view[pos : pos + _CHUNK]
                 pos += len(pending)
             try:
@@ -159,7 +189,8 @@ def decompress_bytes(data: bytes, max_decompressed_bytes: int = 512 * 2**20) -> 
             if total > max_decompressed_bytes:
                 raise InputError(
                     "decompressed_too_large",
-                    f"decompresses to more than {max_decompressed_bytes} bytes",
+                    f"decompresses to more than {max_decompressed_bytes} bytes "
+                    "(limit: ReadConfig.max_decompressed_bytes; a gzip bomb?)",
                 )
             if chunk:
                 out.append(chunk)
@@ -174,8 +205,8 @@ def decompress_bytes(data: bytes, max_decompressed_bytes: int = 512 * 2**20) -> 
 _CIF_EXT = (".cif", ".mmcif")
 _PDB_EXT = (".pdb", ".ent")
 _STRIP_EXT = (".gz", ".cif", ".mmcif", ".pdb", ".ent")
-_CIF_SNIFF = re.compile(rb"^\s*data_", re.M)
-_PDB_SNIFF = re.compile(rb"^(?:ATOM  |HETATM|HEADER|MODEL |CRYST1)", re.M)
+_CIF_SNIFF = re.compile(rb"^\s*data_", re.MULTILINE)
+_PDB_SNIFF = re.compile(rb"^(?:ATOM  |HETATM|HEADER|MODEL |CRYST1)", re.MULTILINE)
 
 
 def _basename(name: str) -> str:
@@ -200,8 +231,7 @@ def strip_structure_extensions(name: str) -> str:
 def detect_format(text: bytes, name: str) -> str:
     """'mmcif' or 'pdb' from the name, falling back on (or corrected by) the content."""
     low = _basename(name).lower()
-    if low.endswith(".gz"):
-        low = low[:-3]
+    low = low.removesuffix(".gz")
     head = text[:65536]
     by_name = "mmcif" if low.endswith(_CIF_EXT) else "pdb" if low.endswith(_PDB_EXT) else None
     starts_cif = head.lstrip()[:5] == b"data_"
@@ -215,7 +245,11 @@ def detect_format(text: bytes, name: str) -> str:
         return "mmcif"
     if _PDB_SNIFF.search(head):
         return "pdb"
-    raise InputError("unknown_format", f"{_basename(name)!r}: neither mmCIF nor PDB (name and content)")
+    raise InputError(
+        "unknown_format",
+        f"{_basename(name)!r}: neither mmCIF nor PDB by name or content "
+        "(rayfold reads .cif, .mmcif, .pdb and .ent files, each optionally .gz)",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,7 +310,7 @@ def _cif_ids(block: gemmi.cif.Block) -> _Ids:
     return ids
 
 
-_DBREF_RE = re.compile(rb"^DBREF .*$", re.M)
+_DBREF_RE = re.compile(rb"^DBREF .*$", re.MULTILINE)
 
 
 def _pdb_ids(text: bytes, st: gemmi.Structure) -> _Ids:
@@ -295,7 +329,7 @@ def _pdb_ids(text: bytes, st: gemmi.Structure) -> _Ids:
                     ids.db_begin = int(line[55:60])
                 except ValueError:
                     pass
-    title = st.info["_struct.title"] if "_struct.title" in st.info else ""
+    title = st.info["_struct.title"] if "_struct.title" in st.info else ""  # noqa: SIM401 - gemmi InfoMap has no .get
     if "ALPHAFOLD" in title.upper():
         ids.alphafold = True
         m = _TITLE_ACC_RE.search(title)
@@ -450,23 +484,89 @@ def _read(text: bytes, fmt: str) -> tuple[gemmi.Structure, gemmi.cif.Block | Non
         raise InputError("parse_error", f"{fmt}: {msg}") from None
 
 
+def _count_atom_records(text: bytes) -> int:
+    """Lines starting with ATOM/HETATM: PDB records, and mmCIF _atom_site rows (every common writer
+    puts group_PDB first; a file that does not is counted again on the parsed structure)."""
+    return text.count(b"\nATOM") + text.count(b"\nHETATM") + (1 if text.startswith((b"ATOM", b"HETATM")) else 0)
+
+
+def _atom_label(ch: gemmi.Chain, res: gemmi.Residue, atom: gemmi.Atom) -> str:
+    icode = res.seqid.icode.strip()
+    return f"chain {ch.name} residue {res.name} {res.seqid.num}{icode} atom {atom.name}"
+
+
+def _check_coordinates(st: gemmi.Structure) -> None:
+    """bad_coordinates for a non-finite or absurdly large coordinate of any atom of model 1.
+
+    Fast path in C++: the centre of mass is NaN/inf when any coordinate is (NaN is ignored by the
+    bounding box), the bounding box catches finite absurd values. Only when one of them looks
+    wrong are the atoms walked in Python, to name the atom (or to clear a model whose total mass is
+    0, which also gives a NaN centre).
+    """
+    model = st[0]
+    com = model.calculate_center_of_mass()
+    box = st.calculate_box()
+    lo, hi = box.minimum, box.maximum
+    if all(math.isfinite(v) for v in (com.x, com.y, com.z)) and max(
+        -lo.x, -lo.y, -lo.z, hi.x, hi.y, hi.z
+    ) <= MAX_ABS_COORDINATE:
+        return
+    for ch in model:
+        for res in ch:
+            for atom in res:
+                p = atom.pos
+                for axis, v in zip("xyz", (p.x, p.y, p.z)):
+                    if not math.isfinite(v):
+                        raise InputError("bad_coordinates", f"{_atom_label(ch, res, atom)}: {axis} = {v} (not a finite number)")
+                    if abs(v) > MAX_ABS_COORDINATE:
+                        raise InputError(
+                            "bad_coordinates",
+                            f"{_atom_label(ch, res, atom)}: {axis} = {v:g} A, more than {MAX_ABS_COORDINATE:g} A "
+                            "from the origin",
+                        )
+
+
+def _check_distinct_ca(chain_name: str, coords: np.ndarray, nums: tuple, icodes: tuple) -> None:
+    """bad_coordinates when two C-alpha atoms of one chain sit at exactly the same position."""
+    if len(coords) < 2:
+        return
+    _, first, inverse, counts = np.unique(coords, axis=0, return_index=True, return_inverse=True, return_counts=True)
+    if len(counts) == len(coords):
+        return
+    inverse = inverse.reshape(-1)
+    dup = int(np.flatnonzero(counts[inverse] > 1)[0])
+    a = int(first[inverse[dup]])
+    b = int(np.flatnonzero(inverse == inverse[dup])[1])
+    x, y, z = (float(v) for v in coords[a])
+    raise InputError(
+        "bad_coordinates",
+        f"chain {chain_name}: {len(coords) - len(counts)} of {len(coords)} C-alpha atoms repeat another's position "
+        f"(e.g. residues {nums[a]}{icodes[a].strip()} and {nums[b]}{icodes[b].strip()} both at "
+        f"({x:.3f}, {y:.3f}, {z:.3f})): placeholder coordinates, not a structure",
+    )
+
+
 def parse_structure(
     data: bytes,
     name: str,
     *,
     source_uri: str | None = None,
     max_decompressed_bytes: int = 512 * 2**20,
+    max_atoms: int | None = DEFAULT_MAX_ATOMS,
+    require_plddt: bool = False,
 ) -> ParsedEntry:
     """Parse one mmCIF/PDB file (optionally gzipped) into its protein chains.
 
     `name` is the file name or URI (used for the format and the id fallbacks); raises
-    `InputError` for every unusable input. See the module docstring for the rules.
+    `InputError` for every unusable input. `max_atoms` caps the atom records (None: no cap);
+    `require_plddt` refuses chains whose pLDDT values are all 0 (``no_plddt``). See the module
+    docstring for the rules.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("data must be bytes")
     data = bytes(data)
     if not data or data.isspace():
-        raise InputError("empty_file", "no content")
+        raise InputError("empty_file", "the file is empty (no bytes, or only whitespace)")
     for magic, what in _OTHER_COMPRESSION.items():
         if data.startswith(magic):
             raise InputError("unsupported_compression", f"{what} data: only gzip is supported")
@@ -475,19 +575,29 @@ def parse_structure(
     if was_gz and (not text or text.isspace()):
         raise InputError("empty_file", "gzip member decompresses to nothing")
     if not was_gz and len(text) > max_decompressed_bytes:
-        raise InputError("file_too_large", f"{len(text)} bytes > cap {max_decompressed_bytes}")
+        raise InputError(
+            "file_too_large", f"{len(text)} bytes > limit {max_decompressed_bytes} (ReadConfig.max_decompressed_bytes)"
+        )
     if b"\x00" in text[:4096]:
         raise InputError("unknown_format", "binary content (NUL bytes)")
     if not text.isascii():
         text = text.translate(_NON_ASCII)
     fmt = detect_format(text, name)
+    if max_atoms is not None and _count_atom_records(text) > max_atoms:
+        raise InputError("too_many_atoms", f"more than {max_atoms} atom records (limit: ReadConfig.max_atoms)")
     st, block = _read(text, fmt)
 
     if len(st) == 0:
-        raise InputError("no_atoms", f"{fmt}: no models/atoms")
+        what = "no _atom_site records" if fmt == "mmcif" else "no ATOM/HETATM records"
+        raise InputError("no_atoms", f"{fmt}: {what} (no coordinates)")
+    if max_atoms is not None:
+        n_atoms = sum(m.count_atom_sites() for m in st)
+        if n_atoms > max_atoms:
+            raise InputError("too_many_atoms", f"{n_atoms} atoms > limit {max_atoms} (ReadConfig.max_atoms)")
     if len(st) > 1:
         del st[1:]
     model = st[0]
+    _check_coordinates(st)
 
     ids = _cif_ids(block) if block is not None else _pdb_ids(text, st)
     entry_id, accession = _resolve_ids(ids, name)
@@ -532,8 +642,9 @@ def parse_structure(
         if with_labels:
             subs, lseq = list(cols[8]), cols[9]
         coords = np.ascontiguousarray(np.array(cols[2:5], dtype=np.float32).T)
-        if not np.isfinite(coords).all():
+        if not np.isfinite(coords).all():  # _check_coordinates saw every atom; kept as a guard
             raise InputError("bad_coordinates", f"chain {ch.name}: non-finite C-alpha coordinates")
+        _check_distinct_ca(ch.name, coords, nums, icodes)
         plddt = None
         source = "b_factor"
         if with_labels:
@@ -545,6 +656,13 @@ def parse_structure(
         plddt32 = plddt.astype(np.float32)
         if not np.isfinite(plddt32).all():
             raise InputError("bad_plddt", f"chain {ch.name}: non-finite pLDDT values")
+        if require_plddt and not plddt32.any():
+            where = "_ma_qa_metric_local" if source == "ma_qa_metric_local" else "C-alpha B-factors"
+            raise InputError(
+                "no_plddt",
+                f"chain {ch.name}: every pLDDT value ({where}) is 0: the file carries no confidence values "
+                "(not a predicted model, or written without pLDDT); --whole-chains keeps chains without pLDDT",
+            )
         if all(c == " " for c in icodes):
             icode_arr = np.full(len(icodes), "", dtype="<U1")
         else:
@@ -568,7 +686,7 @@ def parse_structure(
         if not any(len(res) for ch in model for res in ch):
             raise InputError("no_atoms", f"{fmt}: no atom records in model 1")
         if saw_amino_acid:
-            raise InputError("no_ca_atoms", "amino-acid residues present but none has a CA atom")
+            raise InputError("no_ca_atoms", "amino-acid residues present but none has a CA (C-alpha) atom")
         raise InputError("no_protein_chain", "no amino-acid chain (only ligands/waters/nucleic acids)")
     return ParsedEntry(
         entry_id=entry_id,
@@ -582,7 +700,11 @@ def parse_structure(
 
 
 def read_structure_file(
-    path: str | os.PathLike[str], *, max_decompressed_bytes: int = 512 * 2**20
+    path: str | os.PathLike[str],
+    *,
+    max_decompressed_bytes: int = 512 * 2**20,
+    max_atoms: int | None = DEFAULT_MAX_ATOMS,
+    require_plddt: bool = False,
 ) -> ParsedEntry:
     """Parse a local file (convenience for tests and benchmarks)."""
     p = os.fspath(path)
@@ -593,7 +715,10 @@ def read_structure_file(
         raise InputError("not_found", f"{p}: no such file") from None
     except OSError as exc:
         raise InputError("read_error", f"{p}: {exc.strerror or exc}") from None
-    return parse_structure(data, p, source_uri=os.path.abspath(p), max_decompressed_bytes=max_decompressed_bytes)
+    return parse_structure(
+        data, p, source_uri=os.path.abspath(p), max_decompressed_bytes=max_decompressed_bytes,
+        max_atoms=max_atoms, require_plddt=require_plddt,
+    )
 
 
 # --------------------------------------------------------------------------------------------
