@@ -211,7 +211,7 @@ def fragment_units(
             "keep_entries": keep_entries,
         },
         batch_size=1,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
+        compute=ray.data.ActorPoolStrategy(min_size=workers, max_size=workers),  # all start at once
         num_cpus=run.worker_num_cpus,
         runtime_env={"env_vars": WORKER_ENV},
     )
@@ -453,8 +453,9 @@ def _unique_pairs(pairs):
 
 
 def _candidate_pairs(fragments_ref, queries, targets, prefilter_config, *, progress: bool, desc: str,
-                     chunk: int = 2000):
-    """Prefilter candidates of `queries` against `targets` (indices), in tasks of `chunk` queries."""
+                     chunk: int | None = None):
+    """Prefilter candidates of `queries` against `targets` (indices), in tasks of `chunk` queries
+    (default: about 4 tasks per CPU, 64 to 2,000 queries each)."""
     import numpy as np
     import ray
 
@@ -462,6 +463,8 @@ def _candidate_pairs(fragments_ref, queries, targets, prefilter_config, *, progr
     targets = np.asarray(targets, dtype=np.int64)
     if not len(queries) or not len(targets):
         return np.zeros((0, 2), np.int64)
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    chunk = chunk or int(np.clip(-(-len(queries) // (4 * cpus)), 64, 2000))
     remote = _ray_remote(_search_chunk, runtime_env={"env_vars": WORKER_ENV})
     submissions = [
         (lambda s=s: remote.remote(fragments_ref, queries[s : s + chunk], targets, prefilter_config))
