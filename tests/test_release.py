@@ -230,3 +230,26 @@ def test_input_filter_keeps_only_listed_entries(ray_local, tmp_path):
     entries = set(table(out, "chains").column("entry_id").to_pylist())
     assert entries == set(keep)
     assert set(table(out, "manifest").column("input_uri").to_pylist()) == {str(inputs / p.name) for p in chosen}
+
+
+def test_one_entry_in_two_inputs_is_clustered_once(ray_local, tmp_path):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    a.mkdir()
+    b.mkdir()
+    model = MODELS[0]
+    shutil.copy2(model, a / model.name)
+    run_release([str(a)], str(out), config=CONFIG, progress=False, analytics=False)
+    first = set(table(out, "fragments").filter(pc.field("passed")).column("fragment_id").to_pylist())
+    assert first
+    shutil.copy2(model, b / model.name)  # the same model arrives under a second folder
+    shutil.copy2(MODELS[1], b / MODELS[1].name)
+    for _ in range(2):  # the second release, then a third after one more new file
+        run_release([str(a), str(b)], str(out), config=CONFIG, progress=False, analytics=False)
+        shutil.copy2(MODELS[2], b / MODELS[2].name)
+    errors = table(out, "errors").filter(pc.field("error_kind") == "duplicate_entry")
+    assert errors.num_rows == len(first)  # one row per extra copy, not one per release
+    assert set(errors.column("source_uri").to_pylist()) == {str(b / model.name)}
+    fragments = table(out, "fragments").filter(pc.field("passed")).column("fragment_id").to_pylist()
+    members = table(out, "members").column("fragment_id").to_pylist()
+    assert len(members) == len(set(members)) == len(set(fragments))
+    assert table(out, "releases").num_rows == 3
