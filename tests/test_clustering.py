@@ -21,7 +21,8 @@ from rayfold.io import list_inputs
 from rayfold.pipeline import cluster_fragments
 from rayfold.stages import FragmentStage
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray,
+              pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared data not available at {SHARED_DATA}")]
 
 REFERENCE = SHARED_DATA / "tmalign_reference" / "tmalign_reference_pairs.tsv"
 SCOP = SHARED_DATA / "foldseek" / "foldseek_example_scop"
