@@ -20,7 +20,6 @@ exercised with small files). Used by tests/test_bad_inputs.py.
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import tarfile
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import gemmi
 
+from conftest import add_tar_member as _add
 from rayfold.config import ReadConfig
 
 GOOD_PDB = "afdb_mycoplasma_mycoides_pdb/structures/F4MNP7.pdb.gz"  # 450 residues, AFDB v4 PDB
@@ -82,14 +82,6 @@ def _cif_edit(text: bytes, edit) -> bytes:
     doc = gemmi.cif.read_string(text)
     edit(doc.sole_block())
     return doc.as_string().encode()
-
-
-def _add(tf: tarfile.TarFile, name: str, data: bytes = b"", **kw: object) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    for k, v in kw.items():
-        setattr(info, k, v)
-    tf.addfile(info, io.BytesIO(data) if data else None)
 
 
 def build_corpus(base: Path, shared: Path) -> Corpus:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import tarfile
 import sys
 import uuid
 from collections.abc import Iterator
@@ -41,6 +43,15 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not available at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def add_tar_member(tf: tarfile.TarFile, name: str, data: bytes = b"", **kw: object) -> None:
+    """Add a member to a tar being built in a test (`kw`: TarInfo fields such as type or linkname)."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    for k, v in kw.items():
+        setattr(info, k, v)
+    tf.addfile(info, io.BytesIO(data) if data else None)
 
 
 @dataclass

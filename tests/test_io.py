@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import tarfile
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from conftest import add_tar_member as _add
 from rayfold.errors import InputError
 from rayfold.io import (
     InputRef,
@@ -120,14 +120,6 @@ def test_plain_file_over_cap(tree: Path) -> None:
 
 # ------------------------------------------------------------------------------------------
 # tar shards
-
-
-def _add(tf: tarfile.TarFile, name: str, data: bytes = b"", **kw: object) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    for k, v in kw.items():
-        setattr(info, k, v)
-    tf.addfile(info, io.BytesIO(data) if data else None)
 
 
 def _make_shard(path: Path, shared_data: Path, *, hostile: bool = True) -> dict[str, bytes]:
