@@ -88,7 +88,7 @@ def run_release(
     ray_init_kwargs: dict | None = None,
 ) -> ReleaseSummary:
     """Bring `out` up to date with `inputs`: a new release when anything is new, else nothing."""
-    from rayfold.pipeline import cluster_fragments, fragment_units, plan_units, ray_session
+    from rayfold.pipeline import cluster_fragments, fragment_units, ray_session
 
     started, started_at = time.perf_counter(), datetime.now(timezone.utc)
     timings: dict[str, float] = {}
@@ -112,7 +112,7 @@ def run_release(
 
     with ray_session(address, **(ray_init_kwargs or {})):
         tick = time.perf_counter()
-        units = _plan(out, release, diff.todo, run, opts, plan_units)
+        units = _plan(out, release, diff.todo, run, opts)
         done = set(mf.current(manifest).get(u, {}).get("unit_id") for u in diff.done_in_release)
         todo_units = [u for u in units if u.unit_id not in done]
         fragment_units(
@@ -125,11 +125,12 @@ def run_release(
         tick = time.perf_counter()
         manifest = read_parquet_dataset(join_uri(out, "manifest"), opts)
         _drop_superseded_rows(out, manifest, opts)
-        fragments, duplicates = _load_current_fragments(out, opts)
+        fragments, duplicates, input_of_fragment = _load_current_fragments(out, opts)
         # one part for the whole collection, replaced each release: a duplicate is listed once
         write_parquet(duplicates, join_uri(out, "errors", "part-duplicates.parquet"), opts)
         changed = mf.changed_content(manifest, release)
-        previous, kept_merges = _previous_clusters(out, last, fragments, changed, manifest, opts)
+        stale = {fid for fid, source in input_of_fragment.items() if source in changed}
+        previous, kept_merges = _previous_clusters(out, last, fragments, stale, opts)
         timings["load"] = time.perf_counter() - tick
 
         tick = time.perf_counter()
@@ -145,7 +146,6 @@ def run_release(
     tables["cluster_runs"] = pa.Table.from_pylist([run_row], schema=schema.CLUSTER_RUNS)
     for name in CLUSTER_TABLES:
         write_parquet(tables[name], join_uri(out, "state", f"{release:06d}", f"{name}.parquet"), opts)
-    manifest = read_parquet_dataset(join_uri(out, "manifest"), opts)
     this_release = manifest.filter(pc.field("release") == release)
     row = {
         "release": release,
@@ -190,9 +190,9 @@ def _list_sourced(inputs: Sequence[str], opts: dict | None) -> list[mf.SourcedRe
     return [seen[u] for u in sorted(seen)]
 
 
-def _plan(out: str, release: int, todo: list[mf.SourcedRef], run: RunConfig, opts: dict | None, plan_units) -> list:
+def _plan(out: str, release: int, todo: list[mf.SourcedRef], run: RunConfig, opts: dict | None) -> list:
     """This release's work units, persisted, so a restarted run gives unfinished units the same names."""
-    from rayfold.pipeline import WorkUnit
+    from rayfold.pipeline import WorkUnit, plan_units
 
     uri = join_uri(out, "state", f"{release:06d}", "plan.json")
     units: list[WorkUnit] = []
@@ -222,9 +222,11 @@ def _drop_superseded_rows(out: str, manifest: pa.Table | None, opts: dict | None
                 write_parquet(kept, uri, opts)
 
 
-def _load_current_fragments(out: str, opts: dict | None) -> tuple[FragmentSet, pa.Table]:
-    """Passed fragments of all releases; a fragment id met twice (one entry in two inputs) is kept
-    from the first input by URI, the others become errors rows."""
+def _load_current_fragments(out: str, opts: dict | None) -> tuple[FragmentSet, pa.Table, dict[str, str]]:
+    """Passed fragments of all releases, their errors rows for duplicates, and {fragment id: input}.
+
+    A fragment id met twice (one entry in two inputs) is kept from the first input by URI; the
+    others become errors rows."""
     table = read_parquet_dataset(join_uri(out, "fragments"), opts)
     if table is None or table.num_rows == 0:
         raise InputError("no_fragments", f"no fragments under {out}: every input failed (see {out}/errors)")
@@ -244,20 +246,21 @@ def _load_current_fragments(out: str, opts: dict | None) -> tuple[FragmentSet, p
         },
         schema=schema.ERRORS,
     )
-    return FragmentSet.from_table(table.filter(pa.array(first)), passed_only=False), duplicates
+    kept = table.filter(pa.array(first))
+    inputs = {fid: mf.input_of(src) for fid, src in zip(kept.column("fragment_id").to_pylist(),
+                                                         kept.column("source_uri").to_pylist())}
+    return FragmentSet.from_table(kept, passed_only=False), duplicates, inputs
 
 
-def _previous_clusters(out: str, last: int, fragments: FragmentSet, changed: set[str], manifest: pa.Table,
+def _previous_clusters(out: str, last: int, fragments: FragmentSet, stale: set[str],
                        opts: dict | None) -> tuple[PreviousClusters, pa.Table]:
-    """The last release's clustering over today's fragments, minus fragments whose input changed."""
+    """The last release's clustering over today's fragments, minus `stale` ones (their input changed)."""
     n = len(fragments)
     if not last:
         return PreviousClusters.none(n), schema.MERGES.empty_table()
     state = {name: read_parquet_dataset(join_uri(out, "state", f"{last:06d}", f"{name}.parquet"), opts)
              for name in ("members", "merges", "singleton_audit", "singleton_links")}
-    index = fragments.index()
-    stale = _fragments_of_inputs(out, changed, manifest, opts)
-    valid = {fid: i for fid, i in index.items() if fid not in stale}
+    valid = {fid: i for fid, i in fragments.index().items() if fid not in stale}
 
     members = state["members"].to_pylist()
     rep_of = np.full(n, -1, np.int64)
@@ -295,22 +298,6 @@ def _previous_clusters(out: str, last: int, fragments: FragmentSet, changed: set
                                                            links_table.column("fragment_b").to_pylist())
                       if still(a) and still(b)], dtype=np.int64).reshape(-1, 2)
     return PreviousClusters(rep_of, cluster_rep, merge_pairs, sampled, links), kept_merges
-
-
-def _fragments_of_inputs(out: str, inputs: set[str], manifest: pa.Table, opts: dict | None) -> set[str]:
-    """Fragment ids now produced by `inputs` (changed content: their old clustering no longer holds)."""
-    if not inputs:
-        return set()
-    latest = mf.current(manifest)
-    stale: set[str] = set()
-    for unit_id in sorted({latest[u]["unit_id"] for u in inputs if u in latest}):
-        part = read_parquet_dataset(join_uri(out, "fragments", f"part-{unit_id}.parquet"), opts)
-        if part is None:
-            continue
-        for fid, src in zip(part.column("fragment_id").to_pylist(), part.column("source_uri").to_pylist()):
-            if mf.input_of(src) in inputs:
-                stale.add(fid)
-    return stale
 
 
 def _publish(out: str, release: int, opts: dict | None) -> None:
