@@ -52,10 +52,12 @@ from fragment_speed import best_of, structure_files
 from rayfold import cluster as algo
 from rayfold.alphabet import encode_fragment
 from rayfold.cluster import ClusterConfig
+from rayfold.cohesion import summarise
 from rayfold.config import FragmentConfig
 from rayfold.fragment import fragment_chain
 from rayfold.fragset import FragmentSet
 from rayfold.io import list_inputs, write_parquet
+from rayfold.linkage import link_clusters
 from rayfold.prefilter import PrefilterConfig, search
 from rayfold.stages import FragmentStage
 from rayfold.structure import parse_structure
@@ -345,11 +347,15 @@ def clustering_run(fs: FragmentSet) -> dict:
     evidence = algo.concat_evidence(
         algo.merge_evidence(audit, rep_of, config.merge_threshold, source="representatives"),
         algo.merge_evidence(first, rep_of, config.merge_threshold, source="members"))
-    forest = forest_from_edges(evidence["rep_a"], evidence["rep_b"])
-    cluster_rep = algo.final_clusters(rep_of, forest, rank)
+    linked = link_clusters(rep_of, evidence["rep_a"], evidence["rep_b"],
+                           np.minimum(evidence["tm_a"], evidence["tm_b"]), evidence["source"], rank,
+                           linkage="single")  # the guard's extra alignments are measured in bench/cluster_semantics.py
+    cluster_rep = linked.cluster_rep
+    evidence.update(decision=linked.decision, guard_tm=linked.guard_tm)
     times["union_find_final"] = time.perf_counter() - t
     audit_result = algo.singleton_components(np.zeros(0, dtype=np.int64), forest_from_edges(np.zeros(0), np.zeros(0)))
-    tables = cluster_tables(fs, rep_of, cluster_rep, evidence, audit_result)
+    cohesion = summarise(np.zeros((0, 2), np.int64), np.zeros(0), n)
+    tables = cluster_tables(fs, rep_of, cluster_rep, evidence, audit_result, cohesion)
     calls = len(pairs) + len(rep_pairs)
     singletons = int((np.bincount(cluster_rep, minlength=n)[np.unique(cluster_rep)] == 1).sum())
     return {

@@ -4,7 +4,9 @@
 few MB in all; nothing is committed) and returns a `Corpus` that says what each input must give:
 
 * `errors`: source URI -> (stage, error_kind) of the one error row the input must produce;
-* `good`: source URI -> entry id of inputs that must be parsed and fragmented (>= 1 fragment);
+* `good`: source URI -> entry id of inputs that must be parsed and fragmented (>= 1 fragment), among
+  them two real models that both say chain A around a TER (`REPEATED_CHAIN_ID`) and a model with
+  pLDDT on a 0-1 scale in its B-factors (`PLDDT_0_1`);
 * `no_fragments`: source URI -> entry id of inputs that must give chain rows but no fragment and no
   error (a 1-residue chain, a chain whose pLDDT is all below the cutoff);
 * `skipped`: paths that listing a folder skips silently (no row anywhere);
@@ -38,6 +40,9 @@ TAR_LATIN1 = "afdb_misc_models/dpam_examples/O05011.pdb.gz"
 LONG_PDB = "afdb_misc_models/merizo_examples/AF-Q9P273-F1-model_v4.pdb.gz"  # teneurin-3, 2,699 residues
 TAR_GOOD = "afdb_misc_models/dpam_examples/O05012.cif.gz"
 TAR_GOOD_2 = "afdb_misc_models/dpam_examples/O05023.cif.gz"
+
+REPEATED_CHAIN_ID = "repeated_chain_id.pdb"  # GOOD_PDB, TER, OTHER_PDB's atoms: both chain A
+PLDDT_0_1 = "plddt_0_1.pdb"  # GOOD_PDB with B-factors / 100, as ESMFold writes pLDDT
 
 # Small caps so that each limit is hit by a file of a few MB; every good input stays under them
 # (the 2,699-residue model: 1.7 MB decompressed, 21,147 atoms).
@@ -76,6 +81,26 @@ def _is_atom(line: bytes) -> bool:
 
 def _set_columns(line: bytes, start: int, stop: int, value: str) -> bytes:
     return line[:start] + value.rjust(stop - start).encode() + line[stop:]
+
+
+def with_insertion_codes(pdb_text: bytes, first: int, last: int) -> tuple[bytes, dict[int, str]]:
+    """`pdb_text` renumbered as a chain with inserted residues: `first` keeps its number, `first`+1
+    .. `last` become `first`A, `first`B ... and later residues move down by `last` - `first`.
+
+    Returns the text and {old number: new label} (e.g. 229 -> '229', 233 -> '229D', 290 -> '229').
+    """
+    assert 0 <= last - first <= 26
+    label = {}
+    out = []
+    for ln in _pdb_lines(pdb_text):
+        if _is_atom(ln) or ln.startswith(b"TER "):
+            old = int(ln[22:26])
+            num, code = (old, "") if old <= first else (first, chr(64 + old - first)) if old <= last else (
+                old - (last - first), "")
+            label[old] = f"{num}{code}"
+            ln = _set_columns(_set_columns(ln, 22, 26, str(num)), 26, 27, code or " ")
+        out.append(ln)
+    return b"\n".join(out), label
 
 
 def _cif_edit(text: bytes, edit) -> bytes:
@@ -127,6 +152,15 @@ def build_corpus(base: Path, shared: Path) -> Corpus:
     c.no_fragments[write("one_residue.pdb", b"\n".join([*first_res, b"TER", b"END", b""]))] = "one_residue"
     low = [_set_columns(ln, 60, 66, "40.00") if _is_atom(ln) else ln for ln in lines]
     c.no_fragments[write("low_plddt.pdb", b"\n".join(low))] = "F4MNP7"
+
+    # --- awkward files that must still be read right ----------------------------------------------
+    # two models concatenated, both chain A, TER between: merged, residues of equal number fused
+    head = good_pdb[: good_pdb.index(b"\nENDMDL")]
+    tail = [ln for ln in _pdb_lines(other) if _is_atom(ln)]
+    c.good[write(REPEATED_CHAIN_ID, b"\n".join([head, *tail, b"TER", b"ENDMDL", b"END", b""]))] = "F4MNP7"
+    # pLDDT on 0-1 in the B-factor column (ESMFold): read as 0-100 it would give 0 fragments
+    unit = [_set_columns(ln, 60, 66, f"{float(ln[60:66]) / 100:.2f}") if _is_atom(ln) else ln for ln in lines]
+    c.good[write(PLDDT_0_1, b"\n".join(unit))] = "F4MNP7"
 
     # --- read errors ----------------------------------------------------------------------------
     two_chains = long_pdb.replace(b"\nEND", b"") + b"\n" + b"\n".join(

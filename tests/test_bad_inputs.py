@@ -9,7 +9,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 import pytest
-from bad_inputs import CORPUS_READ, Corpus, build_corpus
+from bad_inputs import (
+    CORPUS_READ,
+    GOOD_PDB,
+    OTHER_PDB,
+    PLDDT_0_1,
+    REPEATED_CHAIN_ID,
+    Corpus,
+    build_corpus,
+)
 
 from rayfold import stages
 from rayfold.config import FragmentConfig, RunConfig
@@ -206,6 +214,47 @@ def test_whole_chains_keeps_chains_without_plddt(corpus: Corpus) -> None:
         [_ref(str(corpus.root / n)) for n in ("no_plddt.pdb", "no_plddt.cif", "one_residue.pdb")])
     assert result.errors.num_rows == 0
     assert result.fragments.column("n_residues").to_pylist() == [450, 138, 1]
+    assert set(result.chains.column("plddt_source").to_pylist()) == {"b_factor"}  # all-0 is not 0-1 pLDDT
+
+
+def test_repeated_chain_id_after_ter_gives_two_chains(
+    corpus: Corpus, stage: FragmentStage, good: tuple[str, list[tuple]], shared_data: Path
+) -> None:
+    """Two real models that both say chain A, a TER between: chains A and A2, each as if read alone
+    (nothing fused, no fragment across the two, 3Di from the right chain)."""
+    uri = str(corpus.root / REPEATED_CHAIN_ID)
+    result = stage.process([_ref(uri)])
+    assert result.errors.num_rows == 0
+    alone = stage.process([_ref(str(shared_data / OTHER_PDB))])
+    (other,) = alone.chains.to_pylist()
+    chains = _rows(result.chains, "source_uri", uri)
+    assert [(c["chain_id"], c["n_residues"], c["n_usable"]) for c in chains] == [
+        ("A", 450, 419), ("A2", other["n_residues"], other["n_usable"])]
+    frags = _rows(result.fragments, "source_uri", uri)
+    assert [(f["fragment_id"], f["chopping"], f["passed"]) for f in frags if f["chain_id"] == "A"] == good[1]
+    second = [(f["chopping"], f["n_residues"], f["passed"], f["states_3di"]) for f in frags if f["chain_id"] == "A2"]
+    assert second and second == [
+        (f["chopping"], f["n_residues"], f["passed"], f["states_3di"]) for f in alone.fragments.to_pylist()]
+    entry = parse_structure(Path(uri).read_bytes(), uri)
+    firsts = [parse_structure((shared_data / rel).read_bytes(), rel).chains[0] for rel in (GOOD_PDB, OTHER_PDB)]
+    for chain, first in zip(entry.chains, firsts):
+        assert chain.sequence == first.sequence
+        np.testing.assert_array_equal(chain.ca_coords, first.ca_coords)
+
+
+def test_plddt_on_a_0_1_scale_is_scaled_to_0_100(
+    corpus: Corpus, stage: FragmentStage, good: tuple[str, list[tuple]], shared_data: Path
+) -> None:
+    """B-factors / 100 (as ESMFold writes pLDDT): scaled back, said in plddt_source, same fragments."""
+    uri = str(corpus.root / PLDDT_0_1)
+    result = stage.process([_ref(uri)])
+    assert result.errors.num_rows == 0
+    (chain,) = _rows(result.chains, "source_uri", uri)
+    assert chain["plddt_source"] == "b_factor_0_1"
+    assert _fragments_of(result, uri) == good[1]
+    scaled = parse_structure(Path(uri).read_bytes(), uri).chains[0].plddt
+    original = parse_structure((shared_data / GOOD_PDB).read_bytes(), GOOD_PDB).chains[0].plddt
+    np.testing.assert_allclose(scaled, original, atol=0.5 + 1e-4)  # 0-1 with 2 decimals: 0.5 points
 
 
 def test_a_failure_after_fragmenting_drops_the_whole_entry_only(

@@ -43,6 +43,14 @@ def test_parse_chopping_single_residue_and_negative_numbers():
     assert parse_chopping("-5-20_25,30-30") == [[(-5, 20), (25, 25)], [(30, 30)]]
 
 
+def test_parse_chopping_accepts_insertion_codes():
+    """rayfold writes the insertion code of a chopping end ('1-229D,229F-288'); scores drop it."""
+    assert parse_chopping("1-229D,229F-288") == [[(1, 229)], [(229, 288)]]
+    assert parse_chopping("-5A-20_25B,30-30") == [[(-5, 20), (25, 25)], [(30, 30)]]
+    with pytest.raises(ValueError):
+        parse_chopping("1-229DE")
+
+
 @pytest.mark.parametrize("bad", ["1-", "a-10", "10-5", "1-10;20-30"])
 def test_parse_chopping_rejects_garbage(bad):
     with pytest.raises(ValueError):

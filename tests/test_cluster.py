@@ -5,7 +5,6 @@ import numpy as np
 from rayfold.cluster import (
     ClusterConfig,
     assign_to_existing,
-    final_clusters,
     first_pass_edges,
     greedy_set_cover,
     priority_order,
@@ -48,15 +47,6 @@ def test_greedy_set_cover_breaks_ties_by_rank_and_recounts():
     assert rep_of.tolist() == [0, 1, 0, 1, 1]
 
 
-def test_final_clusters_take_the_largest_first_pass_representative():
-    rep_of = np.array([0, 0, 2, 2, 2, 5])
-    forest = forest_from_edges(np.array([0, 2]), np.array([2, 5]))  # all three first-pass clusters merge
-    rank = np.arange(6)
-    assert final_clusters(rep_of, forest, rank).tolist() == [2, 2, 2, 2, 2, 2]
-    unmerged = forest_from_edges(np.zeros(0, np.int64), np.zeros(0, np.int64))
-    assert final_clusters(rep_of, unmerged, rank).tolist() == rep_of.tolist()
-
-
 def test_singleton_sample_is_seeded_and_limited():
     cluster_rep = np.array([0, 0, 2, 3, 4, 5, 6, 7])
     first = sample_singletons(cluster_rep, 3, seed=1)
@@ -93,15 +83,3 @@ def test_assign_to_existing_takes_the_best_covering_representative():
     assert assign_to_existing(new, rep, tm_rep, cov_new, cov_rep, rank) == {3: 1}
     tie = assign_to_existing(np.array([3, 3]), np.array([1, 0]), np.array([0.8, 0.8]), np.ones(2), np.ones(2), rank)
     assert tie == {3: 0}  # equal TM: the better-ranked representative
-
-
-def test_final_clusters_keep_previous_ids():
-    # first-pass clusters {0,1}, {2,3,4} (new, larger) and {5}; the audit merged all three
-    rep_of = np.array([0, 0, 2, 2, 2, 5])
-    forest = forest_from_edges(np.array([0, 2]), np.array([2, 5]))
-    rank = np.arange(6)
-    assert final_clusters(rep_of, forest, rank).tolist() == [2] * 6  # a fresh run: the largest
-    previous = np.array([0, 0, -1, -1, -1, 5])  # release 1 had clusters 0 and 5
-    assert final_clusters(rep_of, forest, rank, previous).tolist() == [0] * 6
-    unmerged = forest_from_edges(np.zeros(0, np.int64), np.zeros(0, np.int64))
-    assert final_clusters(rep_of, unmerged, rank, previous).tolist() == rep_of.tolist()

@@ -11,6 +11,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -19,6 +20,9 @@ from rayfold.cluster import ClusterConfig
 from rayfold.config import RunConfig
 from rayfold.io import read_parquet_dataset
 from rayfold.release import ReleaseConfig, run_release
+
+if TYPE_CHECKING:
+    import psutil
 
 pytestmark = pytest.mark.ray
 
@@ -62,8 +66,25 @@ def reference(ray_local, inputs, tmp_path_factory) -> Path:
     return out
 
 
+def own_ray_workers() -> list[psutil.Process]:
+    """Worker processes of the Ray instance this test process started (`ray_local`): the children
+    of its own raylet, found from this process down. Never a search by name across the machine:
+    other jobs' Ray workers there carry the same titles (ray::_align_chunk, ray::FragmentWorker)."""
+    import psutil
+
+    workers = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.name() == "raylet":
+                workers.extend(p.children())
+        except psutil.NoSuchProcess:
+            continue
+    return workers
+
+
 class Killer(threading.Thread):
-    """SIGKILLs the first process whose title or command line contains each marker, once each."""
+    """SIGKILLs the first worker of this test's own Ray instance whose title or command line
+    contains each marker, once each."""
 
     def __init__(self, markers: list[str]) -> None:
         super().__init__(daemon=True)
@@ -75,13 +96,13 @@ class Killer(threading.Thread):
         import psutil
 
         while not self.stop.is_set() and len(self.killed) < len(self.markers):
-            for p in psutil.process_iter(["name", "cmdline"]):
+            for p in own_ray_workers():
                 try:
-                    text = (p.info["name"] or "") + " " + " ".join(p.info["cmdline"] or [])
+                    text = p.name() + " " + " ".join(p.cmdline())
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
                 for marker in self.markers:
-                    if marker not in self.killed and marker in text and p.pid != os.getpid():
+                    if marker not in self.killed and marker in text:
                         try:
                             p.kill()
                             self.killed[marker] = p.pid
@@ -101,6 +122,7 @@ def test_killed_actor_and_alignment_worker_change_nothing(ray_local, inputs, ref
     finally:
         killer.stop.set()
         killer.join()
+    # an empty dict here means no own raylet was found (Ray attached to a cluster this test did not start)
     assert set(killer.killed) == {"FragmentWorker", "_align_chunk"}, killer.killed
     assert_same_tables(out, reference)
 

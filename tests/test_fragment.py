@@ -1,6 +1,12 @@
+import gzip
+import itertools
+from pathlib import Path
+
 import numpy as np
 import pytest
+from bad_inputs import GOOD_PDB, with_insertion_codes
 
+from rayfold.boundaries import parse_chopping
 from rayfold.config import FragmentConfig
 from rayfold.fragment import (
     chopping,
@@ -14,6 +20,8 @@ from rayfold.fragment import (
     rejoin_segments,
     smooth_along_sequence,
 )
+from rayfold.io import list_inputs
+from rayfold.stages import FragmentStage
 from rayfold.structure import Chain
 
 
@@ -78,6 +86,30 @@ def test_chopping_uses_author_numbers():
     numbers = np.array([5, 6, 7, 8, 20, 21, 22], dtype=np.int32)
     assert chopping(numbers, np.array([0, 1, 2, 4, 5])) == "5-7_20-21"
     assert chopping(numbers, np.array([], dtype=np.int64)) == ""
+
+
+def test_chopping_keeps_insertion_codes_at_a_cut(shared_data: Path, tmp_path: Path) -> None:
+    """A real model renumbered so that a cut between two fragments falls among inserted residues
+    (269, 269A, 269B ...): the choppings name the inserted residues ('...-269B', '269D-...'), not
+    overlapping bare numbers, and the boundary parser reads them."""
+    text = gzip.decompress((shared_data / GOOD_PDB).read_bytes())
+    plain_file = tmp_path / "plain.pdb"
+    plain_file.write_bytes(text)
+    stage = FragmentStage()
+    plain = stage.process(list_inputs([str(plain_file)])).fragments.column("chopping").to_pylist()
+    # the first cut between two fragments with at most 10 residues between them
+    ends = [(int(a.rsplit("-", 1)[1]), int(b.split("-", 1)[0])) for a, b in itertools.pairwise(plain)]
+    end, start = next((e, s) for e, s in ends if s - e <= 10)
+    coded_text, label = with_insertion_codes(text, end - 2, start + 2)
+    coded_file = tmp_path / "coded.pdb"
+    coded_file.write_bytes(coded_text)
+    coded = stage.process(list_inputs([str(coded_file)])).fragments.column("chopping").to_pylist()
+    relabel = ["_".join("-".join(label[int(n)] for n in seg.split("-")) for seg in c.split("_")) for c in plain]
+    assert coded == relabel
+    assert any(c.endswith(f"-{label[end]}") for c in coded) and any(c.startswith(f"{label[start]}-") for c in coded)
+    assert label[end][-1].isalpha() and label[start][-1].isalpha() and label[end] != label[start]
+    first_number = int(label[end][:-1])  # the number the inserted residues share
+    assert [dom for c in coded for dom in parse_chopping(c) if dom[-1][1] == first_number or dom[0][0] == first_number]
 
 
 def test_radius_of_gyration_of_known_points():

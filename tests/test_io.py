@@ -84,6 +84,28 @@ def test_list_globs(tree: Path, shared_data: Path) -> None:
     assert [Path(r.uri).name for r in myco] == ["F4MNP7.pdb.gz"]
 
 
+def test_existing_path_with_glob_characters_is_literal(tmp_path: Path, shared_data: Path) -> None:
+    """'model[1].pdb.gz' that exists is that file (as a pattern it would match 'model1.pdb.gz')."""
+    folder = tmp_path / "run[1]"
+    folder.mkdir()
+    data = (shared_data / SOURCES[0]).read_bytes()
+    for name in ("model[1].pdb.gz", "model1.pdb.gz", "model*.pdb.gz"):
+        (folder / name).write_bytes(data)
+    for name in ("model[1].pdb.gz", "model*.pdb.gz"):
+        assert [r.uri for r in list_inputs([str(folder / name)])] == [str(folder / name)]
+    assert len(list_inputs([str(folder)])) == 3  # a folder with '[' in its name is walked
+    assert _names(list_inputs([str(tmp_path / "*" / "model[1].pdb.gz")]), folder) == ["model1.pdb.gz"]  # a glob
+
+
+def test_existing_s3_key_with_glob_characters_is_literal(s3_server, shared_data: Path) -> None:  # noqa: ANN001
+    bucket = s3_server.create_bucket()
+    data = (shared_data / SOURCES[0]).read_bytes()
+    for name in ("model[1].pdb.gz", "model1.pdb.gz"):
+        s3_server.put(bucket, f"in/{name}", data)
+    assert [r.uri for r in list_inputs([f"s3://{bucket}/in/model[1].pdb.gz"])] == [f"s3://{bucket}/in/model[1].pdb.gz"]
+    assert [r.uri for r in list_inputs([f"s3://{bucket}/in/model?.pdb.gz"])] == [f"s3://{bucket}/in/model1.pdb.gz"]
+
+
 def test_list_not_found(tree: Path) -> None:
     with pytest.raises(InputError) as ei:
         list_inputs([str(tree), str(tree / "missing")])

@@ -5,9 +5,6 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,6 +13,7 @@ import pyarrow.compute as pc
 import pytest
 
 from conftest import EXAMPLES_AFDB
+from cli_processes import kill_run, run_cli, wait_for
 from rayfold.cluster import ClusterConfig
 from rayfold.config import RunConfig
 from rayfold.io import read_parquet_dataset
@@ -139,42 +137,6 @@ def test_changed_input_replaces_its_fragments(ray_local, tmp_path):
 # --- a driver killed part-way ---------------------------------------------------------------------
 
 
-def _run_cli(inputs: Path, out: Path, ray_tmp: str) -> subprocess.Popen:
-    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled"}
-    env.pop("RAY_ADDRESS", None)
-    argv = [sys.executable, "-m", "rayfold.cli", "run", str(inputs), "--out", str(out), "--engine", "builtin",
-            "--unit-size", "2", "--no-progress", "--no-report"]
-    return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-
-
-def _kill_everything(proc: subprocess.Popen, ray_tmp: str) -> None:
-    """SIGKILL the driver's process group and every Ray process it started (found by its temp dir)."""
-    import psutil
-
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=60)
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if any(ray_tmp in part for part in (p.info["cmdline"] or [])):
-                p.kill()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-
-
-def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 300) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.2)
-    return False
-
-
 def test_killed_driver_resumes_without_duplicates(ray_local, tmp_path):
     inputs, out, reference = tmp_path / "inputs", tmp_path / "out", tmp_path / "reference"
     inputs.mkdir()
@@ -188,18 +150,18 @@ def test_killed_driver_resumes_without_duplicates(ray_local, tmp_path):
             return len(list((out / name).glob("part-*.parquet"))) if (out / name).is_dir() else 0
 
         # 1. killed while fragmenting: some units written, not all
-        proc = _run_cli(inputs, out, ray_tmp)
-        assert _wait_for(lambda: parts("manifest") >= 1, proc), proc.stderr.read().decode()[-3000:]
-        _kill_everything(proc, ray_tmp)
+        proc = run_cli([inputs], out, ray_tmp)
+        assert wait_for(lambda: parts("manifest") >= 1, proc), proc.stderr.read().decode()[-3000:]
+        kill_run(proc, ray_tmp)
         killed_at = parts("manifest")
         assert not (out / "releases").exists()
         # 2. killed again after fragmenting, while clustering (before the commit)
-        proc = _run_cli(inputs, out, ray_tmp)
-        assert _wait_for(lambda: parts("manifest") == 6, proc), proc.stderr.read().decode()[-3000:]
+        proc = run_cli([inputs], out, ray_tmp)
+        assert wait_for(lambda: parts("manifest") == 6, proc), proc.stderr.read().decode()[-3000:]
         time.sleep(1.0)
-        _kill_everything(proc, ray_tmp)
+        kill_run(proc, ray_tmp)
         # 3. to the end
-        proc = _run_cli(inputs, out, ray_tmp)
+        proc = run_cli([inputs], out, ray_tmp)
         _, stderr = proc.communicate(timeout=600)
         assert proc.returncode == 0, stderr.decode()[-3000:]
     finally:

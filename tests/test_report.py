@@ -29,7 +29,7 @@ from rayfold.stats import read_run_table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-FIGURES = ("cluster_sizes", "sampling_gamma", "fragment_distributions", "fragment_maps")
+FIGURES = ("cluster_sizes", "sampling_gamma", "cluster_cohesion", "fragment_distributions", "fragment_maps")
 CHROMIUM = "/usr/bin/chromium"
 
 # Chain P1 (a plain file that no longer exists: the map falls back to fragment pLDDT) has three
@@ -86,7 +86,9 @@ def _tables(*, manifest: bool = True) -> dict[str, pa.Table]:
         "members": pa.table({"fragment_id": list(members), "cluster_id": list(members.values()),
                              "first_pass_cluster_id": list(members.values())}, schema=schema.MEMBERS),
         "clusters": pa.table({"cluster_id": ["P1_f1", "P1_f2"], "representative_id": ["P1_f1", "P1_f2"],
-                              "size": [2, 1], "n_first_pass_clusters": [1, 1]}, schema=schema.CLUSTERS),
+                              "size": [2, 1], "n_first_pass_clusters": [1, 1], "min_length": [90, 120],
+                              "max_length": [95, 120], "cohesion_sampled": [1, 0], "cohesion_min_tm": [0.81, None],
+                              "cohesion_median_tm": [0.81, None]}, schema=schema.CLUSTERS),
         "singleton_audit": pa.table({"fragment_id": ["P1_f2"], "component_id": ["P1_f2"], "component_size": [1]},
                                     schema=schema.SINGLETON_AUDIT),
         "merges": schema.MERGES.empty_table(),

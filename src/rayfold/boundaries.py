@@ -5,7 +5,11 @@ Used to compare rayfold's cuts with TED consensus domains and to put published d
 
 Chopping strings are TED/Chainsaw style: domains separated by ',', the segments of one domain
 joined by '_', each segment 'start-end' (inclusive, author residue numbers; a lone number is a
-one-residue segment). 'na', 'NA', 'NULL' or '' mean "no domain".
+one-residue segment). 'na', 'NA', 'NULL' or '' mean "no domain". An end may carry an insertion
+code, as rayfold writes for chains that have them ('1-229D,229F-288'); scores count author numbers
+only, so the code is read and dropped, and two domains that share a number through insertion codes
+overlap at it (the scoring functions refuse overlapping domains). AFDB models have no insertion
+codes.
 
 The metrics follow Chainsaw (JudeWells/chainsaw, `src/utils/ndo_score.py` and
 `src/utils/domain_boundary_distance_score.py`); `tests/test_boundaries.py` checks them against
@@ -33,13 +37,14 @@ ChoppingLike = Union[str, Sequence[Sequence[Segment]], Sequence[Collection[int]]
 ResiduesLike = Union[int, Collection[int]]
 
 EMPTY_CHOPPINGS = frozenset({"", "na", "NA", "NULL", "null", "None"})
-_SEGMENT = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+))?\s*$")
+_SEGMENT = re.compile(r"^\s*(-?\d+)[A-Za-z]?\s*(?:-\s*(-?\d+)[A-Za-z]?)?\s*$")  # optional insertion codes
 
 
 def parse_chopping(s: str, domain_sep: str = ",", segment_sep: str = "_") -> Chopping:
     """Split a chopping string into domains of (start, end) segments, order kept.
 
-    Negative author numbers are allowed ('-5-20'). Raises ValueError on anything else.
+    Negative author numbers are allowed ('-5-20'); an insertion code after a number ('229D') is
+    accepted and dropped. Raises ValueError on anything else.
     """
     if s is None or s.strip() in EMPTY_CHOPPINGS:
         return []

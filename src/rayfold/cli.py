@@ -115,6 +115,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--read-set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="ReadConfig overrides (input size limits, see docs/limits.md)")
     p.add_argument("--no-report", action="store_true", help="skip statistics, sampling tables and the report")
+    p.add_argument("--stale-lock-after", type=float, default=RunConfig.stale_lock_after, metavar="SECONDS",
+                   help="a run refuses while another holds OUT/run.lock; a lock without heartbeat this long "
+                   "is taken over")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_run)
 
@@ -139,7 +142,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         args.inputs, args.out,
         config=ReleaseConfig(fragment=fragment, cluster=cluster,
                              read=with_overrides(ReadConfig(), _key_values(args.read_set))),
-        run=RunConfig(unit_size=args.unit_size, num_workers=args.workers), entry_filter=entry_filter,
+        run=RunConfig(unit_size=args.unit_size, num_workers=args.workers, stale_lock_after=args.stale_lock_after),
+        entry_filter=entry_filter,
         foldseek=args.foldseek, address=args.address, progress=not args.no_progress,
         analytics=not args.no_report,
     )
@@ -164,17 +168,24 @@ def _add_analytics(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
+    from rayfold.runfolder import require_run_folder
     from rayfold.stats import format_stats, read_stats
 
+    require_run_folder(args.out)
     print(format_stats(read_stats(args.out)))
     return 0
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     from rayfold.io import write_parquet
+    from rayfold.runfolder import require_run_folder
     from rayfold.sampling import sample_fragments
 
-    table = sample_fragments(args.out, gamma=args.gamma, n=args.n, seed=args.seed)
+    require_run_folder(args.out)
+    try:
+        table = sample_fragments(args.out, gamma=args.gamma, n=args.n, seed=args.seed)
+    except ValueError as exc:  # nothing to draw from (a run with no clustered fragment), or a bad --n
+        raise InputError("cannot_sample", f"{args.out}: {exc}") from None
     if args.output:
         write_parquet(table, args.output)
         print(f"{table.num_rows} fragment ids written to {args.output}")
@@ -186,7 +197,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from rayfold.report import build_report
+    from rayfold.runfolder import require_run_folder
 
+    require_run_folder(args.out)
     print(build_report(args.out))
     return 0
 

@@ -5,14 +5,12 @@
    --tmscore-threshold 0.7 --tmscore-threshold-mode 1`); greedy set cover then picks, again and
    again, the fragment that covers the most still-unassigned fragments as a representative (ties:
    higher mean pLDDT, then longer, then smaller id), and assigns them to it.
-2. Representative audit: representatives are aligned with each other and two first-pass clusters
-   merge when min(TM_a, TM_b) >= 0.7 (both directions confirm fold-level similarity), with
-   union-find. Added rule: a pair of members of two different first-pass clusters that the first
-   pass already TM-aligned at min-TM >= 0.7 is the same evidence and merges them too (the built-in
-   first pass aligns candidates down to a length ratio of 0.7 for this). Without it a pair like
-   A0A1M2VTE1/A0A4Q9LQ12 (min-TM 0.73, length ratio 0.77, so no first-pass edge at coverage 0.8)
-   stays split whenever its two representatives score below 0.7 (0.51 there). The merged cluster's representative is the representative of its largest
-   first-pass cluster (same tie-breaks), and its id is that representative's fragment id.
+2. Representative audit: representatives are aligned with each other; a pair at
+   min(TM_a, TM_b) >= 0.7 (both directions confirm fold-level similarity) is merge evidence, and
+   so is a pair of members of two first-pass clusters that the first pass already aligned at
+   min-TM >= 0.7 (the built-in first pass aligns candidates down to a length ratio of 0.7 for
+   this). Which evidence joins clusters is the linkage (`rayfold.linkage`): by default a merge is
+   guarded so that every cluster stays within fold-level reach of its representative.
 3. Singleton audit: a seeded sample of fragments still alone after the audit, searched against
    each other (the audit's candidate search) and confirmed by TM-align; connected components at
    min-TM >= 0.8 are "hidden clusters" the first pass missed.
@@ -27,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rayfold.unionfind import Forest, forest_from_edges, forest_labels
+from rayfold.unionfind import Forest, forest_labels
 
 
 @dataclass(frozen=True)
@@ -44,6 +42,10 @@ class ClusterConfig:
     # auto: ask for the `foldseek` custom resource when a node offers it now; always: ask anyway (an
     # autoscaler then starts that node type; set foldseek_threads to its CPUs); never: any node
     foldseek_node: str = "auto"
+    # guarded (default) | single | method: which merge evidence joins clusters (rayfold.linkage)
+    linkage: str = "guarded"
+    guard_threshold: float = 0.5  # guarded: min-TM of every first-pass rep to the merged cluster's rep
+    cohesion_sample: int = 8  # members per cluster TM-aligned to the representative for cohesion columns
 
 
 def priority_order(mean_plddt: np.ndarray, lengths: np.ndarray, ids: list[str]) -> np.ndarray:
@@ -118,34 +120,6 @@ def concat_evidence(a: dict, b: dict) -> dict:
     return {k: np.concatenate([a[k], b[k]]) for k in a}
 
 
-def final_clusters(
-    rep_of: np.ndarray, merge_forest: Forest, rank: np.ndarray, previous_rep: np.ndarray | None = None
-) -> np.ndarray:
-    """cluster_rep[m]: the final representative of every fragment after audit merges.
-
-    `merge_forest` joins first-pass representatives (fragment indices). A merged cluster's
-    representative is the representative of its largest first-pass cluster (ties: `rank`). In an
-    incremental release (`previous_rep`: the last release's final representatives, -1 for new
-    fragments) only those compete where the component has any, so a cluster keeps its id.
-    """
-    n = len(rep_of)
-    sizes = np.bincount(rep_of, minlength=n)
-    component = forest_labels(merge_forest, n)[rep_of]  # component label of each fragment's first-pass rep
-    candidates = np.unique(rep_of)
-    if previous_rep is not None:
-        kept = np.unique(previous_rep[previous_rep >= 0])
-        kept = kept[rep_of[kept] == kept]  # still a first-pass representative
-        has_kept = set(component[kept].tolist())
-        candidates = np.concatenate([kept, [r for r in candidates.tolist() if int(component[r]) not in has_kept]])
-    best: dict[int, int] = {}
-    for r in np.asarray(candidates, dtype=np.int64).tolist():
-        c = int(component[r])
-        key = (-int(sizes[r]), int(rank[r]))
-        if c not in best or key < (-int(sizes[best[c]]), int(rank[best[c]])):
-            best[c] = r
-    return np.array([best[int(c)] for c in component.tolist()], dtype=np.int64)
-
-
 def sample_singletons(cluster_rep: np.ndarray, sample_size: int, seed: int, ids: list[str] | None = None) -> np.ndarray:
     """Sorted indices of up to `sample_size` fragments alone in their cluster.
 
@@ -157,12 +131,12 @@ def sample_singletons(cluster_rep: np.ndarray, sample_size: int, seed: int, ids:
     if len(singletons) <= sample_size:
         return singletons
     names = ids if ids is not None else [str(i) for i in range(len(cluster_rep))]
-    keys = [(_seeded_hash(seed, names[i]), names[i]) for i in singletons.tolist()]
+    keys = [(seeded_hash(seed, names[i]), names[i]) for i in singletons.tolist()]
     order = sorted(range(len(keys)), key=keys.__getitem__)[:sample_size]
     return np.sort(singletons[np.array(order, dtype=np.int64)])
 
 
-def _seeded_hash(seed: int, name: str) -> int:
+def seeded_hash(seed: int, name: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest(), "big")
 
 
@@ -197,13 +171,14 @@ class PreviousClusters:
     rep_of: np.ndarray  # first-pass representative
     cluster_rep: np.ndarray  # final representative
     merge_pairs: np.ndarray  # (m, 2) first-pass representatives joined by earlier merge evidence
+    merge_tm: np.ndarray  # (m,) min-TM of that evidence
     sampled: np.ndarray  # bool: in the last singleton-audit sample
     links: np.ndarray  # (k, 2) sampled singletons the last audit linked
 
     @classmethod
     def none(cls, n: int) -> PreviousClusters:
         return cls(np.full(n, -1, np.int64), np.full(n, -1, np.int64), np.zeros((0, 2), np.int64),
-                   np.zeros(n, bool), np.zeros((0, 2), np.int64))
+                   np.zeros(0), np.zeros(n, bool), np.zeros((0, 2), np.int64))
 
     @property
     def clustered(self) -> np.ndarray:
@@ -249,8 +224,3 @@ def singleton_components(sampled: np.ndarray, forest: Forest) -> SingletonAudit:
     component = labels[sampled] if len(sampled) else np.zeros(0, dtype=np.int64)
     _, inverse, counts = np.unique(component, return_inverse=True, return_counts=True)
     return SingletonAudit(sampled=sampled, component=component, sizes=counts[inverse])
-
-
-def merge_forest(i: np.ndarray, j: np.ndarray, accepted: np.ndarray) -> Forest:
-    """Forest of the accepted pairs (used inside alignment tasks, before results reach the driver)."""
-    return forest_from_edges(i[accepted], j[accepted])

@@ -105,3 +105,4 @@ class RunConfig:
     num_workers: int | None = None  # actors in the pool; None = CPUs of the cluster
     worker_num_cpus: float = 0.5  # fractional, so a 2-CPU machine keeps a CPU for Ray Data itself
     export_structures: bool = False  # also write each fragment as a PDB file (for Foldseek)
+    stale_lock_after: float = 900.0  # `rayfold run`: seconds without a heartbeat before OUT/run.lock is abandoned

@@ -56,7 +56,7 @@ class Fragment:
     """A set of residues of one chain (indices into the chain's arrays) with its quality metrics."""
 
     residue_index: np.ndarray  # int64, sorted
-    chopping: str  # author residue numbers, segments 'start-end' joined by '_'
+    chopping: str  # author residue numbers (+ insertion code), segments 'start-end' joined by '_'
     n_residues: int
     n_segments: int
     mean_plddt: float
@@ -243,12 +243,23 @@ def drop_short_segments(pieces: list[np.ndarray], min_length: int) -> list[np.nd
     return out
 
 
-def chopping(residue_numbers: np.ndarray, residue_index: np.ndarray) -> str:
-    """TED/Chainsaw-style chopping: author numbers of index runs, 'start-end' joined by '_'."""
+def chopping(
+    residue_numbers: np.ndarray, residue_index: np.ndarray, insertion_codes: np.ndarray | None = None
+) -> str:
+    """TED/Chainsaw-style chopping: author numbers of index runs, 'start-end' joined by '_'.
+
+    An end with an insertion code keeps it ('1-229D', '229F-288'): without it, two fragments cut
+    inside a run of inserted residues would print overlapping ranges ('1-229', '229-288').
+    """
     if len(residue_index) == 0:
         return ""
+    codes = insertion_codes if insertion_codes is not None else np.full(len(residue_numbers), "")
+
+    def label(i: int) -> str:
+        return f"{residue_numbers[i]}{codes[i]}"
+
     runs = np.split(residue_index, np.flatnonzero(np.diff(residue_index) != 1) + 1)
-    return "_".join(f"{residue_numbers[r[0]]}-{residue_numbers[r[-1]]}" for r in runs)
+    return "_".join(f"{label(r[0])}-{label(r[-1])}" for r in runs)
 
 
 def quality(chain: Chain, residue_index: np.ndarray, config: FragmentConfig) -> Fragment:
@@ -272,7 +283,7 @@ def quality(chain: Chain, residue_index: np.ndarray, config: FragmentConfig) -> 
             reason = "few_contacts"
     return Fragment(
         residue_index=residue_index,
-        chopping=chopping(chain.residue_numbers, residue_index),
+        chopping=chopping(chain.residue_numbers, residue_index, chain.insertion_codes),
         n_residues=n,
         n_segments=n_segments,
         mean_plddt=plddt,

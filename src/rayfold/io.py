@@ -6,7 +6,8 @@
   (names starting with ``.``) and anything that is not a regular file (pipes, sockets, devices)
   are skipped silently. A file named exactly (path or URI, no glob) is kept whatever its
   extension: its content decides (an unreadable one gives an ``unknown_format`` error row), as the
-  user asked for it by name.
+  user asked for it by name. A spec that names an existing path is never a glob, even with
+  ``*?[`` in it (``model[1].pdb.gz``); only a spec that names nothing is matched as a pattern.
 * `iter_structure_bytes` reads a plain file in one go, or streams a tar shard member by member in
   memory (never extracting to disk, never following links: link, device and ``..``/absolute
   members become ``unsafe_tar_member`` items); every problem becomes an `InputError` item, not an
@@ -260,9 +261,13 @@ def _walk_local(root: str) -> list[InputRef]:
 
 
 def _expand_local(spec: str) -> tuple[list[InputRef], bool]:
-    """(refs, whether the spec named anything at all)."""
+    """(refs, whether the spec named anything at all).
+
+    A path that exists is taken literally even when it holds glob characters (``model[1].pdb.gz``):
+    the user named that file, and as a pattern it would match something else or nothing.
+    """
     path = _local_path(spec)
-    if _glob.has_magic(path):
+    if _glob.has_magic(path) and not os.path.lexists(path):
         matches = sorted(_glob.glob(path, recursive=True))
         refs: list[InputRef] = []
         for m in matches:
@@ -303,26 +308,25 @@ def _expand_remote(spec: str, storage_options: dict[str, Any] | None) -> tuple[l
     named = False
     explicit_file = False
     try:
-        if _glob.has_magic(path):
+        try:
+            info = fs.info(path)  # an existing key or prefix is literal, as for local paths
+        except FileNotFoundError:
+            info = None
+        if info is None and _glob.has_magic(path):
             matches = fs.glob(path, detail=True)
             named = bool(matches)
-            for p, info in matches.items():
-                if info.get("type") == "directory":
+            for p, match in matches.items():
+                if match.get("type") == "directory":
                     found.update(fs.find(p, detail=True))
                 else:
-                    found[p] = info
-        else:
-            try:
-                info = fs.info(path)
-            except FileNotFoundError:
-                info = None
-            if info is not None:
-                named = True
-                if info.get("type") == "directory":
-                    found.update(fs.find(path, detail=True))
-                else:
-                    found[path] = info
-                    explicit_file = True
+                    found[p] = match
+        elif info is not None:
+            named = True
+            if info.get("type") == "directory":
+                found.update(fs.find(path, detail=True))
+            else:
+                found[path] = info
+                explicit_file = True
     except FileNotFoundError:
         return [], False
     except (OSError, ValueError) as exc:

@@ -163,14 +163,37 @@ def ray_session(address: str | None = None, **init_kwargs) -> Iterator[None]:
     if address:
         ray.init(address=address, logging_level=logging.WARNING, **init_kwargs)
     else:
-        # A token left in ~/.ray by another cluster must not stop a private local instance.
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        init_kwargs.setdefault("include_dashboard", False)
-        ray.init(address="local", logging_level=logging.WARNING, **init_kwargs)
+        _start_local_ray(**init_kwargs)
     try:
         yield
     finally:
         ray.shutdown()
+
+
+LOCAL_START_TRIES = 2
+
+
+def _start_local_ray(**init_kwargs) -> None:
+    """A private local Ray; on a busy machine its agent can miss the start-up deadline: wait longer, try again."""
+    import ray
+
+    from rayfold.errors import InputError
+
+    # A token left in ~/.ray by another cluster must not stop a private local instance.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")  # Ray's default (30 s) fails under load
+    init_kwargs.setdefault("include_dashboard", False)
+    for attempt in range(1, LOCAL_START_TRIES + 1):
+        try:
+            ray.init(address="local", logging_level=logging.WARNING, **init_kwargs)
+            return
+        except Exception as exc:  # Ray raises plain Exception/RuntimeError for start-up failures
+            ray.shutdown()
+            if attempt == LOCAL_START_TRIES:
+                first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise InputError("ray_start_failed", f"could not start a local Ray after {attempt} tries: "
+                                 f"{first_line}") from None
+            log.warning("local Ray did not start (%s); trying again", str(exc).splitlines()[0] if str(exc) else exc)
 
 
 def fragment_units(
@@ -238,6 +261,9 @@ def run_fragment(
     ray_init_kwargs: dict | None = None,
 ) -> FragmentSummary:
     """Fragment every structure under `inputs` into `out`/{fragments,chains,errors}/ Parquet datasets."""
+    from rayfold.runfolder import check_output_folder
+
+    check_output_folder(out, storage_options)
     started = time.perf_counter()
     refs = list_inputs(inputs, storage_options=storage_options)
     units = plan_units(refs, run.unit_size)
@@ -256,10 +282,8 @@ def run_fragment(
 
 # --- Clustering ---------------------------------------------------------------------------------
 # The driver holds one FragmentSet (flat arrays) in the object store; prefilter and TM-align work
-# runs in batched tasks that return plain arrays; merge edges are reduced to union-find forests
-# inside the tasks and the forests merge in a tree of small tasks before the driver finalises.
-
-FOREST_FAN_IN = 8
+# runs in batched tasks that return plain arrays; the driver decides merges (rayfold.linkage) and
+# sends the alignments its guard needs back out as batches.
 
 
 @dataclass(frozen=True)
@@ -293,22 +317,10 @@ def _search_chunk(fragments, queries, targets, prefilter_config):
     return pairs[pairs[:, 0] != pairs[:, 1]]
 
 
-def _align_chunk(fragments, pairs, merge_threshold: float | None):
-    from rayfold.cluster import accepted_merges, merge_forest
+def _align_chunk(fragments, pairs):
     from rayfold.tmalign import align_pairs
 
-    columns = align_pairs(fragments, pairs)
-    forest = None
-    if merge_threshold is not None:
-        accepted = accepted_merges(columns["tm_a"], columns["tm_b"], merge_threshold)
-        forest = merge_forest(columns["i"], columns["j"], accepted)
-    return columns, forest
-
-
-def _merge_forests_task(*forests):
-    from rayfold.unionfind import merge_forests
-
-    return merge_forests(*forests)
+    return align_pairs(fragments, pairs)
 
 
 def _write_ca_structures(fragments, folder) -> None:
@@ -377,19 +389,6 @@ def _run_tasks(submissions, *, desc: str, progress: bool, max_in_flight: int) ->
     return results
 
 
-def _reduce_forests(forests: list):
-    """Tree reduction of forests (ObjectRefs or values) in small Ray tasks; returns the final forest."""
-    import ray
-
-    from rayfold.unionfind import merge_forests
-
-    merge = _ray_remote(_merge_forests_task, num_cpus=0.25)
-    level = [f for f in forests if f is not None]
-    while len(level) > FOREST_FAN_IN:
-        level = [merge.remote(*level[k : k + FOREST_FAN_IN]) for k in range(0, len(level), FOREST_FAN_IN)]
-    return merge_forests(*[ray.get(f) if isinstance(f, ray.ObjectRef) else f for f in level])
-
-
 class _Aligner:
     """Submits TM-align batches for one FragmentSet already in the object store."""
 
@@ -402,32 +401,28 @@ class _Aligner:
         # queued tasks are cheap and are what an autoscaler sees as demand: never fewer than 32
         self.max_in_flight = max(32, 4 * int(ray.cluster_resources().get("CPU", 1)))
         self.calls = 0
-        self.remote = _ray_remote(_align_chunk, num_returns=2, runtime_env={"env_vars": WORKER_ENV})
+        self.remote = _ray_remote(_align_chunk, runtime_env={"env_vars": WORKER_ENV})
 
-    def align(self, pairs, *, desc: str, merge_threshold: float | None = None):
-        """Columns of all alignments (concatenated in pair order) and, with a threshold, the merge forest."""
+    def align(self, pairs, *, desc: str):
+        """Columns of all alignments, concatenated in pair order."""
         import numpy as np
 
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         self.calls += len(pairs)
-        refs = []
-        submissions = [
-            (lambda batch=batch: self._submit(batch, merge_threshold, refs))
-            for batch in _in_batches(pairs, self.config.pairs_per_task)
-        ]
+        submissions = [(lambda batch=batch: self.remote.remote(self.fragments_ref, batch))
+                       for batch in _in_batches(pairs, self.config.pairs_per_task)]
         columns = _run_tasks(submissions, desc=desc, progress=self.progress, max_in_flight=self.max_in_flight)
-        forest = _reduce_forests(refs) if merge_threshold is not None else None
         keys = ("i", "j", "tm_a", "tm_b", "rmsd", "aligned_length", "seq_identity", "cov_a", "cov_b")
         empty = {"i": np.int64, "j": np.int64, "aligned_length": np.int64}
-        merged = {k: np.concatenate([c[k] for c in columns]) if columns else np.zeros(0, empty.get(k, np.float64))
-                  for k in keys}
-        return merged, forest
+        return {k: np.concatenate([c[k] for c in columns]) if columns else np.zeros(0, empty.get(k, np.float64))
+                for k in keys}
 
-    def _submit(self, batch, merge_threshold, forest_refs):
-        columns_ref, forest_ref = self.remote.remote(self.fragments_ref, batch, merge_threshold)
-        if merge_threshold is not None:
-            forest_refs.append(forest_ref)
-        return columns_ref
+    def min_tm(self, pairs, *, desc: str):
+        """min(TM_a, TM_b) per pair, in pair order."""
+        import numpy as np
+
+        columns = self.align(pairs, desc=desc)
+        return np.minimum(columns["tm_a"], columns["tm_b"])
 
 
 def resolve_engine(requested: str, foldseek: str | None) -> tuple[str, str | None]:
@@ -536,7 +531,7 @@ class _Engine:
         pairs = self.candidates(members, members, desc="prefilter")
         # pairs that could be a first-pass edge (length ratio >= coverage) or merge evidence (>= merge threshold)
         pairs = algo.reachable(pairs, self.fragments.lengths, min(config.coverage, config.merge_threshold))
-        columns, _ = self.aligner.align(pairs, desc="first pass")
+        columns = self.aligner.align(pairs, desc="first pass")
         reps, covered = algo.first_pass_edges(columns["i"], columns["j"], columns["tm_a"], columns["tm_b"],
                                               columns["cov_a"], columns["cov_b"], config)
         local = np.full(len(self.fragments), -1, np.int64)
@@ -573,7 +568,9 @@ def cluster_fragments(
     from rayfold.foldseek import foldseek_version
     from rayfold.prefilter import PrefilterConfig
     from rayfold.tables import cluster_tables
-    from rayfold.unionfind import forest_from_edges, merge_forests
+    from rayfold.cohesion import cohesion_pairs, summarise
+    from rayfold.linkage import MERGED, link_clusters
+    from rayfold.unionfind import forest_from_edges
 
     config = config or ClusterConfig()
     prefilter_config = prefilter_config or PrefilterConfig()
@@ -596,7 +593,7 @@ def cluster_fragments(
         pairs = algo.reachable(_candidate_pairs(fragments_ref, new, old_reps, prefilter_config, progress=progress,
                                                 desc="assign prefilter"),
                                fragments.lengths, min(config.coverage, config.merge_threshold))
-        columns, _ = aligner.align(pairs, desc="assign to existing")
+        columns = aligner.align(pairs, desc="assign to existing")
         is_new_i = ~previous.clustered[columns["i"].astype(np.int64)]
         m = np.where(is_new_i, columns["i"], columns["j"]).astype(np.int64)
         r = np.where(is_new_i, columns["j"], columns["i"]).astype(np.int64)
@@ -620,31 +617,51 @@ def cluster_fragments(
     # 3. representative audit: new representatives against all representatives
     rep_pairs = algo.reachable(engine.candidates(new_reps, first_reps, desc="audit prefilter"),
                                fragments.lengths, config.merge_threshold)
-    audit, audit_forest = aligner.align(rep_pairs, desc="representative audit", merge_threshold=config.merge_threshold)
+    audit = aligner.align(rep_pairs, desc="representative audit")
     evidence = algo.merge_evidence(audit, rep_of, config.merge_threshold, source="representatives")
     for columns in member_evidence:
         evidence = algo.concat_evidence(
             evidence, algo.merge_evidence(columns, rep_of, config.merge_threshold, source="members"))
-    kept_merges = previous.merge_pairs
-    forest = merge_forests(audit_forest, forest_from_edges(evidence["rep_a"], evidence["rep_b"]),
-                           forest_from_edges(kept_merges[:, 0], kept_merges[:, 1]))
-    cluster_rep = algo.final_clusters(rep_of, forest, rank, previous.cluster_rep if len(old_reps) else None)
 
-    # 4. singleton audit: candidates of newly sampled fragments against the sample (the same search
+    # 4. the linkage decides which evidence joins clusters; earlier releases' merges are evidence too
+    known = _known_scores([audit, *member_evidence])
+    before, tick = aligner.calls, time.perf_counter()
+    kept = previous.merge_pairs
+    new_rows = len(evidence["rep_a"])
+    linked = link_clusters(
+        rep_of,
+        np.concatenate([evidence["rep_a"], kept[:, 0]]), np.concatenate([evidence["rep_b"], kept[:, 1]]),
+        np.concatenate([np.minimum(evidence["tm_a"], evidence["tm_b"]), previous.merge_tm]),
+        np.concatenate([evidence["source"], np.array(["representatives"] * len(kept), dtype=object)]),
+        rank, linkage=config.linkage, guard=config.guard_threshold,
+        score=lambda pairs: aligner.min_tm(pairs, desc="linkage guard"), known=known,
+        previous_rep=previous.cluster_rep if len(old_reps) else None)
+    cluster_rep = linked.cluster_rep
+    evidence["decision"] = linked.decision[:new_rows]
+    evidence["guard_tm"] = linked.guard_tm[:new_rows]
+    guard_alignments, linkage_seconds = aligner.calls - before, time.perf_counter() - tick
+
+    # 5. cohesion: a seeded sample of each cluster's members against its representative
+    before = aligner.calls
+    pairs = cohesion_pairs(cluster_rep, fragments.ids, config.cohesion_sample, config.seed)
+    cohesion = summarise(pairs, _scores(pairs, known, aligner, desc="cohesion"), n)
+    cohesion_alignments = aligner.calls - before
+
+    # 6. singleton audit: candidates of newly sampled fragments against the sample (the same search
     # as the audit's; all pairs of 1,000 singletons would be ~500,000 alignments), confirmed by TM-align
     sampled = algo.sample_singletons(cluster_rep, config.singleton_sample, config.seed, fragments.ids)
     fresh = sampled[~previous.sampled[sampled]]
     singleton_pairs = algo.reachable(engine.candidates(fresh, sampled, desc="singleton prefilter"),
                                      fragments.lengths, config.singleton_threshold)
-    linked, _ = aligner.align(singleton_pairs, desc="singleton audit")
-    ok = algo.accepted_merges(linked["tm_a"], linked["tm_b"], config.singleton_threshold)
+    singleton_columns = aligner.align(singleton_pairs, desc="singleton audit")
+    ok = algo.accepted_merges(singleton_columns["tm_a"], singleton_columns["tm_b"], config.singleton_threshold)
     in_sample = np.zeros(n, bool)
     in_sample[sampled] = True
     old_links = previous.links[in_sample[previous.links[:, 0]] & in_sample[previous.links[:, 1]]]
-    links = np.concatenate([old_links, np.column_stack([linked["i"][ok], linked["j"][ok]]).astype(np.int64)])
+    links = np.concatenate([old_links, np.column_stack([singleton_columns["i"][ok], singleton_columns["j"][ok]]).astype(np.int64)])
     audit_result = algo.singleton_components(sampled, forest_from_edges(links[:, 0], links[:, 1]))
 
-    tables = cluster_tables(fragments, rep_of, cluster_rep, evidence, audit_result)
+    tables = cluster_tables(fragments, rep_of, cluster_rep, evidence, audit_result, cohesion)
     ids = np.array(fragments.ids, dtype=object)
     links = _unique_pairs(links)
     tables["singleton_links"] = pa.Table.from_arrays(
@@ -657,8 +674,11 @@ def cluster_fragments(
         fragments=n,
         first_pass_clusters=int(len(first_reps)),
         clusters=int(len(np.unique(cluster_rep))),
-        merges=int(len(evidence["rep_a"])),
+        merges=int((evidence["decision"] == MERGED).sum()),
         alignments=aligner.calls,
+        guard_alignments=guard_alignments,
+        cohesion_alignments=cohesion_alignments,
+        linkage_seconds=linkage_seconds,
         singleton_audit=audit_result.summary(),
         seconds=time.perf_counter() - started,
         config=json.dumps(asdict(config), sort_keys=True),
@@ -670,6 +690,32 @@ def cluster_fragments(
     return tables
 
 
+
+
+def _known_scores(column_sets) -> dict:
+    """pair_key -> min-TM of every alignment already done (the guard and cohesion reuse them)."""
+    import numpy as np
+
+    from rayfold.linkage import pair_key
+
+    known = {}
+    for columns in column_sets:
+        for i, j, tm in zip(columns["i"].tolist(), columns["j"].tolist(),
+                            np.minimum(columns["tm_a"], columns["tm_b"]).tolist()):
+            known[pair_key(int(i), int(j))] = tm
+    return known
+
+
+def _scores(pairs, known: dict, aligner, *, desc: str):
+    """min-TM per pair: from `known` where it was aligned already, else aligned now."""
+    import numpy as np
+
+    from rayfold.linkage import pair_key
+
+    keys = [pair_key(int(a), int(b)) for a, b in pairs.tolist()]
+    todo = sorted({k for k in keys if k not in known})
+    fresh = dict(zip(todo, aligner.min_tm(np.array(todo, dtype=np.int64).reshape(-1, 2), desc=desc).tolist()))
+    return np.array([known[k] if k in known else fresh[k] for k in keys], dtype=np.float64)
 
 
 def load_fragments(uri: str, *, storage_options: dict | None = None):
@@ -701,7 +747,9 @@ def run_cluster(
     import pyarrow as pa
 
     from rayfold import schema
+    from rayfold.runfolder import check_output_folder
 
+    check_output_folder(out, storage_options)
     fragments = load_fragments(fragments_uri, storage_options=storage_options)
     with ray_session(address, **(ray_init_kwargs or {})):
         tables = cluster_fragments(fragments, config=config, prefilter_config=prefilter_config,

@@ -22,6 +22,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 __all__ = [
     "ChainMap",
     "plot_cluster_sizes",
+    "plot_cohesion",
     "plot_distributions",
     "plot_fragment_maps",
     "plot_gamma",
@@ -57,6 +58,43 @@ def _log_subsample(n: int, keep: int = 2000) -> np.ndarray:
 
 def _empty(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#555555")
+
+
+def plot_cohesion(clusters: pa.Table, top: int = 50, guard: float | None = None) -> bytes:
+    """Cohesion of the largest clusters: min and median min-TM of sampled members to the representative.
+
+    A chained cluster (members that share no fold with its representative) shows as a low minimum;
+    the member length range beside it shows length drift along a chain of repeats.
+    """
+    fig = Figure(figsize=(11, 5.2), layout="constrained")
+    ax_tm, ax_len = fig.subplots(1, 2)
+    rows = [r for r in clusters.sort_by([("size", "descending"), ("cluster_id", "ascending")]).to_pylist()
+            if r["size"] > 1][:top]
+    if not rows:
+        _empty(ax_tm, "no multi-member clusters")
+        _empty(ax_len, "no multi-member clusters")
+        return _png(fig)
+    rank = np.arange(1, len(rows) + 1)
+    low = np.array([np.nan if r["cohesion_min_tm"] is None else r["cohesion_min_tm"] for r in rows])
+    mid = np.array([np.nan if r["cohesion_median_tm"] is None else r["cohesion_median_tm"] for r in rows])
+    ax_tm.vlines(rank, low, mid, color="#9ecae1", linewidth=2)
+    ax_tm.plot(rank, mid, "o", color="#1f77b4", label="median of sampled members")
+    ax_tm.plot(rank, low, "v", color="#d62728", label="lowest sampled member")
+    if guard is not None:
+        ax_tm.axhline(guard, color="#555555", linestyle="--", linewidth=1, label=f"guard {guard:g}")
+    ax_tm.axhline(0.3, color="#b2182b", linestyle=":", linewidth=1, label="0.3 (unrelated below)")
+    ax_tm.set_ylim(0, 1.02)
+    ax_tm.set_xlabel("cluster rank by size")
+    ax_tm.set_ylabel("min(TM_a, TM_b) to the representative")
+    ax_tm.set_title(f"Cohesion of the {len(rows)} largest clusters")
+    ax_tm.legend(loc="lower left", fontsize=8)
+    lo = np.array([r["min_length"] for r in rows])
+    hi = np.array([r["max_length"] for r in rows])
+    ax_len.vlines(rank, lo, hi, color="#555555", linewidth=2)
+    ax_len.set_xlabel("cluster rank by size")
+    ax_len.set_ylabel("member length, residues (min to max)")
+    ax_len.set_title("Member length range")
+    return _png(fig)
 
 
 def plot_cluster_sizes(sizes_by_scope: Mapping[str, np.ndarray]) -> bytes:

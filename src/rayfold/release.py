@@ -34,7 +34,10 @@ from rayfold.errors import InputError
 from rayfold.fragset import FragmentSet
 from rayfold.inputfilter import EntryFilter
 from rayfold.io import InputRef, exists, join_uri, list_inputs, read_bytes, read_parquet_dataset, write_bytes, write_parquet
+from rayfold.linkage import MERGED
 from rayfold.prefilter import PrefilterConfig
+from rayfold.runfolder import check_output_folder
+from rayfold.runlock import RunLock
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +90,32 @@ def run_release(
     analytics: bool = True,
     ray_init_kwargs: dict | None = None,
 ) -> ReleaseSummary:
-    """Bring `out` up to date with `inputs`: a new release when anything is new, else nothing."""
+    """Bring `out` up to date with `inputs`: a new release when anything is new, else nothing.
+
+    One run per output at a time (`rayfold.runlock`); a second one refuses with `run_in_progress`.
+    """
+    check_output_folder(out, storage_options)
+    with RunLock(out, storage_options, stale_after=run.stale_lock_after) as lock:
+        return _run_release(inputs, out, lock, config=config, run=run, entry_filter=entry_filter,
+                            foldseek=foldseek, storage_options=storage_options, address=address,
+                            progress=progress, analytics=analytics, ray_init_kwargs=ray_init_kwargs)
+
+
+def _run_release(
+    inputs: Sequence[str],
+    out: str,
+    lock: RunLock,
+    *,
+    config: ReleaseConfig,
+    run: RunConfig,
+    entry_filter: EntryFilter | None,
+    foldseek: str | None,
+    storage_options: dict | None,
+    address: str | None,
+    progress: bool,
+    analytics: bool,
+    ray_init_kwargs: dict | None,
+) -> ReleaseSummary:
     from rayfold.pipeline import cluster_fragments, fragment_units, ray_session
 
     started, started_at = time.perf_counter(), datetime.now(timezone.utc)
@@ -106,7 +134,8 @@ def run_release(
     manifest = read_parquet_dataset(join_uri(out, "manifest"), opts)
     diff = mf.diff_inputs(listed, manifest, release)
     timings["list"] = time.perf_counter() - tick
-    if not diff.todo and not diff.done_in_release:
+    unclustered = _units(manifest) - _committed_units(out, last, manifest, opts)
+    if not diff.todo and not diff.done_in_release and not unclustered:
         log.info("%s is up to date at release %d", out, last)
         return _up_to_date(out, last, releases, time.perf_counter() - started)
 
@@ -121,10 +150,12 @@ def run_release(
             keep_entries=entry_filter.ids if entry_filter is not None else None,
         )
         timings["fragment"] = time.perf_counter() - tick
+        lock.check()  # frozen past the stale limit while fragmenting: stop before clustering
 
         tick = time.perf_counter()
         manifest = read_parquet_dataset(join_uri(out, "manifest"), opts)
         _drop_superseded_rows(out, manifest, opts)
+        loaded_units = _units(manifest)  # read before the fragments: a unit's manifest part is written last
         fragments, duplicates, input_of_fragment = _load_current_fragments(out, opts)
         # one part for the whole collection, replaced each release: a duplicate is listed once
         write_parquet(duplicates, join_uri(out, "errors", "part-duplicates.parquet"), opts)
@@ -144,8 +175,10 @@ def run_release(
         [("representative_a", "ascending"), ("representative_b", "ascending"),
          ("fragment_a", "ascending"), ("fragment_b", "ascending")])
     tables["cluster_runs"] = pa.Table.from_pylist([run_row], schema=schema.CLUSTER_RUNS)
+    _check_still_next(out, release, lock, opts)  # before touching state/: it may be another run's by now
     for name in CLUSTER_TABLES:
         write_parquet(tables[name], join_uri(out, "state", f"{release:06d}", f"{name}.parquet"), opts)
+    write_bytes(json.dumps(sorted(loaded_units)).encode(), join_uri(out, "state", f"{release:06d}", UNITS_FILE), opts)
     this_release = manifest.filter(pc.field("release") == release)
     row = {
         "release": release,
@@ -159,7 +192,7 @@ def run_release(
         "assigned_to_existing": run_row["assigned_to_existing"],
         "clusters": run_row["clusters"],
         "new_clusters": run_row["new_clusters"],
-        "merges": tables["merges"].num_rows,
+        "merges": int(pc.sum(pc.equal(tables["merges"].column("decision"), MERGED)).as_py() or 0),
         "alignments": run_row["alignments"],
         "errors": int(pc.sum(this_release.column("errors")).as_py() or 0),
         "engine": run_row["engine"],
@@ -172,6 +205,7 @@ def run_release(
     row["seconds"] = time.perf_counter() - started
     row["stage_seconds"] = json.dumps({k: round(v, 3) for k, v in timings.items()})
     # the commit: after this row exists the release is done, and a re-run only re-publishes it
+    _check_still_next(out, release, lock, opts)
     write_parquet(pa.Table.from_pylist([row], schema=schema.RELEASES),
                   join_uri(out, "releases", f"part-{release:06d}.parquet"), opts)
     _publish(out, release, opts)
@@ -179,6 +213,35 @@ def run_release(
         _write_analytics(out, opts)
     summary_fields = {k: row[k] for k in ReleaseSummary.__dataclass_fields__ if k in row and k != "stage_seconds"}
     return ReleaseSummary(out=out, up_to_date=False, stage_seconds=timings, **summary_fields)
+
+
+UNITS_FILE = "units.json"  # the work units whose fragments a release clustered
+
+
+def _units(manifest: pa.Table | None) -> set[str]:
+    return set(manifest.column("unit_id").to_pylist()) if manifest is not None and manifest.num_rows else set()
+
+
+def _committed_units(out: str, last: int, manifest: pa.Table | None, opts: dict | None) -> set[str]:
+    """Units the last committed release clustered. A unit finished by a run that lost its lock after
+    another run committed is in the manifest but not here, so the next run still clusters it."""
+    if not last:
+        return set()
+    uri = join_uri(out, "state", f"{last:06d}", UNITS_FILE)
+    if exists(uri, opts):
+        return set(json.loads(read_bytes(uri, opts)))
+    # a run folder from before this file existed: every unit of a committed release
+    return _units(manifest.filter(pc.field("release") <= last) if manifest is not None else None)
+
+
+def _check_still_next(out: str, release: int, lock: RunLock, opts: dict | None) -> None:
+    """Refuse to commit when another run committed meanwhile (this run was frozen past its lock)."""
+    lock.check()
+    releases = read_parquet_dataset(join_uri(out, "releases"), opts)
+    newest = int(pc.max(releases.column("release")).as_py()) if releases is not None and releases.num_rows else 0
+    if newest >= release:
+        raise InputError("concurrent_release", f"release {newest} of {out} was committed by another run while "
+                         f"this one worked on release {release}; nothing of this run is committed (run again)")
 
 
 def _list_sourced(inputs: Sequence[str], opts: dict | None) -> list[mf.SourcedRef]:
@@ -286,9 +349,11 @@ def _previous_clusters(out: str, last: int, fragments: FragmentSet, stale: set[s
             for row in zip(*(merges.column(c).to_pylist() for c in
                              ("representative_a", "representative_b", "fragment_a", "fragment_b")))]
     kept_merges = merges.filter(pa.array(keep, pa.bool_()))
-    merge_pairs = np.array([[valid[a], valid[b]] for a, b in zip(kept_merges.column("representative_a").to_pylist(),
-                                                                   kept_merges.column("representative_b").to_pylist())],
+    joined = kept_merges.filter(pc.equal(kept_merges.column("decision"), MERGED))
+    merge_pairs = np.array([[valid[a], valid[b]] for a, b in zip(joined.column("representative_a").to_pylist(),
+                                                                   joined.column("representative_b").to_pylist())],
                            dtype=np.int64).reshape(-1, 2)
+    merge_tm = joined.column("tm_min").to_numpy().astype(np.float64)
     sampled = np.zeros(n, bool)
     for fid in state["singleton_audit"].column("fragment_id").to_pylist():
         if still(fid):
@@ -297,7 +362,7 @@ def _previous_clusters(out: str, last: int, fragments: FragmentSet, stale: set[s
     links = np.array([[valid[a], valid[b]] for a, b in zip(links_table.column("fragment_a").to_pylist(),
                                                            links_table.column("fragment_b").to_pylist())
                       if still(a) and still(b)], dtype=np.int64).reshape(-1, 2)
-    return PreviousClusters(rep_of, cluster_rep, merge_pairs, sampled, links), kept_merges
+    return PreviousClusters(rep_of, cluster_rep, merge_pairs, merge_tm, sampled, links), kept_merges
 
 
 def _publish(out: str, release: int, opts: dict | None) -> None:

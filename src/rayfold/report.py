@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -296,6 +297,15 @@ def chain_maps(
 # building
 
 
+def _read_guard(out: str, storage_options: dict | None) -> float | None:
+    """The guard of the run's guarded linkage, from cluster_runs' configuration (None for other linkages)."""
+    runs = read_run_table(out, "cluster_runs", columns=["config"], storage_options=storage_options)
+    if runs is None or runs.num_rows == 0:
+        return None
+    config = json.loads(runs.column("config")[runs.num_rows - 1].as_py())
+    return config.get("guard_threshold") if config.get("linkage") == "guarded" else None
+
+
 def _sorted_clusters(clusters: pa.Table) -> pa.Table:
     return clusters.sort_by([("size", "descending"), ("cluster_id", "ascending")])
 
@@ -364,6 +374,15 @@ def _build(
                "1,000 largest clusters against gamma, with and without singleton clusters.",
                plots.plot_gamma(sampling, gamma)),
     ]
+    if clusters is not None and "cohesion_min_tm" in clusters.column_names:
+        figures.append(ReportFigure(
+            "cluster_cohesion",
+            "How tight the largest clusters are: for each, a seeded sample of members TM-aligned to the "
+            "representative (lowest and median min-TM), and the member length range. A low minimum or a "
+            "wide length range is a chained cluster; the guarded linkage keeps every first-pass "
+            "representative within its guard of the cluster's representative.",
+            plots.plot_cohesion(clusters, guard=_read_guard(out, so)),
+        ))
     if fragments is not None and fragments.num_rows:
         figures.append(ReportFigure(
             "fragment_distributions",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: clusters gain length range and cohesion; merges gain decision, guard_tm
 
 XYZ = pa.list_(pa.float32(), 3)
 
@@ -71,6 +71,12 @@ CLUSTERS = pa.schema(
         pa.field("representative_id", pa.string(), nullable=False),
         pa.field("size", pa.int64(), nullable=False),
         pa.field("n_first_pass_clusters", pa.int64(), nullable=False),
+        pa.field("min_length", pa.int64(), nullable=False),  # residues, over all members
+        pa.field("max_length", pa.int64(), nullable=False),
+        # cohesion: min(TM_a, TM_b) of a seeded sample of members against the representative
+        pa.field("cohesion_sampled", pa.int64(), nullable=False),  # 0 for singletons
+        pa.field("cohesion_min_tm", pa.float64()),
+        pa.field("cohesion_median_tm", pa.float64()),
     ],
     metadata={"rayfold_table": "clusters", "rayfold_schema_version": SCHEMA_VERSION},
 )
@@ -97,6 +103,10 @@ MERGES = pa.schema(
         pa.field("rmsd", pa.float64(), nullable=False),
         pa.field("aligned_length", pa.int64(), nullable=False),
         pa.field("seq_identity", pa.float64(), nullable=False),
+        pa.field("decision", pa.string(), nullable=False),  # merged | redundant | refused | ignored (rayfold.linkage)
+        # guarded linkage: lowest min-TM of the yielding cluster's first-pass representatives to the
+        # merged representative (null where the guard was not checked)
+        pa.field("guard_tm", pa.float64()),
     ],
     metadata={"rayfold_table": "merges", "rayfold_schema_version": SCHEMA_VERSION},
 )
@@ -117,8 +127,11 @@ CLUSTER_RUNS = pa.schema(
         pa.field("fragments", pa.int64(), nullable=False),
         pa.field("first_pass_clusters", pa.int64(), nullable=False),
         pa.field("clusters", pa.int64(), nullable=False),
-        pa.field("merges", pa.int64(), nullable=False),
+        pa.field("merges", pa.int64(), nullable=False),  # evidence rows that joined two clusters
         pa.field("alignments", pa.int64(), nullable=False),  # TM-align calls, all stages
+        pa.field("guard_alignments", pa.int64(), nullable=False),  # of those, for the guarded linkage
+        pa.field("cohesion_alignments", pa.int64(), nullable=False),  # of those, for the cohesion columns
+        pa.field("linkage_seconds", pa.float64(), nullable=False),  # deciding merges, guard alignments included
         pa.field("singleton_audit", pa.string(), nullable=False),
         pa.field("seconds", pa.float64(), nullable=False),
         pa.field("config", pa.string(), nullable=False),  # JSON of the ClusterConfig used
@@ -156,7 +169,7 @@ RELEASES = pa.schema(
         pa.field("assigned_to_existing", pa.int64(), nullable=False),  # new fragments joined to existing clusters
         pa.field("clusters", pa.int64(), nullable=False),
         pa.field("new_clusters", pa.int64(), nullable=False),
-        pa.field("merges", pa.int64(), nullable=False),  # merge evidence rows, all releases
+        pa.field("merges", pa.int64(), nullable=False),  # evidence rows that joined clusters, all releases
         pa.field("alignments", pa.int64(), nullable=False),  # TM-align calls in this release
         pa.field("errors", pa.int64(), nullable=False),  # error rows of this release's inputs
         pa.field("engine", pa.string(), nullable=False),

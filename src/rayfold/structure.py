@@ -21,7 +21,17 @@ Reading rules
   label_asym_id + label_seq_id) when it covers every residue of the chain, else the CA atom's
   B-factor (AFDB PDB: residue value on every atom; OpenFold3: per-atom pLDDT, so CA's value).
   The two agree to 0.005 on every AFDB mmCIF in the shared data. A ModelCIF metric of type
-  ``pLDDT in [0,1]`` is scaled to 0-100; B-factors are taken as they are (no scale guessing).
+  ``pLDDT in [0,1]`` is scaled to 0-100. B-factors are pLDDT on 0-100 unless every B-factor pLDDT
+  of the file is <= 1 (and not all 0): ESMFold and some other predictors write 0-1 there, so such
+  a file is scaled x100 and its chains say ``plddt_source = "b_factor_0_1"``. On 0-100 it would
+  be a model with no residue above pLDDT 1, and every residue would silently be unusable.
+* Chain ids: each gemmi chain is one chain, and a PDB ``TER`` record ends a chain (as the format
+  says), so two proteins that both say chain ``A`` around a ``TER`` stay two chains instead of
+  being merged (which fused residues of equal number and name). A protein chain whose id an
+  earlier protein chain of the file already has (that, or an mmCIF ``auth_asym_id`` shared by two
+  ``label_asym_id``) is renamed ``A2`` (then ``A3`` ...; a suffix already used as a chain id in
+  the file is skipped), so chain ids are unique in the tables and exports. Waters and ligands
+  after a ``TER`` are no protein chain and take no id.
 * Residue numbers are the author numbers in the file: AFDB fragment files (F2, F3, ...) number
   from 1 within the fragment, not in UniProt coordinates.
 
@@ -71,7 +81,7 @@ import math
 import os
 import re
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import gemmi
 import numpy as np
@@ -108,7 +118,7 @@ class Chain:
     insertion_codes: np.ndarray  # '<U1' (N,), '' where none
     ca_coords: np.ndarray  # float32 (N, 3), Angstrom
     plddt: np.ndarray  # float32 (N,), 0-100
-    plddt_source: str  # "ma_qa_metric_local" or "b_factor"
+    plddt_source: str  # "ma_qa_metric_local", "b_factor", or "b_factor_0_1" (0-1 B-factors scaled x100)
 
     @property
     def n_residues(self) -> int:
@@ -475,7 +485,7 @@ def _read(text: bytes, fmt: str) -> tuple[gemmi.Structure, gemmi.cif.Block | Non
             block = doc.sole_block() if len(doc) == 1 else doc[0]
             st = gemmi.make_structure_from_block(block)
             return st, block
-        st = gemmi.read_pdb_string(text)
+        st = gemmi.read_pdb_string(text, split_chain_on_ter=True)  # TER ends a chain, even if its id comes back
         return st, None
     except InputError:
         raise
@@ -546,6 +556,35 @@ def _check_distinct_ca(chain_name: str, coords: np.ndarray, nums: tuple, icodes:
     )
 
 
+def _unique_chain_id(name: str, used: set[str], taken: set[str]) -> str:
+    """`name`, or `name` + 2, 3 ... when an earlier protein chain already has it (added to `used`).
+
+    Two chains under one id are two molecules (see the module docstring); one id for both would
+    make the tables ambiguous and send exports and 3Di to the wrong chain. `taken` holds every id
+    of the file, so a renamed chain never takes another chain's real id.
+    """
+    new, k = name, 2
+    while new in used or (new != name and new in taken):
+        new, k = f"{name}{k}", k + 1
+    used.add(new)
+    return new
+
+
+def _plddt_to_percent(chains: list[Chain]) -> list[Chain]:
+    """The chains with B-factor pLDDT written on 0-1 (ESMFold and others) scaled to 0-100.
+
+    The scale belongs to the program that wrote the file, so it is decided over all chains: every
+    B-factor pLDDT <= 1, and not all 0 (that is ``no_plddt``, or no pLDDT with --whole-chains).
+    """
+    from_b = [c.plddt for c in chains if c.plddt_source == "b_factor"]
+    if not from_b or max(float(p.max()) for p in from_b) > 1.0 or not any(p.any() for p in from_b):
+        return chains
+    return [
+        replace(c, plddt=c.plddt * np.float32(100), plddt_source="b_factor_0_1") if c.plddt_source == "b_factor" else c
+        for c in chains
+    ]
+
+
 def parse_structure(
     data: bytes,
     name: str,
@@ -605,6 +644,8 @@ def parse_structure(
 
     chains: list[Chain] = []
     residue_map: list[tuple[int, np.ndarray]] = []
+    all_names = {ch.name for ch in model}
+    chain_ids: set[str] = set()
     saw_amino_acid = False
     kinds = _RESIDUE_KINDS
     with_labels = local is not None
@@ -633,6 +674,7 @@ def parse_structure(
                 rows.append((ri, kind[1], *ca.pos.tolist(), ca.b_iso, num, icode))
         if not rows:
             continue
+        ch.name = _unique_chain_id(ch.name, chain_ids, all_names)
         cols = list(zip(*rows))
         pos = cols[0]
         letters = cols[1]
@@ -692,7 +734,7 @@ def parse_structure(
         entry_id=entry_id,
         accession=accession,
         source_uri=source_uri if source_uri is not None else name,
-        chains=chains,
+        chains=_plddt_to_percent(chains),
         structure=st,
         file_format=fmt,
         residue_map=tuple(residue_map),

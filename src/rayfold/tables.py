@@ -7,6 +7,7 @@ import pyarrow as pa
 
 from rayfold import schema
 from rayfold.cluster import SingletonAudit
+from rayfold.cohesion import Cohesion
 from rayfold.fragset import FragmentSet
 
 
@@ -16,6 +17,7 @@ def cluster_tables(
     cluster_rep: np.ndarray,
     evidence: dict[str, np.ndarray],
     singletons: SingletonAudit,
+    cohesion: Cohesion,
 ) -> dict[str, pa.Table]:
     """clusters, members, merges and singleton_audit tables, sorted by their keys."""
     ids = np.array(fragments.ids, dtype=object)
@@ -25,9 +27,17 @@ def cluster_tables(
     first_pass_per_cluster = np.bincount(cluster_rep[np.unique(rep_of)], minlength=n)
     order = np.argsort(ids[reps].astype(str), kind="stable")
     reps = reps[order]
+    lengths = fragments.lengths
+    min_length = np.full(n, np.iinfo(np.int64).max, np.int64)
+    max_length = np.zeros(n, np.int64)
+    np.minimum.at(min_length, cluster_rep, lengths)
+    np.maximum.at(max_length, cluster_rep, lengths)
     clusters = pa.Table.from_arrays(
         [pa.array(ids[reps].tolist()), pa.array(ids[reps].tolist()), pa.array(sizes[reps]),
-         pa.array(first_pass_per_cluster[reps])],
+         pa.array(first_pass_per_cluster[reps]), pa.array(min_length[reps]), pa.array(max_length[reps]),
+         pa.array(cohesion.sampled[reps]),
+         pa.array(cohesion.min_tm[reps], type=pa.float64(), from_pandas=True),
+         pa.array(cohesion.median_tm[reps], type=pa.float64(), from_pandas=True)],
         schema=schema.CLUSTERS,
     )
     members = pa.Table.from_arrays(
@@ -49,6 +59,8 @@ def cluster_tables(
             pa.array(e["rmsd"], type=pa.float64()),
             pa.array(np.asarray(e["aligned_length"]).astype(np.int64), type=pa.int64()),
             pa.array(e["seq_identity"], type=pa.float64()),
+            pa.array(e["decision"].tolist(), type=pa.string()),
+            pa.array(np.asarray(e["guard_tm"], dtype=np.float64), type=pa.float64(), from_pandas=True),
         ],
         schema=schema.MERGES,
     ).sort_by([("representative_a", "ascending"), ("representative_b", "ascending"),

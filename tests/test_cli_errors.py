@@ -1,0 +1,90 @@
+"""Commands given the wrong folder or file: one line naming the cause, rc 2, nothing written."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import EXAMPLES_AFDB
+from rayfold import io, schema
+from rayfold.cli import main
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("command", ["stats", "report"])
+def test_a_typo_is_not_a_run_folder(tmp_path, capsys, command):
+    typo = tmp_path / "typo"
+    assert main([command, str(typo)]) == 2
+    assert "not_a_run_folder" in _error_line(capsys)
+    assert not typo.exists()
+
+
+def test_report_refuses_an_input_folder_and_writes_nothing_into_it(tmp_path, capsys):
+    inputs = tmp_path / "inputs"
+    shutil.copytree(EXAMPLES_AFDB, inputs)
+    before = sorted(p.relative_to(inputs) for p in inputs.rglob("*"))
+    assert main(["report", str(inputs)]) == 2
+    assert "not_a_run_folder" in _error_line(capsys)
+    assert sorted(p.relative_to(inputs) for p in inputs.rglob("*")) == before
+
+
+def test_sample_from_a_run_without_clusters_is_one_line(tmp_path, capsys):
+    out = str(tmp_path / "empty_run")
+    for name, table in (("members", schema.MEMBERS), ("clusters", schema.CLUSTERS)):
+        io.write_parquet(table.empty_table(), io.join_uri(out, name, "part-0.parquet"))
+    assert main(["sample", out, "--n", "10"]) == 2
+    assert "cannot_sample" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("command", [["run", str(EXAMPLES_AFDB), "--engine", "builtin"],
+                                     ["fragment", str(EXAMPLES_AFDB)],
+                                     ["cluster", str(EXAMPLES_AFDB), "--engine", "builtin"]])
+def test_out_that_is_a_file_is_refused_before_ray_starts(tmp_path, capsys, command):
+    import ray
+
+    target = tmp_path / "results.parquet"
+    target.write_bytes(b"not a folder")
+    ray_before = ray.is_initialized()
+    assert main([*command, "--out", str(target), "--no-progress"]) == 2
+    assert "out_is_a_file" in _error_line(capsys)
+    assert target.read_bytes() == b"not a folder"
+    assert ray.is_initialized() == ray_before  # refused before any Ray was started
+
+
+def test_ray_that_cannot_start_gives_one_line(capsys, monkeypatch):
+    """Ray's own start-up failures (seen: 'node timed out during startup' on a busy machine) end in
+    one line after a second try; here a start-up that always fails stands in for it."""
+    import ray
+
+    from rayfold.errors import InputError
+    from rayfold.pipeline import _start_local_ray
+
+    calls = []
+
+    def failing_init(*args, **kwargs):
+        calls.append(kwargs)
+        raise RuntimeError("The current node timed out during startup. This could happen because ...\nmore")
+
+    monkeypatch.setattr(ray, "init", failing_init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)  # nothing was started; keep a session's Ray alive
+    with pytest.raises(InputError, match="ray_start_failed: could not start a local Ray after 2 tries: "
+                                         "The current node timed out during startup"):
+        _start_local_ray()
+    assert len(calls) == 2
+
+
+def test_existing_run_folder_is_accepted(tmp_path):
+    from rayfold.runfolder import require_run_folder
+
+    out = Path(tmp_path / "run")
+    for name, table in (("members", schema.MEMBERS), ("clusters", schema.CLUSTERS)):
+        io.write_parquet(table.empty_table(), io.join_uri(str(out), name, "part-0.parquet"))
+    require_run_folder(str(out))
