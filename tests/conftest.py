@@ -93,8 +93,11 @@ _AWS_UNSET = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_END
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
-    """Session-wide moto S3 server on 127.0.0.1 (random port) with dummy credentials in os.environ."""
-    pytest.importorskip("moto")
+    """Session-wide moto S3 server on 127.0.0.1 (random port) with dummy credentials in os.environ.
+
+    moto is a test dependency (`.[test]`): missing, it fails every S3 and Ray test loudly instead of
+    skipping them (`ray_local` starts after this server, so Ray workers inherit the AWS variables).
+    """
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise

@@ -239,5 +239,6 @@ def test_foldseek_task_fits_its_node_when_it_is_the_only_worker(monkeypatch, tmp
 
 def test_foldseek_task_fits_its_node_on_a_full_cluster(monkeypatch, tmp_path, config, node_types, workers) -> None:
     requests = _requests(monkeypatch, tmp_path, "foldseek", _full_cluster(config, node_types))
+    assert requests
     for request in requests:
         assert _fits_one_node(request, workers), request

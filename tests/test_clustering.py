@@ -108,6 +108,9 @@ def test_cluster_command_writes_the_tables(ray_local, tmp_path: Path):
 
     names = ["d1asha_", "d1b0ba_", "d1cg5a_", "d1ecaa_", "d1hlba_", "d1mbaa_", "d1or4a_", "d2w72b_", "1tim"]
     inputs = [str(SCOP / f"{name}.pdb.gz") for name in names]
+    # two unrelated domains (an interferon-gamma, a DEAD-box helicase domain): singletons to audit
+    homstrad = SHARED_DATA / "foldseek" / "foldseek_regression_homstrad"
+    inputs += [str(homstrad / "IFN-gamma" / "1d9ca.pdb.gz"), str(homstrad / "DEAD" / "1qdea.pdb.gz")]
     out = tmp_path / "run"
     assert cli_main(["fragment", *inputs, "--out", str(out), "--whole-chains", "--no-progress"]) == 0
     assert cli_main(["cluster", str(out), "--out", str(out), "--engine", "builtin", "--no-progress",
@@ -116,13 +119,15 @@ def test_cluster_command_writes_the_tables(ray_local, tmp_path: Path):
               ("clusters", "members", "merges", "singleton_audit", "cluster_runs")}
     assert tables["members"].schema.names == schema.MEMBERS.names
     assert tables["merges"].schema.names == schema.MERGES.names
-    assert tables["members"].num_rows == 10  # 8 globins + 2 chains of 1tim
+    n = tables["members"].num_rows
+    assert n >= 12  # 8 globins + 2 chains of 1tim + the two domains (one chain each, or more)
     run = tables["cluster_runs"].to_pylist()[0]
-    assert run["engine"] == "builtin" and run["fragments"] == 10
-    assert sum(tables["clusters"].column("size").to_pylist()) == 10
+    assert run["engine"] == "builtin" and run["fragments"] == n
+    assert sum(tables["clusters"].column("size").to_pylist()) == n
     sizes = dict(zip(tables["clusters"].column("cluster_id").to_pylist(), tables["clusters"].column("size").to_pylist()))
     # the singleton audit samples exactly the fragments left alone, and reports components among them
     alone = {m["fragment_id"] for m in tables["members"].to_pylist() if sizes[m["cluster_id"]] == 1}
+    assert any(f.startswith("1d9c") for f in alone) and any(f.startswith("1qde") for f in alone)
     audited = tables["singleton_audit"].to_pylist()
     assert {row["fragment_id"] for row in audited} == alone
     for row in audited:

@@ -98,9 +98,14 @@ def test_unchanged_clusters_keep_their_ids(grown):
     for members, cluster_id in grown["partition1"].items():
         if members in now:
             assert now[members] == cluster_id
-        else:  # it grew or merged: its old id lives on, or it merged into an older cluster
-            grown_into = [cid for m, cid in now.items() if members <= m]
+        else:  # it grew: it keeps its id; or it merged with other old clusters: one of their ids
+            grown_into = [(m, cid) for m, cid in now.items() if members <= m]
             assert len(grown_into) == 1
+            bigger, cluster_id_now = grown_into[0]
+            old_ids = {cid for m, cid in grown["partition1"].items() if m <= bigger}
+            assert cluster_id_now in old_ids
+            if old_ids == {cluster_id}:
+                assert cluster_id_now == cluster_id
 
 
 def test_rerun_with_nothing_new_writes_nothing(grown):

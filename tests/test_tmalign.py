@@ -42,7 +42,8 @@ from tmtools import tm_align as raw_tm_align
 import rayfold.tmalign as tmalign_module
 from rayfold.fragset import FragmentSet
 from rayfold.structure import read_structure_file, strip_structure_extensions
-from rayfold.tmalign import Alignment, align, align_pairs, align_pairs_table, can_reach, clean_sequence
+from rayfold.cluster import reachable
+from rayfold.tmalign import Alignment, align, align_pairs, align_pairs_table, clean_sequence
 
 REFERENCE = "tmalign_reference"
 TM_TOL = 1e-3  # required agreement with the reference TM-scores
@@ -354,10 +355,14 @@ def test_scores_are_deterministic_across_processes(reference: Reference, scored:
 
 
 # --------------------------------------------------------------------------------------------
-# can_reach
+# cluster.reachable: the exact length-ratio pruning every stage applies before TM-align
 
 
-def test_can_reach_never_prunes_a_real_pair(reference: Reference) -> None:
+def _reachable(len_a: int, len_b: int, threshold: float) -> bool:
+    return len(reachable(np.array([[0, 1]]), np.array([len_a, len_b]), threshold)) == 1
+
+
+def test_reachable_never_prunes_a_real_pair(reference: Reference) -> None:
     pruned_at_07 = 0
     for p in reference.pairs:
         short, long_ = sorted((p.L1, p.L2))
@@ -365,39 +370,40 @@ def test_can_reach_never_prunes_a_real_pair(reference: Reference) -> None:
         assert p.tm_min <= short / long_ + 5e-6, p
         if short / long_ < 0.7:
             pruned_at_07 += 1
-            assert not can_reach(p.L1, p.L2, 0.7)
+            assert not _reachable(p.L1, p.L2, 0.7)
             assert p.tm_min < 0.7, p
         for t in np.arange(0.30, 0.951, 0.05):
-            if not can_reach(p.L1, p.L2, float(t)):
+            if not _reachable(p.L1, p.L2, float(t)):
                 assert p.tm_min < t, (p, t)
-        assert can_reach(p.L1, p.L2, p.tm_min - 5e-6)
+        assert _reachable(p.L1, p.L2, p.tm_min - 5e-6)
     assert pruned_at_07 > 300  # the property is not vacuous (1/3 of the reference pairs)
 
 
-def test_can_reach_holds_for_tmtools_scores(reference: Reference, scored: dict[int, Alignment]) -> None:
+def test_reachable_holds_for_tmtools_scores(reference: Reference, scored: dict[int, Alignment]) -> None:
     for p in reference.pairs:
         a = scored.get(p.row)
         if a is not None:
-            assert can_reach(p.L1, p.L2, a.tm_min), (p, a)
+            assert _reachable(p.L1, p.L2, a.tm_min), (p, a)
 
 
-def test_can_reach_hand_cases() -> None:
-    assert can_reach(35, 50, 0.7) and can_reach(50, 35, 0.7)  # 35/50 == 0.7 is kept
-    assert not can_reach(34, 50, 0.7) and not can_reach(50, 34, 0.7)
-    assert can_reach(100, 100, 1.0) and can_reach(100, 100, 0.7)
-    assert not can_reach(99, 100, 1.0)
-    assert can_reach(3, 7, 3 / 7)  # equality survives float rounding
-    assert can_reach(1, 1000, 0.0)
-    assert not can_reach(0, 10, 0.5) and not can_reach(0, 0, 0.5)
+def test_reachable_hand_cases() -> None:
+    assert _reachable(35, 50, 0.7) and _reachable(50, 35, 0.7)  # 35/50 == 0.7 is kept
+    assert not _reachable(34, 50, 0.7) and not _reachable(50, 34, 0.7)
+    assert _reachable(100, 100, 1.0) and _reachable(100, 100, 0.7)
+    assert not _reachable(99, 100, 1.0)
+    assert _reachable(3, 7, 3 / 7)  # equality survives float rounding
+    assert _reachable(1, 1000, 0.0)
+    pairs = np.array([[0, 1], [1, 2], [0, 2], [2, 0]])
+    assert reachable(pairs, np.array([50, 35, 34]), 0.7).tolist() == [[0, 1], [1, 2]]  # rows kept in order
 
 
-def test_can_reach_on_an_exact_sub_chain() -> None:
+def test_reachable_on_an_exact_sub_chain() -> None:
     """A 35-residue piece of a 50-residue chain scores the bound 35/50 against it (to rounding)."""
     chain = _walk(50, np.random.default_rng(7))
     a = align(chain[:35], "A" * 35, chain, "A" * 50)
     assert a.tm_a == pytest.approx(1.0, abs=1e-9) and a.aligned_length == 35
     assert a.tm_b == pytest.approx(0.7, abs=1e-9) and a.tm_min == a.tm_b
-    assert can_reach(35, 50, a.tm_min)
+    assert _reachable(35, 50, a.tm_min)
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ def _key_values(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
+            raise InputError("bad_setting", f"expected KEY=VALUE, got {item!r}")
         out[key.strip()] = value.strip()
     return out
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from rayfold.unionfind import Forest, forest_labels
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    engine: str = "auto"  # auto (Foldseek when found, else built-in) | builtin | foldseek
+    engine: Literal["auto", "builtin", "foldseek"] = "auto"  # auto: Foldseek when found, else built-in
     tm_threshold: float = 0.7  # first pass: TM normalised by the representative
     coverage: float = 0.8  # first pass: alignment coverage of both fragments
     merge_threshold: float = 0.7  # audit: min(TM_a, TM_b) to merge two clusters
@@ -41,9 +42,9 @@ class ClusterConfig:
     foldseek_threads: int = 0  # 0 = the CPUs of the node the Foldseek step runs on
     # auto: ask for the `foldseek` custom resource when a node offers it now; always: ask anyway (an
     # autoscaler then starts that node type; set foldseek_threads to its CPUs); never: any node
-    foldseek_node: str = "auto"
+    foldseek_node: Literal["auto", "always", "never"] = "auto"
     # guarded (default) | single | method: which merge evidence joins clusters (rayfold.linkage)
-    linkage: str = "guarded"
+    linkage: Literal["guarded", "single", "method"] = "guarded"
     guard_threshold: float = 0.5  # guarded: min-TM of every first-pass rep to the merged cluster's rep
     cohesion_sample: int = 8  # members per cluster TM-aligned to the representative for cohesion columns
 

@@ -7,8 +7,9 @@ rule for re-joining, compact re-merge, quality filters) are documented beside ea
 
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass, fields, replace
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 T = TypeVar("T")
 
@@ -32,7 +33,7 @@ class FragmentConfig:
     scaled_connectivity_threshold: float | None = 0.8
     boundary_size: int = 4
     min_partition_size: int = 50
-    solver: str = "sparse"  # "sparse" (shift-invert eigsh) or "dense" (numpy eigh reference)
+    solver: Literal["sparse", "dense"] = "sparse"  # shift-invert eigsh, or the numpy eigh reference
     # 4. clean-up and re-merge
     min_segment_length: int = 10  # shorter runs along the sequence go to a flanking piece
     remerge: bool = True
@@ -59,23 +60,67 @@ class FragmentConfig:
     whole_chains: bool = False  # inputs already are domains: no masking, no cutting
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
 def with_overrides(config: T, overrides: dict[str, Any]) -> T:
-    """Copy of a config dataclass with `overrides` (strings from the CLI are cast to the field's type)."""
-    known = {f.name: f for f in fields(config)}  # type: ignore[arg-type]
-    cast: dict[str, Any] = {}
+    """Copy of a config dataclass with `overrides`, each parsed and checked against the field's declared
+    type (`bool`, `int`, `float`, `str`, `X | None`, `Literal[...]`); a bad name or value raises
+    `InputError('bad_setting')` naming the field and what it accepts."""
+    from rayfold.errors import InputError
+
+    hints = get_type_hints(type(config))
+    known = {f.name for f in fields(config)}  # type: ignore[arg-type]
+    parsed: dict[str, Any] = {}
     for key, value in overrides.items():
         if key not in known:
-            raise KeyError(f"unknown setting {key!r}; known: {', '.join(sorted(known))}")
-        current = getattr(config, key)
-        if isinstance(value, str) and not isinstance(current, str):
-            if isinstance(current, bool):
-                value = value.lower() in ("1", "true", "yes", "on")
-            elif isinstance(current, int):
-                value = int(value)
-            elif isinstance(current, float):
-                value = float(value)
-        cast[key] = value
-    return replace(config, **cast)  # type: ignore[type-var]
+            raise InputError("bad_setting", f"unknown setting {key!r} for {type(config).__name__}; "
+                             f"known: {', '.join(sorted(known))}")
+        try:
+            parsed[key] = parse_setting(hints[key], value)
+        except ValueError as exc:
+            raise InputError("bad_setting", f"{key}={value!r}: {exc}") from None
+    return replace(config, **parsed)  # type: ignore[type-var]
+
+
+def parse_setting(hint: Any, value: Any) -> Any:
+    """`value` (a CLI string, or a Python value) as the declared type `hint`; ValueError says what fits."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        if type(None) in args and (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return parse_setting(option, value)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError("; ".join(errors) + (" or none" if type(None) in args else ""))
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"expected one of {', '.join(map(str, args))}")
+        return value
+    if hint is bool:
+        text = str(value).lower()
+        if isinstance(value, bool) or text in _TRUE + _FALSE:
+            return value if isinstance(value, bool) else text in _TRUE
+        raise ValueError(f"expected a boolean ({'/'.join(_TRUE)} or {'/'.join(_FALSE)})")
+    if hint in (int, float):
+        if isinstance(value, bool):
+            raise ValueError(f"expected {hint.__name__}")
+        try:
+            number = hint(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected {'an integer' if hint is int else 'a number'}") from None
+        if hint is int and isinstance(value, float) and value != number:
+            raise ValueError("expected an integer")
+        return number
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError("expected a string")
+        return value
+    return value
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,6 @@ __all__ = [
     "align",
     "align_pairs",
     "align_pairs_table",
-    "can_reach",
     "clean_sequence",
 ]
 
@@ -163,19 +162,6 @@ def align(coords_a: np.ndarray, seq_a: str, coords_b: np.ndarray, seq_b: str) ->
     sx = _prepare_seq(seq_a, x.shape[0], "chain a")
     sy = _prepare_seq(seq_b, y.shape[0], "chain b")
     return Alignment(*_read_result(_tm_align(x, y, sx, sy)))
-
-
-def can_reach(len_a: int, len_b: int, threshold: float) -> bool:
-    """False when min(TM_a, TM_b) >= threshold is impossible for chains of these lengths.
-
-    The TM-score normalised by the longer chain sums at most one term (each <= 1) per aligned pair,
-    and there are at most Lshort pairs, so it is <= Lshort / Llong. Exact: never prunes a pair that
-    could reach the threshold (equality is kept).
-    """
-    short, long_ = (len_a, len_b) if len_a <= len_b else (len_b, len_a)
-    if long_ <= 0:
-        return False
-    return short >= threshold * long_
 
 
 _COLUMNS = ("i", "j", "tm_a", "tm_b", "rmsd", "aligned_length", "seq_identity", "cov_a", "cov_b")
