@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from rayfold.cluster import ClusterConfig
+from rayfold.cluster.rules import ClusterConfig
 from rayfold.config import FragmentConfig
-from rayfold.fragset import FragmentSet
-from rayfold.io import list_inputs
-from rayfold.pipeline import _Aligner, cluster_fragments, ray_session
-from rayfold.stages import FragmentStage
-from rayfold.tmalign import align_pairs
+from rayfold.model.fragset import FragmentSet
+from rayfold.io.storage import list_inputs
+from rayfold.runtime.pipeline import _Aligner, cluster_fragments, ray_session
+from rayfold.fragment.stage import FragmentStage
+from rayfold.align.tmalign import align_pairs
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETS = {

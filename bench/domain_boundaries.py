@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from rayfold import boundaries as B
+    from rayfold.eval import boundaries as B
 except ImportError:  # running from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from rayfold import boundaries as B
+    from rayfold.eval import boundaries as B
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "domain_boundaries"
 SETS = ("ted_consensus_example", "ted_pipeline_stub5", "ted_pipeline_test30")
@@ -149,11 +149,11 @@ def rayfold_choppings(
     structures: dict[str, Path], models: list[str], overrides: list[str], all_fragments: bool
 ) -> tuple[dict[str, str], dict[str, str], Any]:
     """Run the fragmenter on each model: ({model: chopping}, {model: error}, config used)."""
-    from rayfold.fragment import fragment_chain  # noqa: PLC0415 (optional, may be unfinished)
-    from rayfold.structure import read_structure_file  # noqa: PLC0415
+    from rayfold.fragment.chain import fragment_chain  # noqa: PLC0415 (optional, may be unfinished)
+    from rayfold.io.structure import read_structure_file  # noqa: PLC0415
 
     try:
-        from rayfold.fragment import FragmentConfig  # noqa: PLC0415
+        from rayfold.fragment.chain import FragmentConfig  # noqa: PLC0415
     except ImportError:
         from rayfold.config import FragmentConfig  # noqa: PLC0415
     config = apply_overrides(FragmentConfig(), overrides)

@@ -66,8 +66,8 @@ def child(args: argparse.Namespace) -> None:
 
     import ray
 
-    from rayfold.cluster import ClusterConfig
-    from rayfold.release import ReleaseConfig, run_release
+    from rayfold.cluster.rules import ClusterConfig
+    from rayfold.release.run import ReleaseConfig, run_release
 
     os.environ["RAY_AUTH_MODE"] = "disabled"
     ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, logging_level=logging.ERROR,

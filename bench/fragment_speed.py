@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rayfold.alphabet import encode_fragment
+from rayfold.align.alphabet import encode_fragment
 from rayfold.config import FragmentConfig
-from rayfold.fragment import fragment_chain
-from rayfold.spectral import recursive_bisection
-from rayfold.structure import parse_structure
+from rayfold.fragment.chain import fragment_chain
+from rayfold.fragment.spectral import recursive_bisection
+from rayfold.io.structure import parse_structure
 
 AFDB_SETS = ("afdb_mycoplasma_mycoides_pdb", "afdb_pf04034_knotted_mmcif_v3", "afdb_misc_models")
 

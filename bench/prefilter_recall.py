@@ -1,4 +1,4 @@
-"""Built-in prefilter (rayfold.prefilter): recall, candidate fraction and time, side by side.
+"""Built-in prefilter (rayfold.align.prefilter): recall, candidate fraction and time, side by side.
 
 1. Recall on the TM-align reference (tmalign_reference_pairs.tsv, whole chains): all-vs-all
    `candidate_pairs` within each of its 6 sets; recall = share of the pairs with tm_min >= 0.7
@@ -39,11 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rayfold.alphabet import encode_3di
-from rayfold.errors import InputError
-from rayfold.fragset import FragmentSet
-from rayfold.prefilter import PrefilterConfig, candidate_pairs
-from rayfold.structure import backbone_atoms, read_structure_file, strip_structure_extensions
+from rayfold.align.alphabet import encode_3di
+from rayfold.model.errors import InputError
+from rayfold.model.fragset import FragmentSet
+from rayfold.align.prefilter import PrefilterConfig, candidate_pairs
+from rayfold.io.structure import backbone_atoms, read_structure_file, strip_structure_extensions
 
 STRUCTURE_EXT = (".pdb", ".pdb.gz", ".cif", ".cif.gz", ".ent", ".ent.gz")
 # folders whose B-factors are not pLDDT (experimental structures): never trimmed

@@ -5,13 +5,13 @@ What it measures (each time is the minimum of a few repeats: the machine is shar
 1. Fragmenting, on ~100 AFDB models of the shared data (every 3rd of the three AFDB sets): read
    (local disk), parse, parse + fragment, parse + fragment + 3Di (the 3Di share), the whole
    `FragmentStage` (tables included); fragments, passed fragments and residues per structure.
-2. Bytes: input (gzipped structure) per structure, Parquet (zstd, as `rayfold.io.write_parquet`)
+2. Bytes: input (gzipped structure) per structure, Parquet (zstd, as `rayfold.io.storage.write_parquet`)
    per fragments / chains / members row, Arrow in memory per fragments row, pickled `FragmentSet`
    (what `ray.put` ships to the clustering tasks) per passed fragment.
-3. TM-align (tmtools, via `rayfold.tmalign.align`) per pair at 50, 100, 200, 400, 800 residues, on
+3. TM-align (tmtools, via `rayfold.align.tmalign.align`) per pair at 50, 100, 200, 400, 800 residues, on
    real fragment coordinates cropped to exactly that length (few pairs at 800), plus random
    length-compatible pairs (what the singleton audit aligns).
-4. Prefilter (`rayfold.prefilter.search`, all queries vs all targets as `pipeline._candidate_pairs`
+4. Prefilter (`rayfold.align.prefilter.search`, all queries vs all targets as `pipeline._candidate_pairs`
    runs it): ms per query and candidate pairs per fragment at a few set sizes.
 5. A small clustering run in-process, stage by stage, with the same functions as
    `pipeline.cluster_fragments` (built-in engine, no Ray): candidate pairs, TM-align calls per
@@ -49,21 +49,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster_speed import DATA, SETS
 from fragment_speed import best_of, structure_files
 
-from rayfold import cluster as algo
-from rayfold.alphabet import encode_fragment
-from rayfold.cluster import ClusterConfig
-from rayfold.cohesion import summarise
+from rayfold.cluster import rules as algo
+from rayfold.align.alphabet import encode_fragment
+from rayfold.cluster.rules import ClusterConfig
+from rayfold.cluster.cohesion import summarise
 from rayfold.config import FragmentConfig
-from rayfold.fragment import fragment_chain
-from rayfold.fragset import FragmentSet
-from rayfold.io import list_inputs, write_parquet
-from rayfold.linkage import link_clusters
-from rayfold.prefilter import PrefilterConfig, search
-from rayfold.stages import FragmentStage
-from rayfold.structure import parse_structure
-from rayfold.tables import cluster_tables
-from rayfold.tmalign import align, align_pairs
-from rayfold.unionfind import forest_from_edges
+from rayfold.fragment.chain import fragment_chain
+from rayfold.model.fragset import FragmentSet
+from rayfold.io.storage import list_inputs, write_parquet
+from rayfold.cluster.linkage import link_clusters
+from rayfold.align.prefilter import PrefilterConfig, search
+from rayfold.fragment.stage import FragmentStage
+from rayfold.io.structure import parse_structure
+from rayfold.cluster.tables import cluster_tables
+from rayfold.align.tmalign import align, align_pairs
+from rayfold.model.unionfind import forest_from_edges
 
 TM_LENGTHS = (50, 100, 200, 400, 800)
 
@@ -241,7 +241,7 @@ def prefilter_scaling(full: FragmentSet, sizes: list[int], repeats: int) -> list
     of targets) and stage 2 (structural check of at most `max_candidates` seeded pairs per query)."""
     rows = []
     config = PrefilterConfig()
-    logger = logging.getLogger("rayfold.prefilter")
+    logger = logging.getLogger("rayfold.align.prefilter")
     handler = _PrefilterLog()
     logger.addHandler(handler)
     level = logger.level
@@ -281,7 +281,7 @@ def stage1_hits(fs: FragmentSet) -> dict:
     so small benchmark sets never see it), and the time per hit. Uses prefilter internals."""
     import dataclasses
 
-    from rayfold import prefilter as pf
+    from rayfold.align import prefilter as pf
 
     out = {}
     n = len(fs)

@@ -1,4 +1,4 @@
-"""3Di encoding (rayfold.alphabet) and backbone extraction (rayfold.structure.backbone_atoms)."""
+"""3Di encoding (rayfold.align.alphabet) and backbone extraction (rayfold.io.structure.backbone_atoms)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import gemmi
 import numpy as np
 import pytest
 
-from rayfold.alphabet import ALPHABET_3DI, encode_3di, encode_3di_ca, encode_fragment, encode_states
-from rayfold.structure import backbone_atoms, parse_structure, read_structure_file
+from rayfold.align.alphabet import ALPHABET_3DI, encode_3di, encode_3di_ca, encode_fragment, encode_states
+from rayfold.io.structure import backbone_atoms, parse_structure, read_structure_file
 
 MYCO = "afdb_mycoplasma_mycoides_pdb/structures"
 GLOBIN = "foldseek/foldseek_example_scop/d1asha_.pdb.gz"

@@ -19,13 +19,13 @@ from bad_inputs import (
     build_corpus,
 )
 
-from rayfold import stages
+from rayfold.fragment import stage as stages
 from rayfold.config import FragmentConfig, RunConfig
-from rayfold.errors import ERROR_KINDS, InputError
-from rayfold.io import InputRef, filesystem_for, list_inputs, read_parquet_dataset
-from rayfold.pipeline import run_fragment
-from rayfold.stages import FragmentStage, UnitResult
-from rayfold.structure import parse_structure
+from rayfold.model.errors import ERROR_KINDS, InputError
+from rayfold.io.storage import InputRef, filesystem_for, list_inputs, read_parquet_dataset
+from rayfold.runtime.pipeline import run_fragment
+from rayfold.fragment.stage import FragmentStage, UnitResult
+from rayfold.io.structure import parse_structure
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rayfold.boundaries import (
+from rayfold.eval.boundaries import (
     boundary_distance_score,
     domain_bounds,
     domains_matched,

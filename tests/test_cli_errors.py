@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES_AFDB
-from rayfold import io, schema
+from rayfold.io import storage as io
+from rayfold.model import schema
 from rayfold.cli import main
 
 
@@ -64,8 +65,8 @@ def test_ray_that_cannot_start_gives_one_line(capsys, monkeypatch):
     one line after a second try; here a start-up that always fails stands in for it."""
     import ray
 
-    from rayfold.errors import InputError
-    from rayfold.pipeline import _start_local_ray
+    from rayfold.model.errors import InputError
+    from rayfold.runtime.pipeline import _start_local_ray
 
     calls = []
 
@@ -82,7 +83,7 @@ def test_ray_that_cannot_start_gives_one_line(capsys, monkeypatch):
 
 
 def test_existing_run_folder_is_accepted(tmp_path):
-    from rayfold.runfolder import require_run_folder
+    from rayfold.io.runfolder import require_run_folder
 
     out = Path(tmp_path / "run")
     for name, table in (("members", schema.MEMBERS), ("clusters", schema.CLUSTERS)):

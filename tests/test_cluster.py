@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from rayfold.cluster import (
+from rayfold.cluster.rules import (
     ClusterConfig,
     assign_to_existing,
     first_pass_edges,
@@ -12,7 +12,7 @@ from rayfold.cluster import (
     seeded_hash,
     singleton_components,
 )
-from rayfold.unionfind import forest_from_edges
+from rayfold.model.unionfind import forest_from_edges
 
 
 def test_priority_prefers_plddt_then_length_then_id():

@@ -1,7 +1,7 @@
 """cluster.yaml: valid for Ray's cluster launcher, and it offers every resource the job asks for.
 
 The requests are taken from the code, not copied here: RunConfig.worker_num_cpus for the
-fragmenting actors, and the options `rayfold.pipeline.cluster_fragments` actually passes to
+fragmenting actors, and the options `rayfold.runtime.pipeline.cluster_fragments` actually passes to
 `ray.remote` (recorded with a stand-in `ray` module, no Ray started) for the TM-align, prefilter
 and Foldseek tasks.
 """
@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import yaml
 
-from rayfold import pipeline
-from rayfold.cluster import ClusterConfig
+from rayfold.runtime import pipeline
+from rayfold.cluster.rules import ClusterConfig
 from rayfold.config import RunConfig
-from rayfold.fragset import FragmentSet
+from rayfold.model.fragset import FragmentSet
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = REPO_ROOT / "cluster.yaml"

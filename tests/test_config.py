@@ -3,9 +3,9 @@
 import pytest
 
 from rayfold.cli import main
-from rayfold.cluster import ClusterConfig
+from rayfold.cluster.rules import ClusterConfig
 from rayfold.config import FragmentConfig, RunConfig, with_overrides
-from rayfold.errors import InputError
+from rayfold.model.errors import InputError
 
 
 def test_overrides_follow_the_declared_types():

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from conftest import EXAMPLES_AFDB
-from rayfold.cluster import ClusterConfig
+from rayfold.cluster.rules import ClusterConfig
 from rayfold.config import RunConfig
-from rayfold.io import read_parquet_dataset
-from rayfold.release import ReleaseConfig, run_release
+from rayfold.io.storage import read_parquet_dataset
+from rayfold.release.run import ReleaseConfig, run_release
 
 if TYPE_CHECKING:
     import psutil

@@ -1,4 +1,4 @@
-"""rayfold.foldseek: command lines, parsing of real Foldseek output, subprocess plumbing.
+"""rayfold.engines.foldseek: command lines, parsing of real Foldseek output, subprocess plumbing.
 
 Real Foldseek is not installable on our machines: the integration tests run only when
 `find_foldseek()` finds one; the plumbing is exercised end to end with a fake `foldseek` script.
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_DATA
-from rayfold.foldseek import (
+from rayfold.engines.foldseek import (
     ALIGNMENT_DB_COLUMNS,
     CLUSTER_ARGS,
     SEARCH_COLUMNS,
@@ -636,7 +636,7 @@ def test_ca_only_pdb_for_foldseek_has_only_ca_atoms_and_real_names():
     import gemmi
     import numpy as np
 
-    from rayfold.foldseek import write_ca_pdb
+    from rayfold.engines.foldseek import write_ca_pdb
 
     coords = np.arange(15, dtype=float).reshape(5, 3) * 1.5
     structure = gemmi.read_pdb_string(write_ca_pdb(coords, "MKWGX").decode())

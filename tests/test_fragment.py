@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from bad_inputs import GOOD_PDB, with_insertion_codes
 
-from rayfold.boundaries import parse_chopping
+from rayfold.eval.boundaries import parse_chopping
 from rayfold.config import FragmentConfig
-from rayfold.fragment import (
+from rayfold.fragment.chain import (
     chopping,
     contiguous_segments,
     drop_short_segments,
@@ -20,9 +20,9 @@ from rayfold.fragment import (
     rejoin_segments,
     smooth_along_sequence,
 )
-from rayfold.io import list_inputs
-from rayfold.stages import FragmentStage
-from rayfold.structure import Chain
+from rayfold.io.storage import list_inputs
+from rayfold.fragment.stage import FragmentStage
+from rayfold.io.structure import Chain
 
 
 def make_chain(coords: np.ndarray, plddt: np.ndarray, first_number: int = 1) -> Chain:

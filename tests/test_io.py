@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 
 from conftest import add_tar_member as _add
-from rayfold.errors import InputError
-from rayfold.io import (
+from rayfold.model.errors import InputError
+from rayfold.io.storage import (
     InputRef,
     exists,
     filesystem_for,
@@ -25,7 +25,7 @@ from rayfold.io import (
     write_bytes,
     write_parquet,
 )
-from rayfold.structure import parse_structure
+from rayfold.io.structure import parse_structure
 
 MISC = "afdb_misc_models"
 SOURCES = [
@@ -378,7 +378,7 @@ def test_local_parquet_atomic_write_and_dataset(tmp_path: Path) -> None:
 
 
 def test_local_write_failure_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import rayfold.io as rio
+    import rayfold.io.storage as rio
 
     def half_write(table: pa.Table, where: str, **kw: object) -> None:
         Path(where).write_bytes(b"partial")

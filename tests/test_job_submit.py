@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES_AFDB, REPO_ROOT
-from rayfold.io import read_parquet_dataset
+from rayfold.io.storage import read_parquet_dataset
 
 pytestmark = pytest.mark.ray
 

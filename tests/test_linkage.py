@@ -1,4 +1,4 @@
-"""Cluster semantics (rayfold.linkage) and cohesion as pure functions, on cases with known answers.
+"""Cluster semantics (rayfold.cluster.linkage) and cohesion as pure functions, on cases with known answers.
 
 Scores come from a fixed matrix standing in for TM-align, so what each linkage does with the same
 evidence is exact; the real-structure checks are in test_clustering.py and bench/cluster_semantics.py.
@@ -7,8 +7,8 @@ evidence is exact; the real-structure checks are in test_clustering.py and bench
 import numpy as np
 import pytest
 
-from rayfold.cohesion import cohesion_pairs, summarise
-from rayfold.linkage import IGNORED, MERGED, REDUNDANT, REFUSED, link_clusters, pair_key
+from rayfold.cluster.cohesion import cohesion_pairs, summarise
+from rayfold.cluster.linkage import IGNORED, MERGED, REDUNDANT, REFUSED, link_clusters, pair_key
 
 
 class Matrix:

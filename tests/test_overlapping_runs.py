@@ -19,8 +19,8 @@ import pytest
 
 from cli_processes import kill_run, run_cli, wait_for
 from conftest import EXAMPLES_AFDB
-from rayfold.io import exists, join_uri, list_files, read_parquet_dataset
-from rayfold.runlock import LOCK_NAME, RunLock
+from rayfold.io.storage import exists, join_uri, list_files, read_parquet_dataset
+from rayfold.release.lock import LOCK_NAME, RunLock
 
 pytestmark = pytest.mark.ray
 

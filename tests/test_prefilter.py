@@ -1,4 +1,4 @@
-"""Built-in prefilter (rayfold.prefilter): recall on real TM-align references, API contract, bounds."""
+"""Built-in prefilter (rayfold.align.prefilter): recall on real TM-align references, API contract, bounds."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rayfold.alphabet import encode_fragment
-from rayfold.fragset import FragmentSet
-from rayfold.prefilter import PrefilterConfig, candidate_pairs, candidate_pairs_scored, search
-from rayfold.structure import read_structure_file
+from rayfold.align.alphabet import encode_fragment
+from rayfold.model.fragset import FragmentSet
+from rayfold.align.prefilter import PrefilterConfig, candidate_pairs, candidate_pairs_scored, search
+from rayfold.io.structure import read_structure_file
 
 REFERENCE = "tmalign_reference/tmalign_reference_pairs.tsv"
 

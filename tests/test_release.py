@@ -14,10 +14,10 @@ import pytest
 
 from conftest import EXAMPLES_AFDB
 from cli_processes import kill_run, run_cli, wait_for
-from rayfold.cluster import ClusterConfig
+from rayfold.cluster.rules import ClusterConfig
 from rayfold.config import RunConfig
-from rayfold.io import read_parquet_dataset
-from rayfold.release import ReleaseConfig, run_release
+from rayfold.io.storage import read_parquet_dataset
+from rayfold.release.run import ReleaseConfig, run_release
 
 pytestmark = pytest.mark.ray
 
@@ -183,7 +183,7 @@ def test_killed_driver_resumes_without_duplicates(ray_local, tmp_path):
 
 
 def test_input_filter_keeps_only_listed_entries(ray_local, tmp_path):
-    from rayfold.inputfilter import read_id_table
+    from rayfold.release.inputfilter import read_id_table
 
     inputs, out = tmp_path / "inputs", tmp_path / "out"
     inputs.mkdir()

@@ -1,4 +1,4 @@
-"""rayfold.report (and rayfold.plots): analytics tables, PNGs and the self-contained HTML page.
+"""rayfold.analytics.report (and rayfold.analytics.plots): analytics tables, PNGs and the self-contained HTML page.
 
 Small hand-made run folders give exact expectations; one module-scoped fixture runs the real
 `rayfold fragment` + `rayfold cluster` commands on examples/afdb; the page is also rendered in
@@ -22,10 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rayfold import io, schema
-from rayfold.report import build_report, chain_maps, write_analytics
-from rayfold.sampling import SamplingConfig
-from rayfold.stats import read_run_table
+from rayfold.io import storage as io
+from rayfold.model import schema
+from rayfold.analytics.report import build_report, chain_maps, write_analytics
+from rayfold.analytics.sampling import SamplingConfig
+from rayfold.analytics.stats import read_run_table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -1,4 +1,4 @@
-"""rayfold.sampling: gamma weights, effective clusters, reproducible draws (hand-computed cases)."""
+"""rayfold.analytics.sampling: gamma weights, effective clusters, reproducible draws (hand-computed cases)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rayfold import schema
-from rayfold.sampling import (
+from rayfold.model import schema
+from rayfold.analytics.sampling import (
     SamplingConfig,
     cluster_probabilities,
     draw_sample,

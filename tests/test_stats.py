@@ -1,4 +1,4 @@
-"""rayfold.stats: cluster statistics per run and per source, on small hand-made tables."""
+"""rayfold.analytics.stats: cluster statistics per run and per source, on small hand-made tables."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rayfold import schema
-from rayfold.stats import (
+from rayfold.model import schema
+from rayfold.analytics.stats import (
     UNMAPPED_SCOPE,
     cluster_sizes,
     compute_run_stats,

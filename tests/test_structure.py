@@ -12,8 +12,8 @@ import gemmi
 import numpy as np
 import pytest
 
-from rayfold.errors import InputError
-from rayfold.structure import (
+from rayfold.model.errors import InputError
+from rayfold.io.structure import (
     ParsedEntry,
     backbone_atoms,
     decompress_bytes,

@@ -39,11 +39,11 @@ import pyarrow as pa
 import pytest
 from tmtools import tm_align as raw_tm_align
 
-import rayfold.tmalign as tmalign_module
-from rayfold.fragset import FragmentSet
-from rayfold.structure import read_structure_file, strip_structure_extensions
-from rayfold.cluster import reachable
-from rayfold.tmalign import Alignment, align, align_pairs, align_pairs_table, clean_sequence
+import rayfold.align.tmalign as tmalign_module
+from rayfold.model.fragset import FragmentSet
+from rayfold.io.structure import read_structure_file, strip_structure_extensions
+from rayfold.cluster.rules import reachable
+from rayfold.align.tmalign import Alignment, align, align_pairs, align_pairs_table, clean_sequence
 
 REFERENCE = "tmalign_reference"
 TM_TOL = 1e-3  # required agreement with the reference TM-scores
@@ -243,7 +243,7 @@ def _selected(pairs: list[RefPair]) -> list[RefPair]:
 
 @pytest.fixture(scope="module")
 def scored(reference: Reference) -> dict[int, Alignment]:
-    """rayfold.tmalign.align on the selected reference pairs (two worker processes, biggest first)."""
+    """rayfold.align.tmalign.align on the selected reference pairs (two worker processes, biggest first)."""
     todo = sorted(_selected(reference.pairs), key=lambda p: -p.L1 * p.L2)
     workers = max(1, min(2, os.cpu_count() or 1))
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold Ray threads
@@ -588,8 +588,8 @@ def test_coverage_is_the_span_of_aligned_residues(shared_data: Path):
     """A fragment aligned against a copy of its first 60% covers 60% of itself and all of the copy."""
     import numpy as np
 
-    from rayfold.structure import read_structure_file
-    from rayfold.tmalign import align
+    from rayfold.io.structure import read_structure_file
+    from rayfold.align.tmalign import align
 
     chain = read_structure_file(shared_data / "foldseek" / "foldseek_example_scop" / "d1mbaa_.pdb.gz").chains[0]
     n = chain.n_residues

@@ -1,6 +1,6 @@
 import numpy as np
 
-from rayfold.unionfind import KeyedUnionFind, UnionFind
+from rayfold.model.unionfind import KeyedUnionFind, UnionFind
 
 
 def test_union_find_groups_and_labels():
@@ -30,7 +30,7 @@ def test_keyed_union_find():
 
 
 def test_forests_merge_in_any_order_to_the_same_partition():
-    from rayfold.unionfind import forest_from_edges, forest_labels, merge_forests
+    from rayfold.model.unionfind import forest_from_edges, forest_labels, merge_forests
 
     rng = np.random.default_rng(0)
     a = rng.integers(0, 300, size=400)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rayfold.structure import read_structure_file
+from rayfold.io.structure import read_structure_file
 
 HERE = Path(__file__).resolve().parent
 MYCO = "afdb_mycoplasma_mycoides_pdb"
@@ -99,7 +99,7 @@ and `manifest.tsv` from the shared data; the choice is deterministic:
 - The 5 AFDB v4 PDB models of the TED consensus worked example (`ted_consensus_example`),
   for which Chainsaw/Merizo/UniDoc choppings and the TED consensus exist in the shared data.
 
-`manifest.tsv` (computed with `rayfold.structure.parse_structure`): file, format, n_residues
+`manifest.tsv` (computed with `rayfold.io.structure.parse_structure`): file, format, n_residues
 (protein residues with a C-alpha), mean_plddt (mean over residues), plddt_source
 (`ma_qa_metric_local` for mmCIF, `b_factor` = C-alpha B-factor for PDB), source_folder.
 

@@ -11,7 +11,7 @@ from dataclasses import asdict
 
 from rayfold import __version__
 from rayfold.config import FragmentConfig, ReadConfig, RunConfig, with_overrides
-from rayfold.errors import InputError
+from rayfold.model.errors import InputError
 
 
 def _key_values(items: Sequence[str]) -> dict[str, str]:
@@ -45,7 +45,7 @@ def _add_fragment(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_fragment(args: argparse.Namespace) -> int:
-    from rayfold.pipeline import run_fragment
+    from rayfold.runtime.pipeline import run_fragment
 
     config = with_overrides(FragmentConfig(), _key_values(args.overrides))
     if args.whole_chains:
@@ -79,8 +79,8 @@ def _add_cluster(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
-    from rayfold.cluster import ClusterConfig
-    from rayfold.pipeline import run_cluster
+    from rayfold.cluster.rules import ClusterConfig
+    from rayfold.runtime.pipeline import run_cluster
 
     config = with_overrides(ClusterConfig(), {**_key_values(args.overrides), "engine": args.engine})
     summary = run_cluster(args.fragments, args.out, config=config, foldseek=args.foldseek,
@@ -123,9 +123,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from rayfold.cluster import ClusterConfig
-    from rayfold.inputfilter import read_id_table, read_mmseqs_clusters
-    from rayfold.release import ReleaseConfig, run_release
+    from rayfold.cluster.rules import ClusterConfig
+    from rayfold.release.inputfilter import read_id_table, read_mmseqs_clusters
+    from rayfold.release.run import ReleaseConfig, run_release
 
     fragment = with_overrides(FragmentConfig(), _key_values(args.fragment_set))
     if args.whole_chains:
@@ -168,8 +168,8 @@ def _add_analytics(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    from rayfold.runfolder import require_run_folder
-    from rayfold.stats import format_stats, read_stats
+    from rayfold.io.runfolder import require_run_folder
+    from rayfold.analytics.stats import format_stats, read_stats
 
     require_run_folder(args.out)
     print(format_stats(read_stats(args.out)))
@@ -177,9 +177,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from rayfold.io import write_parquet
-    from rayfold.runfolder import require_run_folder
-    from rayfold.sampling import sample_fragments
+    from rayfold.io.storage import write_parquet
+    from rayfold.io.runfolder import require_run_folder
+    from rayfold.analytics.sampling import sample_fragments
 
     require_run_folder(args.out)
     try:
@@ -196,8 +196,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from rayfold.report import build_report
-    from rayfold.runfolder import require_run_folder
+    from rayfold.analytics.report import build_report
+    from rayfold.io.runfolder import require_run_folder
 
     require_run_folder(args.out)
     print(build_report(args.out))

@@ -68,7 +68,7 @@ def with_overrides(config: T, overrides: dict[str, Any]) -> T:
     """Copy of a config dataclass with `overrides`, each parsed and checked against the field's declared
     type (`bool`, `int`, `float`, `str`, `X | None`, `Literal[...]`); a bad name or value raises
     `InputError('bad_setting')` naming the field and what it accepts."""
-    from rayfold.errors import InputError
+    from rayfold.model.errors import InputError
 
     hints = get_type_hints(type(config))
     known = {f.name for f in fields(config)}  # type: ignore[arg-type]

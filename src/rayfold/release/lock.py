@@ -6,7 +6,7 @@ than `stale_after` belongs to a dead (or frozen) run and is taken over. Object s
 atomic create-if-absent through fsspec, so a run reads the lock back after writing it and gives up
 if another run's token is there; and because a frozen run can wake after its lock was taken over,
 the release commit itself also checks that no other release was committed meanwhile
-(`rayfold.release`). Either check alone stops the lost-update the lock is for.
+(`rayfold.release.run`). Either check alone stops the lost-update the lock is for.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from rayfold.errors import InputError
-from rayfold.io import exists, filesystem_for, join_uri, read_bytes, write_bytes
+from rayfold.model.errors import InputError
+from rayfold.io.storage import exists, filesystem_for, join_uri, read_bytes, write_bytes
 
 log = logging.getLogger(__name__)
 

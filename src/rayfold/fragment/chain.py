@@ -7,7 +7,7 @@ Steps (defaults in `FragmentConfig`):
    residues of the smaller segment that have a C-alpha within 8 A of the other segment; join when
    that count reaches min(10, half the smaller segment). A loop dipping below pLDDT 65 inside a
    domain thus does not cut the domain, while a tail that merely brushes it stays apart;
-3. each re-joined group is split by recursive spectral bisection (`rayfold.spectral`), which marks
+3. each re-joined group is split by recursive spectral bisection (`rayfold.fragment.spectral`), which marks
    the residues at the Fiedler sign change as linker;
 4. linker residues are removed and pieces that still form one compact unit are re-merged,
    agglomeratively, best pair first: two pieces merge when at least 35% of the smaller one's
@@ -46,9 +46,9 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from rayfold.config import FragmentConfig
-from rayfold.spectral import recursive_bisection
-from rayfold.structure import Chain
-from rayfold.unionfind import UnionFind
+from rayfold.fragment.spectral import recursive_bisection
+from rayfold.io.structure import Chain
+from rayfold.model.unionfind import UnionFind
 
 
 @dataclass(frozen=True, eq=False)

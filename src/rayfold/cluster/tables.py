@@ -1,14 +1,14 @@
-"""Arrow tables of the clustering results, in the schemas of `rayfold.schema`."""
+"""Arrow tables of the clustering results, in the schemas of `rayfold.model.schema`."""
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
 
-from rayfold import schema
-from rayfold.cluster import SingletonAudit
-from rayfold.cohesion import Cohesion
-from rayfold.fragset import FragmentSet
+from rayfold.model import schema
+from rayfold.cluster.rules import SingletonAudit
+from rayfold.cluster.cohesion import Cohesion
+from rayfold.model.fragset import FragmentSet
 
 
 def cluster_tables(

@@ -86,7 +86,7 @@ from dataclasses import dataclass, field, replace
 import gemmi
 import numpy as np
 
-from rayfold.errors import InputError
+from rayfold.model.errors import InputError
 
 __all__ = [
     "DEFAULT_MAX_ATOMS",

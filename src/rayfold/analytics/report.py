@@ -7,7 +7,7 @@ URIs, CSS is inline and the only script is a few inline lines (each <img> record
 in ``data-natural-width``, so a headless browser's DOM dump shows the figures decoded). Nothing is
 fetched from the network, so the page opens from object storage or an air-gapped laptop alike.
 
-Large tables are read column-projected (`rayfold.stats.read_run_table`): the report never loads the
+Large tables are read column-projected (`rayfold.analytics.stats.read_run_table`): the report never loads the
 per-residue coordinate lists, and the fragment maps read only the rows of the chains they draw.
 """
 
@@ -27,16 +27,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rayfold import io, plots, schema
+from rayfold.io import storage as io
+from rayfold.analytics import plots
+from rayfold.model import schema
 from rayfold.config import FragmentConfig
-from rayfold.sampling import (
+from rayfold.analytics.sampling import (
     DEFAULT_SAMPLING,
     SamplingConfig,
     draw_sample,
     gamma_table,
     write_sampling,
 )
-from rayfold.stats import (
+from rayfold.analytics.stats import (
     ALL_SCOPE,
     FRAGMENT_STAT_COLUMNS,
     cluster_sizes,
@@ -227,7 +229,7 @@ def _chain_plddt_from_file(source_uri: str, chain_id: str, n_residues: int,
     if "#" in source_uri:
         return None  # a tar member: finding it means streaming the shard; use fragment residues only
     try:
-        from rayfold.structure import parse_structure
+        from rayfold.io.structure import parse_structure
 
         entry = parse_structure(io.read_bytes(source_uri, storage_options), source_uri, source_uri=source_uri)
     except Exception as exc:  # noqa: BLE001 - the file may be gone or unreadable: fall back

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rayfold.cluster import seeded_hash
+from rayfold.cluster.rules import seeded_hash
 
 
 @dataclass(frozen=True)

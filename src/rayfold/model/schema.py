@@ -103,7 +103,7 @@ MERGES = pa.schema(
         pa.field("rmsd", pa.float64(), nullable=False),
         pa.field("aligned_length", pa.int64(), nullable=False),
         pa.field("seq_identity", pa.float64(), nullable=False),
-        pa.field("decision", pa.string(), nullable=False),  # merged | redundant | refused | ignored (rayfold.linkage)
+        pa.field("decision", pa.string(), nullable=False),  # merged | redundant | refused | ignored (rayfold.cluster.linkage)
         # guarded linkage: lowest min-TM of the yielding cluster's first-pass representatives to the
         # merged representative (null where the guard was not checked)
         pa.field("guard_tm", pa.float64()),
@@ -194,7 +194,7 @@ def empty(schema: pa.Schema) -> pa.Table:
 
 
 # --------------------------------------------------------------------------------------------
-# analytics (rayfold.stats, rayfold.sampling): whole tables, rewritten on every run
+# analytics (rayfold.analytics.stats, rayfold.analytics.sampling): whole tables, rewritten on every run
 
 STATS = pa.schema(
     [

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from rayfold import schema
-from rayfold.alphabet import encode_fragment
+from rayfold.model import schema
+from rayfold.align.alphabet import encode_fragment
 from rayfold.config import FragmentConfig, ReadConfig
-from rayfold.errors import InputError
-from rayfold.fragment import ChainFragments, fragment_chain
-from rayfold.io import InputRef, iter_structure_bytes, printable_uri
-from rayfold.structure import (
+from rayfold.model.errors import InputError
+from rayfold.fragment.chain import ChainFragments, fragment_chain
+from rayfold.io.storage import InputRef, iter_structure_bytes, printable_uri
+from rayfold.io.structure import (
     Chain,
     ParsedEntry,
     parse_structure,

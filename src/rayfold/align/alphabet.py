@@ -14,7 +14,7 @@ Foldseek run on the fragment file). The cost grows with length squared (a distan
 ~10 us per residue for a domain-sized fragment.
 
 `encode_3di_ca(ca)` is a C-alpha-only approximation, used when only C-alpha traces are at hand
-(`rayfold.fragset.FragmentSet` keeps C-alpha only): N and C are placed at ideal positions
+(`rayfold.model.fragset.FragmentSet` keeps C-alpha only): N and C are placed at ideal positions
 computed from the neighbouring C-alphas, then encoded with mini3di. Its states agree with the
 full-backbone ones for ~85% of residues on AlphaFold models (81-90% per chain on 30
 Mycoplasma models; checked in tests/test_alphabet.py); good enough for a k-mer prefilter that compares like with like, never
@@ -85,7 +85,7 @@ def encode_3di(n: np.ndarray, ca: np.ndarray, c: np.ndarray, cb: np.ndarray) -> 
 
 def encode_fragment(entry, chain_id: str, residue_index: np.ndarray) -> str:  # type: ignore[no-untyped-def]
     """3Di string of the given residues of one chain of a parsed entry (see `encode_3di`)."""
-    from rayfold.structure import backbone_atoms
+    from rayfold.io.structure import backbone_atoms
 
     n, ca, c, cb = backbone_atoms(entry, chain_id, np.asarray(residue_index))
     return encode_3di(n, ca, c, cb)

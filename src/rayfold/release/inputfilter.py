@@ -13,8 +13,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from rayfold.errors import InputError
-from rayfold.io import read_bytes
+from rayfold.model.errors import InputError
+from rayfold.io.storage import read_bytes
 
 _AFDB_ID = re.compile(r"^AF-(?P<acc>[A-Za-z0-9]+)-F\d+(?:-model_v\d+)?$")
 
@@ -62,7 +62,7 @@ def read_id_table(uri: str, storage_options: dict | None = None) -> EntryFilter:
     """One id per line (first column of a TSV/CSV; a Parquet file's first column); '#' lines and a
     header named id/entry_id/accession are skipped."""
     if uri.endswith(".parquet"):
-        from rayfold.io import read_parquet_dataset
+        from rayfold.io.storage import read_parquet_dataset
 
         table = read_parquet_dataset(uri, storage_options)
         return EntryFilter.from_ids([str(v) for v in table.column(0).to_pylist() if v is not None], uri)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rayfold.io import InputRef
+from rayfold.io.storage import InputRef
 
 
 def input_of(source_uri: str) -> str:

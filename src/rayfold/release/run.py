@@ -26,18 +26,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rayfold import manifest as mf
-from rayfold import schema
-from rayfold.cluster import ClusterConfig, PreviousClusters
+from rayfold.release import manifest as mf
+from rayfold.model import schema
+from rayfold.cluster.rules import ClusterConfig, PreviousClusters
 from rayfold.config import FragmentConfig, ReadConfig, RunConfig
-from rayfold.errors import InputError
-from rayfold.fragset import FragmentSet
-from rayfold.inputfilter import EntryFilter
-from rayfold.io import InputRef, exists, join_uri, list_inputs, read_bytes, read_parquet_dataset, write_bytes, write_parquet
-from rayfold.linkage import MERGED
-from rayfold.prefilter import PrefilterConfig
-from rayfold.runfolder import check_output_folder
-from rayfold.runlock import RunLock
+from rayfold.model.errors import InputError
+from rayfold.model.fragset import FragmentSet
+from rayfold.release.inputfilter import EntryFilter
+from rayfold.io.storage import InputRef, exists, join_uri, list_inputs, read_bytes, read_parquet_dataset, write_bytes, write_parquet
+from rayfold.cluster.linkage import MERGED
+from rayfold.align.prefilter import PrefilterConfig
+from rayfold.io.runfolder import check_output_folder
+from rayfold.release.lock import RunLock
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def run_release(
 ) -> ReleaseSummary:
     """Bring `out` up to date with `inputs`: a new release when anything is new, else nothing.
 
-    One run per output at a time (`rayfold.runlock`); a second one refuses with `run_in_progress`.
+    One run per output at a time (`rayfold.release.lock`); a second one refuses with `run_in_progress`.
     """
     check_output_folder(out, storage_options)
     with RunLock(out, storage_options, stale_after=run.stale_lock_after) as lock:
@@ -116,7 +116,7 @@ def _run_release(
     analytics: bool,
     ray_init_kwargs: dict | None,
 ) -> ReleaseSummary:
-    from rayfold.pipeline import cluster_fragments, fragment_units, ray_session
+    from rayfold.runtime.pipeline import cluster_fragments, fragment_units, ray_session
 
     started, started_at = time.perf_counter(), datetime.now(timezone.utc)
     timings: dict[str, float] = {}
@@ -255,7 +255,7 @@ def _list_sourced(inputs: Sequence[str], opts: dict | None) -> list[mf.SourcedRe
 
 def _plan(out: str, release: int, todo: list[mf.SourcedRef], run: RunConfig, opts: dict | None) -> list:
     """This release's work units, persisted, so a restarted run gives unfinished units the same names."""
-    from rayfold.pipeline import WorkUnit, plan_units
+    from rayfold.runtime.pipeline import WorkUnit, plan_units
 
     uri = join_uri(out, "state", f"{release:06d}", "plan.json")
     units: list[WorkUnit] = []
@@ -378,7 +378,7 @@ def published_release(out: str, opts: dict | None = None) -> int | None:
     """The release the published tables hold (None when none is published)."""
     import pyarrow.parquet as pq
 
-    from rayfold.io import filesystem_for
+    from rayfold.io.storage import filesystem_for
 
     uri = join_uri(out, "cluster_runs", "part-0.parquet")  # published last
     if not exists(uri, opts):
@@ -392,7 +392,7 @@ def published_release(out: str, opts: dict | None = None) -> int | None:
 
 def _write_analytics(out: str, opts: dict | None) -> None:
     try:
-        from rayfold.report import write_analytics
+        from rayfold.analytics.report import write_analytics
     except ImportError:  # analytics not installed in this build
         return
     write_analytics(out, storage_options=opts)

@@ -1,7 +1,7 @@
 """The report's figures as PNG bytes (matplotlib, Agg canvas, no display and no global pyplot state).
 
 Each function takes plain arrays or small Arrow tables and returns PNG bytes, so figures can be
-written anywhere (`rayfold.io.write_bytes`) or embedded in HTML. Figures are built on
+written anywhere (`rayfold.io.storage.write_bytes`) or embedded in HTML. Figures are built on
 `matplotlib.figure.Figure` directly instead of `pyplot`: nothing is registered globally, nothing
 needs closing, and a Ray worker or a server thread can draw safely.
 """

@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 from tmtools import tm_align as _tm_align
 
-from rayfold.fragset import FragmentSet
+from rayfold.model.fragset import FragmentSet
 
 __all__ = [
     "MIN_RESIDUES",

@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from rayfold.errors import InputError
+from rayfold.model.errors import InputError
 
 __all__ = [
     "STRUCTURE_EXTENSIONS",

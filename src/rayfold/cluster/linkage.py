@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rayfold.unionfind import UnionFind
+from rayfold.model.unionfind import UnionFind
 
 LINKAGES = ("guarded", "single", "method")
 

@@ -9,7 +9,7 @@
    min(TM_a, TM_b) >= 0.7 (both directions confirm fold-level similarity) is merge evidence, and
    so is a pair of members of two first-pass clusters that the first pass already aligned at
    min-TM >= 0.7 (the built-in first pass aligns candidates down to a length ratio of 0.7 for
-   this). Which evidence joins clusters is the linkage (`rayfold.linkage`): by default a merge is
+   this). Which evidence joins clusters is the linkage (`rayfold.cluster.linkage`): by default a merge is
    guarded so that every cluster stays within fold-level reach of its representative.
 3. Singleton audit: a seeded sample of fragments still alone after the audit, searched against
    each other (the audit's candidate search) and confirmed by TM-align; connected components at
@@ -26,7 +26,7 @@ from typing import Literal
 
 import numpy as np
 
-from rayfold.unionfind import Forest, forest_labels
+from rayfold.model.unionfind import Forest, forest_labels
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class ClusterConfig:
     # auto: ask for the `foldseek` custom resource when a node offers it now; always: ask anyway (an
     # autoscaler then starts that node type; set foldseek_threads to its CPUs); never: any node
     foldseek_node: Literal["auto", "always", "never"] = "auto"
-    # guarded (default) | single | method: which merge evidence joins clusters (rayfold.linkage)
+    # guarded (default) | single | method: which merge evidence joins clusters (rayfold.cluster.linkage)
     linkage: Literal["guarded", "single", "method"] = "guarded"
     guard_threshold: float = 0.5  # guarded: min-TM of every first-pass rep to the merged cluster's rep
     cohesion_sample: int = 8  # members per cluster TM-aligned to the representative for cohesion columns

@@ -18,8 +18,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 from rayfold.config import FragmentConfig, ReadConfig, RunConfig
-from rayfold.io import InputRef, join_uri, list_files, list_inputs, write_bytes, write_parquet
-from rayfold.stages import FragmentStage
+from rayfold.io.storage import InputRef, join_uri, list_files, list_inputs, write_bytes, write_parquet
+from rayfold.fragment.stage import FragmentStage
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class FragmentWorker:
 def _manifest_rows(result, unit_id: str, release: int, sources: dict[str, str]):
     import pyarrow as pa
 
-    from rayfold import schema
+    from rayfold.model import schema
 
     rows = [
         {"input_uri": s.ref.uri, "source": sources.get(s.ref.uri, ""), "size": s.ref.size,
@@ -177,7 +177,7 @@ def _start_local_ray(**init_kwargs) -> None:
     """A private local Ray; on a busy machine its agent can miss the start-up deadline: wait longer, try again."""
     import ray
 
-    from rayfold.errors import InputError
+    from rayfold.model.errors import InputError
 
     # A token left in ~/.ray by another cluster must not stop a private local instance.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -261,7 +261,7 @@ def run_fragment(
     ray_init_kwargs: dict | None = None,
 ) -> FragmentSummary:
     """Fragment every structure under `inputs` into `out`/{fragments,chains,errors}/ Parquet datasets."""
-    from rayfold.runfolder import check_output_folder
+    from rayfold.io.runfolder import check_output_folder
 
     check_output_folder(out, storage_options)
     started = time.perf_counter()
@@ -282,7 +282,7 @@ def run_fragment(
 
 # --- Clustering ---------------------------------------------------------------------------------
 # The driver holds one FragmentSet (flat arrays) in the object store; prefilter and TM-align work
-# runs in batched tasks that return plain arrays; the driver decides merges (rayfold.linkage) and
+# runs in batched tasks that return plain arrays; the driver decides merges (rayfold.cluster.linkage) and
 # sends the alignments its guard needs back out as batches.
 
 
@@ -310,7 +310,7 @@ def _search_chunk(fragments, queries, targets, prefilter_config):
     """Candidate (query, target) pairs as indices of `fragments` (a query is never its own target)."""
     import numpy as np
 
-    from rayfold.prefilter import search
+    from rayfold.align.prefilter import search
 
     pairs = search(fragments.subset(queries), fragments.subset(targets), prefilter_config)
     pairs = np.column_stack([queries[pairs[:, 0]], targets[pairs[:, 1]]]) if len(pairs) else np.zeros((0, 2), np.int64)
@@ -318,13 +318,13 @@ def _search_chunk(fragments, queries, targets, prefilter_config):
 
 
 def _align_chunk(fragments, pairs):
-    from rayfold.tmalign import align_pairs
+    from rayfold.align.tmalign import align_pairs
 
     return align_pairs(fragments, pairs)
 
 
 def _write_ca_structures(fragments, folder) -> None:
-    from rayfold.foldseek import write_ca_pdb
+    from rayfold.engines.foldseek import write_ca_pdb
 
     folder.mkdir(parents=True, exist_ok=True)
     for fid, coords, sequence in zip(fragments.ids, fragments.coords, fragments.sequences):
@@ -336,7 +336,7 @@ def _foldseek_first_pass(fragments, members, binary: str, threads: int):
     import tempfile
     from pathlib import Path
 
-    from rayfold.foldseek import run_cluster
+    from rayfold.engines.foldseek import run_cluster
 
     with tempfile.TemporaryDirectory(prefix="rayfold-foldseek-") as tmp:
         _write_ca_structures(fragments.subset(members), Path(tmp) / "structures")
@@ -350,7 +350,7 @@ def _foldseek_search_pairs(fragments, queries, targets, binary: str, threads: in
 
     import numpy as np
 
-    from rayfold.foldseek import run_search
+    from rayfold.engines.foldseek import run_search
 
     index = fragments.index()
     with tempfile.TemporaryDirectory(prefix="rayfold-foldseek-") as tmp:
@@ -427,8 +427,8 @@ class _Aligner:
 
 def resolve_engine(requested: str, foldseek: str | None) -> tuple[str, str | None]:
     """('builtin' | 'foldseek', binary): auto takes Foldseek when it is found, the built-in engine otherwise."""
-    from rayfold.errors import InputError
-    from rayfold.foldseek import find_foldseek
+    from rayfold.model.errors import InputError
+    from rayfold.engines.foldseek import find_foldseek
 
     if requested not in ("auto", "builtin", "foldseek"):
         raise InputError("bad_engine", f"unknown engine {requested!r}: auto, builtin or foldseek")
@@ -483,7 +483,7 @@ class _Engine:
         self.name, self.binary = name, binary
         self.fragments, self.fragments_ref = fragments, fragments_ref
         self.aligner, self.config, self.prefilter_config, self.progress = aligner, config, prefilter_config, progress
-        from rayfold.errors import InputError
+        from rayfold.model.errors import InputError
 
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive", True)]
         offering = [r for r in nodes if r.get(FOLDSEEK_RESOURCE, 0) >= 1]
@@ -513,7 +513,7 @@ class _Engine:
         import numpy as np
         import ray
 
-        from rayfold import cluster as algo
+        from rayfold.cluster import rules as algo
 
         members = np.asarray(members, dtype=np.int64)
         if not len(members):
@@ -562,15 +562,15 @@ def cluster_fragments(
     import pyarrow as pa
     import ray
 
-    from rayfold import cluster as algo
-    from rayfold import schema
-    from rayfold.cluster import ClusterConfig, PreviousClusters
-    from rayfold.foldseek import foldseek_version
-    from rayfold.prefilter import PrefilterConfig
-    from rayfold.tables import cluster_tables
-    from rayfold.cohesion import cohesion_pairs, summarise
-    from rayfold.linkage import MERGED, link_clusters
-    from rayfold.unionfind import forest_from_edges
+    from rayfold.cluster import rules as algo
+    from rayfold.model import schema
+    from rayfold.cluster.rules import ClusterConfig, PreviousClusters
+    from rayfold.engines.foldseek import foldseek_version
+    from rayfold.align.prefilter import PrefilterConfig
+    from rayfold.cluster.tables import cluster_tables
+    from rayfold.cluster.cohesion import cohesion_pairs, summarise
+    from rayfold.cluster.linkage import MERGED, link_clusters
+    from rayfold.model.unionfind import forest_from_edges
 
     config = config or ClusterConfig()
     prefilter_config = prefilter_config or PrefilterConfig()
@@ -696,7 +696,7 @@ def _known_scores(column_sets) -> dict:
     """pair_key -> min-TM of every alignment already done (the guard and cohesion reuse them)."""
     import numpy as np
 
-    from rayfold.linkage import pair_key
+    from rayfold.cluster.linkage import pair_key
 
     known = {}
     for columns in column_sets:
@@ -710,7 +710,7 @@ def _scores(pairs, known: dict, aligner, *, desc: str):
     """min-TM per pair: from `known` where it was aligned already, else aligned now."""
     import numpy as np
 
-    from rayfold.linkage import pair_key
+    from rayfold.cluster.linkage import pair_key
 
     keys = [pair_key(int(a), int(b)) for a, b in pairs.tolist()]
     todo = sorted({k for k in keys if k not in known})
@@ -720,9 +720,9 @@ def _scores(pairs, known: dict, aligner, *, desc: str):
 
 def load_fragments(uri: str, *, storage_options: dict | None = None):
     """FragmentSet of the passed fragments under `uri` (a fragments dataset, or a run folder holding one)."""
-    from rayfold.errors import InputError
-    from rayfold.fragset import FragmentSet
-    from rayfold.io import exists, read_parquet_dataset
+    from rayfold.model.errors import InputError
+    from rayfold.model.fragset import FragmentSet
+    from rayfold.io.storage import exists, read_parquet_dataset
 
     folder = join_uri(uri, "fragments") if exists(join_uri(uri, "fragments"), storage_options) else uri
     table = read_parquet_dataset(folder, storage_options)
@@ -746,8 +746,8 @@ def run_cluster(
     """Cluster the passed fragments under `fragments_uri`; write OUT/{clusters,members,merges,singleton_audit,cluster_runs}/."""
     import pyarrow as pa
 
-    from rayfold import schema
-    from rayfold.runfolder import check_output_folder
+    from rayfold.model import schema
+    from rayfold.io.runfolder import check_output_folder
 
     check_output_folder(out, storage_options)
     fragments = load_fragments(fragments_uri, storage_options=storage_options)

@@ -21,7 +21,7 @@ once in each, so source rows do not add up to the 'all' row. The singleton audit
 same way: sampled singletons of S, with components recounted among S's sampled singletons.
 
 Pure functions take Arrow tables/NumPy arrays; `compute_run_stats`, `write_stats`, `read_stats`
-do the I/O through `rayfold.io` (local paths and s3:// alike).
+do the I/O through `rayfold.io.storage` (local paths and s3:// alike).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rayfold import io, schema
+from rayfold.io import storage as io
+from rayfold.model import schema
 
 __all__ = [
     "ALL_SCOPE",
@@ -76,7 +77,7 @@ def read_run_table(
 ) -> pa.Table | None:
     """``OUT/<name>/`` as one table, or None when absent; `columns`/`filters` are read-time projections.
 
-    Without `columns` and `filters` this is `rayfold.io.read_parquet_dataset`. With them, each part
+    Without `columns` and `filters` this is `rayfold.io.storage.read_parquet_dataset`. With them, each part
     is read with only those columns (row groups filtered as they stream), which keeps
     ``OUT/fragments/`` (per-residue coordinate lists) out of memory on large runs. Part files follow
     the same rules as `read_parquet_dataset`: ``*.parquet`` in name order, names and folders
@@ -166,7 +167,7 @@ def singleton_audit_counts(component_ids: pa.Array | pa.ChunkedArray | Sequence[
 
     Component sizes are recounted from the ids given (so a subset, e.g. one source's sampled
     singletons, gets its own components). M is the largest component, 1 when none links, 0 when
-    nothing was sampled (as `rayfold.cluster.SingletonAudit.summary`).
+    nothing was sampled (as `rayfold.cluster.rules.SingletonAudit.summary`).
     """
     sizes = cluster_sizes(component_ids)
     linked = sizes[sizes >= 2]

@@ -51,8 +51,8 @@ Measured (bench/prefilter_recall.py, one core, on a shared and busy machine):
   ~150 MB (stage-1 blocks of 2M hits at ~75 bytes per hit).
 
 Input: a `FragmentSet` with `states_3di` (one 3Di letter per residue, from
-`rayfold.alphabet.encode_3di`). Without them (`states_3di is None`) the states are computed from
-the C-alpha traces with `rayfold.alphabet.encode_3di_ca`, an approximation (~85% of states
+`rayfold.align.alphabet.encode_3di`). Without them (`states_3di is None`) the states are computed from
+the C-alpha traces with `rayfold.align.alphabet.encode_3di_ca`, an approximation (~85% of states
 identical; recall above), when `ca_fallback` is on; otherwise a `ValueError` says what is missing.
 """
 
@@ -64,7 +64,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rayfold.fragset import FragmentSet
+from rayfold.model.fragset import FragmentSet
 
 __all__ = ["MAT3DI", "PrefilterConfig", "candidate_pairs", "candidate_pairs_scored", "search"]
 
@@ -166,9 +166,9 @@ def _states(fragments: FragmentSet, config: PrefilterConfig, what: str) -> list[
         if not config.ca_fallback:
             raise ValueError(
                 f"{what}: FragmentSet has no 3Di states (states_3di is None); encode them with "
-                "rayfold.alphabet.encode_3di, or allow the C-alpha approximation (ca_fallback=True)"
+                "rayfold.align.alphabet.encode_3di, or allow the C-alpha approximation (ca_fallback=True)"
             )
-        from rayfold.alphabet import encode_3di_ca
+        from rayfold.align.alphabet import encode_3di_ca
 
         log.info("%s: no 3Di states, approximating them from C-alpha traces", what)
         strings = [encode_3di_ca(c) for c in fragments.coords]
@@ -826,7 +826,7 @@ def _run(
             if not config.ca_fallback:
                 raise ValueError(
                     f"{missing}: FragmentSet has no 3Di states (states_3di is None) while the other "
-                    "side has them; encode them with rayfold.alphabet.encode_3di, or allow the "
+                    "side has them; encode them with rayfold.align.alphabet.encode_3di, or allow the "
                     "C-alpha approximation on both sides (ca_fallback=True)"
                 )
             log.info("%s have no 3Di states: approximating them from C-alpha on both sides", missing)

@@ -1,0 +1,1 @@
+"""Structure comparison (pure): the 3Di alphabet, candidate search, TM-align scoring."""

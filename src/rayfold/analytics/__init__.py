@@ -1,0 +1,1 @@
+"""Statistics, sampling weights, plots and the HTML report of a run folder."""

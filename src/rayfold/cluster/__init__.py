@@ -1,0 +1,1 @@
+"""Clustering rules as pure functions over alignment results: first pass, linkage, cohesion, tables."""

@@ -1,0 +1,1 @@
+"""Where first-pass clusters and candidates come from besides the built-in search: Foldseek."""

@@ -1,0 +1,1 @@
+"""Domain-boundary scores used by benchmarks and tests."""

@@ -1,0 +1,1 @@
+"""Types every stage shares: fragment sets, Arrow schemas, error kinds, union-find."""

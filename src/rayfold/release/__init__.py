@@ -1,0 +1,1 @@
+"""`rayfold run`: releases, the manifest, the input filter, the run lock."""

@@ -1,0 +1,1 @@
+"""The only package that imports Ray: sessions, actor pools, batched tasks."""
