@@ -32,13 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
+from rayfold.cluster.linkage import IGNORED, REFUSED
 from rayfold.cluster.rules import ClusterConfig
 from rayfold.config import FragmentConfig
-from rayfold.model.fragset import FragmentSet
 from rayfold.io.storage import read_parquet_dataset
-from rayfold.cluster.linkage import IGNORED, REFUSED
-from rayfold.runtime.pipeline import _Aligner, cluster_fragments, ray_session, run_fragment
+from rayfold.model.fragset import FragmentSet
 from rayfold.model.unionfind import UnionFind
+from rayfold.runtime.pipeline import _Aligner, cluster_fragments, ray_session, run_fragment
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETS = {

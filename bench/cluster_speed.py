@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from rayfold.align.tmalign import align_pairs
 from rayfold.cluster.rules import ClusterConfig
 from rayfold.config import FragmentConfig
-from rayfold.model.fragset import FragmentSet
-from rayfold.io.storage import list_inputs
-from rayfold.runtime.pipeline import _Aligner, cluster_fragments, ray_session
 from rayfold.fragment.stage import FragmentStage
-from rayfold.align.tmalign import align_pairs
+from rayfold.io.storage import list_inputs
+from rayfold.model.fragset import FragmentSet
+from rayfold.runtime.pipeline import _Aligner, cluster_fragments, ray_session
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETS = {

@@ -40,10 +40,10 @@ from pathlib import Path
 import numpy as np
 
 from rayfold.align.alphabet import encode_3di
-from rayfold.model.errors import InputError
-from rayfold.model.fragset import FragmentSet
 from rayfold.align.prefilter import PrefilterConfig, candidate_pairs
 from rayfold.io.structure import backbone_atoms, read_structure_file, strip_structure_extensions
+from rayfold.model.errors import InputError
+from rayfold.model.fragset import FragmentSet
 
 STRUCTURE_EXT = (".pdb", ".pdb.gz", ".cif", ".cif.gz", ".ent", ".ent.gz")
 # folders whose B-factors are not pLDDT (experimental structures): never trimmed

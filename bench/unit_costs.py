@@ -48,21 +48,20 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster_speed import DATA, SETS
 from fragment_speed import best_of, structure_files
-
-from rayfold.cluster import rules as algo
 from rayfold.align.alphabet import encode_fragment
-from rayfold.cluster.rules import ClusterConfig
+from rayfold.align.prefilter import PrefilterConfig, search
+from rayfold.align.tmalign import align, align_pairs
+from rayfold.cluster import rules as algo
 from rayfold.cluster.cohesion import summarise
+from rayfold.cluster.linkage import link_clusters
+from rayfold.cluster.rules import ClusterConfig
+from rayfold.cluster.tables import cluster_tables
 from rayfold.config import FragmentConfig
 from rayfold.fragment.chain import fragment_chain
-from rayfold.model.fragset import FragmentSet
-from rayfold.io.storage import list_inputs, write_parquet
-from rayfold.cluster.linkage import link_clusters
-from rayfold.align.prefilter import PrefilterConfig, search
 from rayfold.fragment.stage import FragmentStage
+from rayfold.io.storage import list_inputs, write_parquet
 from rayfold.io.structure import parse_structure
-from rayfold.cluster.tables import cluster_tables
-from rayfold.align.tmalign import align, align_pairs
+from rayfold.model.fragset import FragmentSet
 from rayfold.model.unionfind import forest_from_edges
 
 TM_LENGTHS = (50, 100, 200, 400, 800)

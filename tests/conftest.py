@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import logging
 import os
-import tarfile
 import sys
+import tarfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 import pytest
+
 from bad_inputs import (
     CORPUS_READ,
     GOOD_PDB,
@@ -18,14 +19,13 @@ from bad_inputs import (
     Corpus,
     build_corpus,
 )
-
-from rayfold.fragment import stage as stages
 from rayfold.config import FragmentConfig, RunConfig
-from rayfold.model.errors import ERROR_KINDS, InputError
-from rayfold.io.storage import InputRef, filesystem_for, list_inputs, read_parquet_dataset
-from rayfold.runtime.pipeline import run_fragment
+from rayfold.fragment import stage as stages
 from rayfold.fragment.stage import FragmentStage, UnitResult
+from rayfold.io.storage import InputRef, filesystem_for, list_inputs, read_parquet_dataset
 from rayfold.io.structure import parse_structure
+from rayfold.model.errors import ERROR_KINDS, InputError
+from rayfold.runtime.pipeline import run_fragment
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,14 +14,14 @@ import pytest
 
 from conftest import SHARED_DATA
 from rayfold.align.alphabet import encode_fragment
+from rayfold.align.tmalign import align_pairs
 from rayfold.cluster.rules import ClusterConfig
 from rayfold.config import FragmentConfig
-from rayfold.model.fragset import FragmentSet
-from rayfold.io.storage import list_inputs
-from rayfold.runtime.pipeline import cluster_fragments
 from rayfold.fragment.stage import FragmentStage
+from rayfold.io.storage import list_inputs
 from rayfold.io.structure import read_structure_file
-from rayfold.align.tmalign import align_pairs
+from rayfold.model.fragset import FragmentSet
+from rayfold.runtime.pipeline import cluster_fragments
 
 pytestmark = [pytest.mark.ray,
               pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared data not available at {SHARED_DATA}")]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES_AFDB
+from rayfold.cli import main
 from rayfold.io import storage as io
 from rayfold.model import schema
-from rayfold.cli import main
 
 
 def _error_line(capsys) -> str:

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import yaml
 
-from rayfold.runtime import pipeline
 from rayfold.cluster.rules import ClusterConfig
 from rayfold.config import RunConfig
 from rayfold.model.fragset import FragmentSet
+from rayfold.runtime import pipeline
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = REPO_ROOT / "cluster.yaml"

@@ -16,10 +16,10 @@ import pytest
 from conftest import SHARED_DATA
 from rayfold.cluster.rules import ClusterConfig
 from rayfold.config import FragmentConfig
-from rayfold.model.fragset import FragmentSet
-from rayfold.io.storage import list_inputs
-from rayfold.runtime.pipeline import cluster_fragments
 from rayfold.fragment.stage import FragmentStage
+from rayfold.io.storage import list_inputs
+from rayfold.model.fragset import FragmentSet
+from rayfold.runtime.pipeline import cluster_fragments
 
 pytestmark = [pytest.mark.ray,
               pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared data not available at {SHARED_DATA}")]
@@ -103,8 +103,8 @@ def test_cluster_command_writes_the_tables(ray_local, tmp_path: Path):
     """`rayfold fragment --whole-chains` then `rayfold cluster` on 8 SCOP globins and 1tim."""
     import pyarrow.parquet as pq
 
-    from rayfold.model import schema
     from rayfold.cli import main as cli_main
+    from rayfold.model import schema
 
     names = ["d1asha_", "d1b0ba_", "d1cg5a_", "d1ecaa_", "d1hlba_", "d1mbaa_", "d1or4a_", "d2w72b_", "1tim"]
     inputs = [str(SCOP / f"{name}.pdb.gz") for name in names]

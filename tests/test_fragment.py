@@ -4,10 +4,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bad_inputs import GOOD_PDB, with_insertion_codes
 
-from rayfold.eval.boundaries import parse_chopping
+from bad_inputs import GOOD_PDB, with_insertion_codes
 from rayfold.config import FragmentConfig
+from rayfold.eval.boundaries import parse_chopping
 from rayfold.fragment.chain import (
     chopping,
     contiguous_segments,
@@ -20,8 +20,8 @@ from rayfold.fragment.chain import (
     rejoin_segments,
     smooth_along_sequence,
 )
-from rayfold.io.storage import list_inputs
 from rayfold.fragment.stage import FragmentStage
+from rayfold.io.storage import list_inputs
 from rayfold.io.structure import Chain
 
 

@@ -11,7 +11,6 @@ import pyarrow as pa
 import pytest
 
 from conftest import add_tar_member as _add
-from rayfold.model.errors import InputError
 from rayfold.io.storage import (
     InputRef,
     exists,
@@ -26,6 +25,7 @@ from rayfold.io.storage import (
     write_parquet,
 )
 from rayfold.io.structure import parse_structure
+from rayfold.model.errors import InputError
 
 MISC = "afdb_misc_models"
 SOURCES = [

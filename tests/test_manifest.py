@@ -5,11 +5,11 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from rayfold.release import manifest as mf
+from rayfold.io.storage import InputRef
 from rayfold.model import schema
 from rayfold.model.errors import InputError
+from rayfold.release import manifest as mf
 from rayfold.release.inputfilter import EntryFilter, read_id_table, read_mmseqs_clusters
-from rayfold.io.storage import InputRef
 
 
 def row(uri, release, unit, size=10, tag="t1", sha="a"):

@@ -11,11 +11,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from rayfold.model import schema
 from rayfold.cli import main as cli_main
 from rayfold.config import FragmentConfig, RunConfig
-from rayfold.io.storage import read_parquet_dataset
-from rayfold.io.storage import list_inputs
+from rayfold.io.storage import list_inputs, read_parquet_dataset
+from rayfold.model import schema
 from rayfold.runtime.pipeline import plan_units, run_fragment
 
 pytestmark = pytest.mark.ray

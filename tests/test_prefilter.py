@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from rayfold.align.alphabet import encode_fragment
-from rayfold.model.fragset import FragmentSet
 from rayfold.align.prefilter import PrefilterConfig, candidate_pairs, candidate_pairs_scored, search
 from rayfold.io.structure import read_structure_file
+from rayfold.model.fragset import FragmentSet
 
 REFERENCE = "tmalign_reference/tmalign_reference_pairs.tsv"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
-from conftest import EXAMPLES_AFDB
 from cli_processes import kill_run, run_cli, wait_for
+from conftest import EXAMPLES_AFDB
 from rayfold.cluster.rules import ClusterConfig
 from rayfold.config import RunConfig
 from rayfold.io.storage import read_parquet_dataset

@@ -22,11 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rayfold.io import storage as io
-from rayfold.model import schema
 from rayfold.analytics.report import build_report, chain_maps, write_analytics
 from rayfold.analytics.sampling import SamplingConfig
 from rayfold.analytics.stats import read_run_table
+from rayfold.io import storage as io
+from rayfold.model import schema
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

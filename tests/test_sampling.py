@@ -10,7 +10,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rayfold.model import schema
 from rayfold.analytics.sampling import (
     SamplingConfig,
     cluster_probabilities,
@@ -25,6 +24,7 @@ from rayfold.analytics.sampling import (
     top_mass,
     write_sampling,
 )
+from rayfold.model import schema
 
 EXACT = 1e-12
 

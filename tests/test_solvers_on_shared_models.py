@@ -8,9 +8,9 @@ import pytest
 
 from conftest import SHARED_DATA
 from rayfold.config import FragmentConfig
-from rayfold.model.errors import InputError
 from rayfold.fragment.chain import fragment_chain
 from rayfold.io.structure import read_structure_file
+from rayfold.model.errors import InputError
 
 
 def shared_models() -> list[Path]:

@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from rayfold.fragment.spectral import _components, _normalized_laplacian, fiedler, knn_edges, knn_graph, recursive_bisection
+from rayfold.fragment.spectral import (
+    _components,
+    _normalized_laplacian,
+    fiedler,
+    knn_edges,
+    knn_graph,
+    recursive_bisection,
+)
 
 
 def blob(n: int, centre, radius: float, rng: np.random.Generator) -> np.ndarray:

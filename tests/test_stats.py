@@ -9,7 +9,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rayfold.model import schema
 from rayfold.analytics.stats import (
     UNMAPPED_SCOPE,
     cluster_sizes,
@@ -24,6 +23,7 @@ from rayfold.analytics.stats import (
     top_share,
     write_stats,
 )
+from rayfold.model import schema
 
 # Clusters A(5) B(3) C(2) and singletons D E F G. Source S1 holds a1-a3, b1, d1, f1 and a failed
 # fragment s1_bad; source S2 (fragments inside a tar shard) holds a4, a5, b2, b3, c1, c2, e1, g1.

@@ -12,7 +12,6 @@ import gemmi
 import numpy as np
 import pytest
 
-from rayfold.model.errors import InputError
 from rayfold.io.structure import (
     ParsedEntry,
     backbone_atoms,
@@ -21,6 +20,7 @@ from rayfold.io.structure import (
     read_structure_file,
     write_fragment_structure,
 )
+from rayfold.model.errors import InputError
 
 MISC = "afdb_misc_models"
 MYCO = "afdb_mycoplasma_mycoides_pdb/structures"

@@ -40,10 +40,10 @@ import pytest
 from tmtools import tm_align as raw_tm_align
 
 import rayfold.align.tmalign as tmalign_module
-from rayfold.model.fragset import FragmentSet
-from rayfold.io.structure import read_structure_file, strip_structure_extensions
-from rayfold.cluster.rules import reachable
 from rayfold.align.tmalign import Alignment, align, align_pairs, align_pairs_table, clean_sequence
+from rayfold.cluster.rules import reachable
+from rayfold.io.structure import read_structure_file, strip_structure_extensions
+from rayfold.model.fragset import FragmentSet
 
 REFERENCE = "tmalign_reference"
 TM_TOL = 1e-3  # required agreement with the reference TM-scores
@@ -270,7 +270,7 @@ def test_reader_gives_the_chains_tmalign_read(reference: Reference) -> None:
         lengths.setdefault(p.chain_1, set()).add(p.L1)
         lengths.setdefault(p.chain_2, set()).add(p.L2)
     letters = {}
-    for (set_, c1, c2), (seq_x, _, seq_y) in reference.alignments.items():
+    for (_set, c1, c2), (seq_x, _, seq_y) in reference.alignments.items():
         letters.setdefault(c1, set()).add(seq_x.replace("-", ""))
         letters.setdefault(c2, set()).add(seq_y.replace("-", ""))
     assert len(reference.alignments) == len(reference.pairs)
@@ -588,8 +588,8 @@ def test_coverage_is_the_span_of_aligned_residues(shared_data: Path):
     """A fragment aligned against a copy of its first 60% covers 60% of itself and all of the copy."""
     import numpy as np
 
-    from rayfold.io.structure import read_structure_file
     from rayfold.align.tmalign import align
+    from rayfold.io.structure import read_structure_file
 
     chain = read_structure_file(shared_data / "foldseek" / "foldseek_example_scop" / "d1mbaa_.pdb.gz").chains[0]
     n = chain.n_residues

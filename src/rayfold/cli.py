@@ -157,7 +157,9 @@ def _add_analytics(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_stats)
     p = sub.add_parser("sample", help="draw a reproducible, cluster-weighted sample of fragment ids")
     p.add_argument("out", help="a run folder or URL")
-    p.add_argument("--gamma", type=float, default=0.5, help="cluster mass grows as size^gamma (1: as the data, 0: flat)")
+    p.add_argument(
+        "--gamma", type=float, default=0.5, help="cluster mass grows as size^gamma (1: as the data, 0: flat)"
+    )
     p.add_argument("--n", type=int, required=True, help="fragments to draw (with replacement)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", help="write the sample as Parquet here instead of printing ids")
@@ -168,8 +170,8 @@ def _add_analytics(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    from rayfold.io.runfolder import require_run_folder
     from rayfold.analytics.stats import format_stats, read_stats
+    from rayfold.io.runfolder import require_run_folder
 
     require_run_folder(args.out)
     print(format_stats(read_stats(args.out)))
@@ -177,9 +179,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from rayfold.io.storage import write_parquet
-    from rayfold.io.runfolder import require_run_folder
     from rayfold.analytics.sampling import sample_fragments
+    from rayfold.io.runfolder import require_run_folder
+    from rayfold.io.storage import write_parquet
 
     require_run_folder(args.out)
     try:

@@ -17,8 +17,8 @@ Foldseek run on the fragment file). The cost grows with length squared (a distan
 (`rayfold.model.fragset.FragmentSet` keeps C-alpha only): N and C are placed at ideal positions
 computed from the neighbouring C-alphas, then encoded with mini3di. Its states agree with the
 full-backbone ones for ~85% of residues on AlphaFold models (81-90% per chain on 30
-Mycoplasma models; checked in tests/test_alphabet.py); good enough for a k-mer prefilter that compares like with like, never
-mix the two encodings in one comparison.
+Mycoplasma models; checked in tests/test_alphabet.py); good enough for a k-mer prefilter that
+compares like with like, never mix the two encodings in one comparison.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ INVALID_STATE_LETTER = "D"  # Foldseek's invalid state (2)
 _LOCAL = threading.local()
 
 
-def _encoder():  # type: ignore[no-untyped-def]
+def _encoder():
     """One mini3di Encoder per process (and thread: the encoder is not documented thread-safe)."""
     enc = getattr(_LOCAL, "encoder", None)
     if enc is None:
@@ -83,7 +83,7 @@ def encode_3di(n: np.ndarray, ca: np.ndarray, c: np.ndarray, cb: np.ndarray) -> 
     return _LETTERS[encode_states(n, ca, c, cb)].tobytes().decode("ascii")
 
 
-def encode_fragment(entry, chain_id: str, residue_index: np.ndarray) -> str:  # type: ignore[no-untyped-def]
+def encode_fragment(entry, chain_id: str, residue_index: np.ndarray) -> str:
     """3Di string of the given residues of one chain of a parsed entry (see `encode_3di`)."""
     from rayfold.io.structure import backbone_atoms
 

@@ -345,18 +345,18 @@ def _stage1(
     # work items (query, rank range), each with at most block_hits hits unless one target alone
     # has more; a heavy query's length window is split in halves until its pieces fit
     items: list[tuple[int, int, int, int]] = []
-    for q in range(nq):
-        stack = [(int(lo_r[q]), int(hi_r[q]))]
+    for qi in range(nq):
+        stack = [(int(lo_r[qi]), int(hi_r[qi]))]
         while stack:
             lo, hi = stack.pop()
             if hi <= lo:
                 continue
-            n_hits = int(kmers(q, lo, hi)[1].sum())
+            n_hits = int(kmers(qi, lo, hi)[1].sum())
             if n_hits > config.block_hits and hi - lo > 1:
                 mid = (lo + hi) // 2
                 stack += [(mid, hi), (lo, mid)]
             elif n_hits:
-                items.append((q, lo, hi, n_hits))
+                items.append((qi, lo, hi, n_hits))
 
     out_q, out_t, out_s, out_d = [], [], [], []
     # the block's int64 sort key is (item, target rank, band, query position): keep it < 2^62
@@ -670,7 +670,7 @@ def _stage2(
 
 def _pad(arrs: list[np.ndarray], length: int, fill: float, dtype: type) -> np.ndarray:
     shape = (len(arrs), length) + arrs[0].shape[1:]
-    out = np.full(shape, fill, dtype=dtype)
+    out: np.ndarray = np.full(shape, fill, dtype=dtype)
     for i, a in enumerate(arrs):
         out[i, : len(a)] = a
     return out

@@ -118,7 +118,10 @@ def plot_cluster_sizes(sizes_by_scope: Mapping[str, np.ndarray]) -> bytes:
         rank = np.arange(1, multi.size + 1)
         color = _SCOPE_COLORS[i % len(_SCOPE_COLORS)]
         marker = "o" if multi.size <= 60 else None
-        label = f"{scope} ({multi.size:,} clusters, {int(multi.sum()):,} fragments; {int((s == 1).sum()):,} singletons omitted)"
+        label = (
+            f"{scope} ({multi.size:,} clusters, {int(multi.sum()):,} fragments; "
+            f"{int((s == 1).sum()):,} singletons omitted)"
+        )
         cum = 100.0 * np.cumsum(multi) / multi.sum()
         sub = _log_subsample(multi.size)
         ax_size.plot(rank[sub], multi[sub], color=color, marker=marker, ms=4, lw=1.5, label=label)

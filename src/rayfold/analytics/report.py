@@ -27,10 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rayfold.io import storage as io
 from rayfold.analytics import plots
-from rayfold.model import schema
-from rayfold.config import FragmentConfig
 from rayfold.analytics.sampling import (
     DEFAULT_SAMPLING,
     SamplingConfig,
@@ -48,6 +45,9 @@ from rayfold.analytics.stats import (
     read_stats,
     write_stats,
 )
+from rayfold.config import FragmentConfig
+from rayfold.io import storage as io
+from rayfold.model import schema
 
 __all__ = ["build_report", "chain_maps", "render_html", "write_analytics"]
 

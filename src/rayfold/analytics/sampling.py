@@ -29,9 +29,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rayfold.analytics.stats import cluster_sizes, read_run_table
 from rayfold.io import storage as io
 from rayfold.model import schema
-from rayfold.analytics.stats import cluster_sizes, read_run_table
 
 if TYPE_CHECKING:  # pragma: no cover
     import ray.data

@@ -171,7 +171,7 @@ def singleton_audit_counts(component_ids: pa.Array | pa.ChunkedArray | Sequence[
     """
     sizes = cluster_sizes(component_ids)
     linked = sizes[sizes >= 2]
-    out = {
+    out: dict[str, Any] = {
         "singleton_audit_sampled": int(sizes.sum()),
         "singleton_audit_linked": int(linked.sum()),
         "singleton_audit_components": len(linked),

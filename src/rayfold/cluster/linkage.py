@@ -151,8 +151,8 @@ def link_clusters(
                 pairs = np.array(list(wanted), dtype=np.int64).reshape(-1, 2)
                 if score is None:
                     raise ValueError("guarded linkage needs a scorer for scores not yet known")
-                for pair, tm in zip(map(tuple, pairs.tolist()), np.asarray(score(pairs), dtype=np.float64).tolist()):
-                    cache[pair] = tm
+                for (a, b), tm in zip(pairs.tolist(), np.asarray(score(pairs), dtype=np.float64).tolist()):
+                    cache[(a, b)] = tm
                 checks["alignments"] += len(pairs)
                 checks["rounds"] += 1
             lowest = min(cache[pair_key(r, winner_rep)] if r != winner_rep else 1.0 for r in reps_of[loser])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from rayfold.model import schema
-from rayfold.cluster.rules import SingletonAudit
 from rayfold.cluster.cohesion import Cohesion
+from rayfold.cluster.rules import SingletonAudit
+from rayfold.model import schema
 from rayfold.model.fragset import FragmentSet
 
 

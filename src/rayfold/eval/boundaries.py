@@ -90,11 +90,11 @@ def residue_sets(chopping: ChoppingLike) -> list[set[int]]:
         return [r for r in (domain_residues(d) for d in parse_chopping(chopping)) if r]
     out: list[set[int]] = []
     for dom in chopping:
-        items = list(dom)
+        items: list[Any] = list(dom)
         if items and isinstance(items[0], tuple):
-            res = domain_residues(items)  # type: ignore[arg-type]
+            res = domain_residues(items)
         else:
-            res = {int(x) for x in items}  # type: ignore[arg-type]
+            res = {int(x) for x in items}
         if res:
             out.append(res)
     return out

@@ -109,7 +109,7 @@ def _touching_counts(
     cross = la != lb
     i, j, la, lb = pairs[cross, 0], pairs[cross, 1], la[cross], lb[cross]
     # Unique (residue, other group) pairs, counted per (own group, other group).
-    for res, own, other in ((i, la, lb), (j, lb, la)):
+    for res, _own, other in ((i, la, lb), (j, lb, la)):
         keys = np.unique(res * n_groups + other)
         res_u, other_u = np.divmod(keys, n_groups)
         np.add.at(touch, (labels[res_u], other_u), 1)

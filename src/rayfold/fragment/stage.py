@@ -18,10 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from rayfold.model import schema
 from rayfold.align.alphabet import encode_fragment
 from rayfold.config import FragmentConfig, ReadConfig
-from rayfold.model.errors import InputError
 from rayfold.fragment.chain import ChainFragments, fragment_chain
 from rayfold.io.storage import InputRef, iter_structure_bytes, printable_uri
 from rayfold.io.structure import (
@@ -30,6 +28,8 @@ from rayfold.io.structure import (
     parse_structure,
     write_fragment_structure,
 )
+from rayfold.model import schema
+from rayfold.model.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,11 @@ class _Rows:
 def _xyz_lists(coords: list[np.ndarray]) -> pa.Array:
     lengths = np.array([len(c) for c in coords], dtype=np.int32)
     offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
-    flat = np.concatenate([np.asarray(c, dtype=np.float32).ravel() for c in coords]) if coords else np.zeros(0, np.float32)
+    flat = (
+        np.concatenate([np.asarray(c, dtype=np.float32).ravel() for c in coords])
+        if coords
+        else np.zeros(0, np.float32)
+    )
     points = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), 3)
     return pa.ListArray.from_arrays(offsets, points, type=schema.FRAGMENTS.field("ca_coords").type)
 

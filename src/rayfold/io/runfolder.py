@@ -7,8 +7,8 @@ one refuses an --out that is an existing file before Ray starts.
 
 from __future__ import annotations
 
-from rayfold.model.errors import InputError
 from rayfold.io.storage import exists, filesystem_for, join_uri
+from rayfold.model.errors import InputError
 
 # tables `rayfold cluster` and `rayfold run` always write; a run folder has them
 RUN_FOLDER_TABLES = ("members", "clusters")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import glob as _glob
 import gzip
+import io
 import json
 import os
 import stat
@@ -372,7 +373,7 @@ def list_inputs(
 class _CappedReader:
     """File-like wrapper that raises InputError once more than `cap` bytes were read since reset()."""
 
-    def __init__(self, raw: BinaryIO, cap: int, what: str) -> None:
+    def __init__(self, raw: io.BufferedIOBase, cap: int, what: str) -> None:
         self._raw = raw
         self._cap = cap
         self._what = what
@@ -559,7 +560,7 @@ def list_files(
         if not os.path.isdir(root):
             return []
         if recursive:
-            found = []
+            found: list[str] = []
             for dirpath, dirnames, filenames in os.walk(root):
                 dirnames[:] = [d for d in dirnames if not d.startswith(".")]
                 found.extend(os.path.join(dirpath, f) for f in filenames)

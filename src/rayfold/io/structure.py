@@ -179,7 +179,7 @@ def decompress_bytes(data: bytes, max_decompressed_bytes: int = 512 * 2**20) -> 
     n = len(data)
     while True:
         d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        pending = b""
+        pending: bytes | memoryview = b""
         while not d.eof:
             if not pending:
                 if pos >= n:
@@ -342,9 +342,9 @@ def _pdb_ids(text: bytes, st: gemmi.Structure) -> _Ids:
     title = st.info["_struct.title"] if "_struct.title" in st.info else ""  # noqa: SIM401 - gemmi InfoMap has no .get
     if "ALPHAFOLD" in title.upper():
         ids.alphafold = True
-        m = _TITLE_ACC_RE.search(title)
-        if m and _ACC_RE.match(m.group(1)) and m.group(1) not in ids.accessions:
-            ids.accessions.append(m.group(1))
+        title_match = _TITLE_ACC_RE.search(title)
+        if title_match and _ACC_RE.match(title_match.group(1)) and title_match.group(1) not in ids.accessions:
+            ids.accessions.append(title_match.group(1))
     if b"ALPHAFOLD" in head[:20000].upper():
         ids.alphafold = True
     return ids
@@ -527,7 +527,9 @@ def _check_coordinates(st: gemmi.Structure) -> None:
                 p = atom.pos
                 for axis, v in zip("xyz", (p.x, p.y, p.z)):
                     if not math.isfinite(v):
-                        raise InputError("bad_coordinates", f"{_atom_label(ch, res, atom)}: {axis} = {v} (not a finite number)")
+                        raise InputError(
+                            "bad_coordinates", f"{_atom_label(ch, res, atom)}: {axis} = {v} (not a finite number)"
+                        )
                     if abs(v) > MAX_ABS_COORDINATE:
                         raise InputError(
                             "bad_coordinates",
@@ -651,7 +653,7 @@ def parse_structure(
     with_labels = local is not None
     for ci, ch in enumerate(model):
         rows: list[tuple] = []
-        prev_seqid: tuple[int, str] | None = None
+        prev_seqid: tuple[int | None, str] | None = None
         for ri, res in enumerate(ch):
             kind = kinds.get(res.name)
             if kind is None:
@@ -669,7 +671,8 @@ def parse_structure(
             prev_seqid = (num, icode)
             if with_labels:
                 ls = res.label_seq
-                rows.append((ri, kind[1], *ca.pos.tolist(), ca.b_iso, num, icode, res.subchain, -(10**9) if ls is None else ls))
+                label_seq = -(10**9) if ls is None else ls
+                rows.append((ri, kind[1], *ca.pos.tolist(), ca.b_iso, num, icode, res.subchain, label_seq))
             else:
                 rows.append((ri, kind[1], *ca.pos.tolist(), ca.b_iso, num, icode))
         if not rows:
@@ -690,6 +693,7 @@ def parse_structure(
         plddt = None
         source = "b_factor"
         if with_labels:
+            assert local is not None  # with_labels is local is not None
             plddt = _lookup_local(local, subs, np.array(lseq, dtype=np.int64))
             if plddt is not None:
                 source = "ma_qa_metric_local"
@@ -769,8 +773,9 @@ def read_structure_file(
 
 def _chain_residues(entry: ParsedEntry, chain_id: str, residue_index: np.ndarray) -> tuple[int, np.ndarray]:
     """Position of the chain in `entry.chains` and the validated residue indices (order kept)."""
-    for k, c in enumerate(entry.chains):
+    for pos, c in enumerate(entry.chains):
         if c.chain_id == chain_id:
+            k = pos
             break
     else:
         raise KeyError(f"{entry.entry_id}: no protein chain {chain_id!r}")

@@ -22,7 +22,7 @@ class FragmentSet:
         flat_coords: np.ndarray,
         offsets: np.ndarray,
         sequences: Sequence[str],
-        mean_plddt: np.ndarray,
+        mean_plddt: Sequence[float] | np.ndarray,
         states_3di: Sequence[str] | None = None,
     ) -> None:
         self.ids = list(ids)  # fragment_id; sorted when loaded from a table, so index order is deterministic
@@ -45,7 +45,11 @@ class FragmentSet:
     ) -> FragmentSet:
         lengths = np.array([len(c) for c in coords], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
-        flat = np.concatenate([np.asarray(c, dtype=np.float64).reshape(-1, 3) for c in coords]) if coords else np.zeros((0, 3))
+        flat = (
+            np.concatenate([np.asarray(c, dtype=np.float64).reshape(-1, 3) for c in coords])
+            if coords
+            else np.zeros((0, 3))
+        )
         plddt = np.zeros(len(ids)) if mean_plddt is None else mean_plddt
         return cls(ids, flat, offsets, sequences, plddt, states_3di)
 
@@ -71,7 +75,10 @@ class FragmentSet:
         return len(self.ids)
 
     def __reduce__(self):  # pickle the flat arrays, never the cached per-fragment views
-        return (FragmentSet, (self.ids, self.flat_coords, self.offsets, self.sequences, self.mean_plddt, self.states_3di))
+        return (
+            FragmentSet,
+            (self.ids, self.flat_coords, self.offsets, self.sequences, self.mean_plddt, self.states_3di),
+        )
 
     @cached_property
     def coords(self) -> list[np.ndarray]:

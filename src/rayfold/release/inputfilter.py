@@ -13,8 +13,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from rayfold.model.errors import InputError
 from rayfold.io.storage import read_bytes
+from rayfold.model.errors import InputError
 
 _AFDB_ID = re.compile(r"^AF-(?P<acc>[A-Za-z0-9]+)-F\d+(?:-model_v\d+)?$")
 
@@ -65,6 +65,7 @@ def read_id_table(uri: str, storage_options: dict | None = None) -> EntryFilter:
         from rayfold.io.storage import read_parquet_dataset
 
         table = read_parquet_dataset(uri, storage_options)
+        assert table is not None, f"{uri}: no Parquet data"
         return EntryFilter.from_ids([str(v) for v in table.column(0).to_pylist() if v is not None], uri)
     ids = []
     for line in _lines(uri, storage_options):

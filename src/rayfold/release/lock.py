@@ -20,8 +20,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from rayfold.model.errors import InputError
 from rayfold.io.storage import exists, filesystem_for, join_uri, read_bytes, write_bytes
+from rayfold.model.errors import InputError
 
 log = logging.getLogger(__name__)
 

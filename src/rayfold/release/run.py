@@ -26,17 +26,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rayfold.release import manifest as mf
-from rayfold.model import schema
+from rayfold.align.prefilter import PrefilterConfig
+from rayfold.cluster.linkage import MERGED
 from rayfold.cluster.rules import ClusterConfig, PreviousClusters
 from rayfold.config import FragmentConfig, ReadConfig, RunConfig
+from rayfold.io.runfolder import check_output_folder
+from rayfold.io.storage import (
+    InputRef,
+    exists,
+    join_uri,
+    list_inputs,
+    read_bytes,
+    read_parquet_dataset,
+    write_bytes,
+    write_parquet,
+)
+from rayfold.model import schema
 from rayfold.model.errors import InputError
 from rayfold.model.fragset import FragmentSet
+from rayfold.release import manifest as mf
 from rayfold.release.inputfilter import EntryFilter
-from rayfold.io.storage import InputRef, exists, join_uri, list_inputs, read_bytes, read_parquet_dataset, write_bytes, write_parquet
-from rayfold.cluster.linkage import MERGED
-from rayfold.align.prefilter import PrefilterConfig
-from rayfold.io.runfolder import check_output_folder
 from rayfold.release.lock import RunLock
 
 log = logging.getLogger(__name__)
@@ -157,6 +166,7 @@ def _run_release(
         _drop_superseded_rows(out, manifest, opts)
         loaded_units = _units(manifest)  # read before the fragments: a unit's manifest part is written last
         fragments, duplicates, input_of_fragment = _load_current_fragments(out, opts)
+        assert manifest is not None  # every fragmented unit wrote its manifest part
         # one part for the whole collection, replaced each release: a duplicate is listed once
         write_parquet(duplicates, join_uri(out, "errors", "part-duplicates.parquet"), opts)
         changed = mf.changed_content(manifest, release)
@@ -321,7 +331,7 @@ def _previous_clusters(out: str, last: int, fragments: FragmentSet, stale: set[s
     n = len(fragments)
     if not last:
         return PreviousClusters.none(n), schema.MERGES.empty_table()
-    state = {name: read_parquet_dataset(join_uri(out, "state", f"{last:06d}", f"{name}.parquet"), opts)
+    state = {name: _state_table(out, last, name, opts)
              for name in ("members", "merges", "singleton_audit", "singleton_links")}
     valid = {fid: i for fid, i in fragments.index().items() if fid not in stale}
 
@@ -345,7 +355,9 @@ def _previous_clusters(out: str, last: int, fragments: FragmentSet, stale: set[s
         return name in valid
 
     merges = state["merges"]
-    keep = [all(still(x) for x in row) and rep_of[valid[row[0]]] == valid[row[0]] and rep_of[valid[row[1]]] == valid[row[1]]
+    keep = [all(still(x) for x in row)
+            and rep_of[valid[row[0]]] == valid[row[0]]
+            and rep_of[valid[row[1]]] == valid[row[1]]
             for row in zip(*(merges.column(c).to_pylist() for c in
                              ("representative_a", "representative_b", "fragment_a", "fragment_b")))]
     kept_merges = merges.filter(pa.array(keep, pa.bool_()))
@@ -365,10 +377,17 @@ def _previous_clusters(out: str, last: int, fragments: FragmentSet, stale: set[s
     return PreviousClusters(rep_of, cluster_rep, merge_pairs, merge_tm, sampled, links), kept_merges
 
 
+def _state_table(out: str, release: int, name: str, opts: dict | None) -> pa.Table:
+    """One table of a committed release's state/ (the commit writes all of them)."""
+    table = read_parquet_dataset(join_uri(out, "state", f"{release:06d}", f"{name}.parquet"), opts)
+    assert table is not None, f"{out}: release {release} has no state table {name}"
+    return table
+
+
 def _publish(out: str, release: int, opts: dict | None) -> None:
     """Copy a committed release's tables to OUT/<table>/part-0.parquet, tagged with the release."""
     for name in CLUSTER_TABLES:
-        table = read_parquet_dataset(join_uri(out, "state", f"{release:06d}", f"{name}.parquet"), opts)
+        table = _state_table(out, release, name, opts)
         meta = dict(table.schema.metadata or {})
         meta[b"rayfold_release"] = str(release).encode()
         write_parquet(table.replace_schema_metadata(meta), join_uri(out, name, "part-0.parquet"), opts)
@@ -399,7 +418,10 @@ def _write_analytics(out: str, opts: dict | None) -> None:
 
 
 def _up_to_date(out: str, last: int, releases: pa.Table | None, seconds: float) -> ReleaseSummary:
-    row = releases.filter(pc.field("release") == last).to_pylist()[0] if last else {}
+    row: dict = {}
+    if last:
+        assert releases is not None  # `last` was read from it
+        row = releases.filter(pc.field("release") == last).to_pylist()[0]
     return ReleaseSummary(
         out=out, release=last, up_to_date=True, inputs=row.get("inputs", 0), new_inputs=0, changed_inputs=0,
         fragments=row.get("fragments", 0), new_fragments=0, assigned_to_existing=0,

@@ -18,8 +18,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 from rayfold.config import FragmentConfig, ReadConfig, RunConfig
-from rayfold.io.storage import InputRef, join_uri, list_files, list_inputs, write_bytes, write_parquet
 from rayfold.fragment.stage import FragmentStage
+from rayfold.io.storage import InputRef, join_uri, list_files, list_inputs, write_bytes, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,8 @@ class FragmentWorker:
         self.stage = FragmentStage(config, read, storage_options=storage_options, export_structures=export_structures)
 
     def __call__(self, batch: dict) -> dict:
-        summary: dict[str, list] = {k: [] for k in ("unit_id", "structures", "fragments", "passed", "errors", "seconds")}
+        keys = ("unit_id", "structures", "fragments", "passed", "errors", "seconds")
+        summary: dict[str, list] = {k: [] for k in keys}
         for unit_id, refs_json in zip(batch["unit_id"], batch["refs"]):
             started = time.perf_counter()
             items = json.loads(refs_json)
@@ -145,7 +146,8 @@ def _keep_entries(result, keep):
 
     result.fragments = kept(result.fragments)
     result.chains = kept(result.chains)
-    result.structures = {k: v for k, v in result.structures.items() if k in set(result.fragments.column("fragment_id").to_pylist())}
+    kept_ids = set(result.fragments.column("fragment_id").to_pylist())
+    result.structures = {k: v for k, v in result.structures.items() if k in kept_ids}
     return result
 
 
@@ -427,8 +429,8 @@ class _Aligner:
 
 def resolve_engine(requested: str, foldseek: str | None) -> tuple[str, str | None]:
     """('builtin' | 'foldseek', binary): auto takes Foldseek when it is found, the built-in engine otherwise."""
-    from rayfold.model.errors import InputError
     from rayfold.engines.foldseek import find_foldseek
+    from rayfold.model.errors import InputError
 
     if requested not in ("auto", "builtin", "foldseek"):
         raise InputError("bad_engine", f"unknown engine {requested!r}: auto, builtin or foldseek")
@@ -562,14 +564,14 @@ def cluster_fragments(
     import pyarrow as pa
     import ray
 
-    from rayfold.cluster import rules as algo
-    from rayfold.model import schema
-    from rayfold.cluster.rules import ClusterConfig, PreviousClusters
-    from rayfold.engines.foldseek import foldseek_version
     from rayfold.align.prefilter import PrefilterConfig
-    from rayfold.cluster.tables import cluster_tables
+    from rayfold.cluster import rules as algo
     from rayfold.cluster.cohesion import cohesion_pairs, summarise
     from rayfold.cluster.linkage import MERGED, link_clusters
+    from rayfold.cluster.rules import ClusterConfig, PreviousClusters
+    from rayfold.cluster.tables import cluster_tables
+    from rayfold.engines.foldseek import foldseek_version
+    from rayfold.model import schema
     from rayfold.model.unionfind import forest_from_edges
 
     config = config or ClusterConfig()
@@ -658,7 +660,8 @@ def cluster_fragments(
     in_sample = np.zeros(n, bool)
     in_sample[sampled] = True
     old_links = previous.links[in_sample[previous.links[:, 0]] & in_sample[previous.links[:, 1]]]
-    links = np.concatenate([old_links, np.column_stack([singleton_columns["i"][ok], singleton_columns["j"][ok]]).astype(np.int64)])
+    new_links = np.column_stack([singleton_columns["i"][ok], singleton_columns["j"][ok]]).astype(np.int64)
+    links = np.concatenate([old_links, new_links])
     audit_result = algo.singleton_components(sampled, forest_from_edges(links[:, 0], links[:, 1]))
 
     tables = cluster_tables(fragments, rep_of, cluster_rep, evidence, audit_result, cohesion)
@@ -720,9 +723,9 @@ def _scores(pairs, known: dict, aligner, *, desc: str):
 
 def load_fragments(uri: str, *, storage_options: dict | None = None):
     """FragmentSet of the passed fragments under `uri` (a fragments dataset, or a run folder holding one)."""
+    from rayfold.io.storage import exists, read_parquet_dataset
     from rayfold.model.errors import InputError
     from rayfold.model.fragset import FragmentSet
-    from rayfold.io.storage import exists, read_parquet_dataset
 
     folder = join_uri(uri, "fragments") if exists(join_uri(uri, "fragments"), storage_options) else uri
     table = read_parquet_dataset(folder, storage_options)
@@ -743,11 +746,14 @@ def run_cluster(
     progress: bool = True,
     ray_init_kwargs: dict | None = None,
 ) -> ClusterSummary:
-    """Cluster the passed fragments under `fragments_uri`; write OUT/{clusters,members,merges,singleton_audit,cluster_runs}/."""
+    """Cluster the passed fragments under `fragments_uri`.
+
+    Writes OUT/{clusters,members,merges,singleton_audit,cluster_runs}/.
+    """
     import pyarrow as pa
 
-    from rayfold.model import schema
     from rayfold.io.runfolder import check_output_folder
+    from rayfold.model import schema
 
     check_output_folder(out, storage_options)
     fragments = load_fragments(fragments_uri, storage_options=storage_options)
