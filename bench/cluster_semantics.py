@@ -32,13 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
+from rayfold.cluster.algorithm import min_tm
 from rayfold.cluster.linkage import IGNORED, REFUSED
 from rayfold.cluster.rules import ClusterConfig
 from rayfold.config import FragmentConfig
 from rayfold.io.storage import read_parquet_dataset
 from rayfold.model.fragset import FragmentSet
 from rayfold.model.unionfind import UnionFind
-from rayfold.runtime.pipeline import _Aligner, cluster_fragments, ray_session, run_fragment
+from rayfold.runtime.clustering import RayAligner, cluster_fragments
+from rayfold.runtime.fragmenting import run_fragment
+from rayfold.runtime.session import ray_session
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETS = {
@@ -143,10 +146,10 @@ def main() -> None:
               f"{merges.num_rows} evidence rows, {decisions.count('merged')} merged, "
               f"{decisions.count(REFUSED)} refused by the guard")
         label = partitions(tables, n, fragments.index())
-        aligner = _Aligner(ray.put(fragments), ClusterConfig(), progress=False)
+        aligner = RayAligner(ray.put(fragments), ClusterConfig().pairs_per_task, progress=False)
 
         truth = random_pairs(groups, fragments.lengths, args.recall_pairs, rng)
-        truth_tm = aligner.min_tm(truth, desc="recall sample")
+        truth_tm = min_tm(aligner, truth, desc="recall sample")
         positive = truth_tm >= 0.7
         print(f"\nrecall sample: {len(truth)} pairs (same set, length ratio >= 0.7), {int(positive.sum())} at "
               "min-TM >= 0.7: " + ", ".join(f"{g} {int(positive[groups[truth[:, 0]] == g].sum())}"
@@ -159,7 +162,7 @@ def main() -> None:
             lab = label[name]
             same = lab[truth[:, 0]] == lab[truth[:, 1]]
             sample = co_clustered_sample(lab, args.precision_pairs, rng)
-            tm = aligner.min_tm(sample, desc=f"precision {name}")
+            tm = min_tm(aligner, sample, desc=f"precision {name}")
             values, counts = np.unique(lab, return_counts=True)
             big = values[np.argmax(counts)]
             big_len = lengths[lab == big]

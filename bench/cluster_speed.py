@@ -30,7 +30,8 @@ from rayfold.config import FragmentConfig
 from rayfold.fragment.stage import FragmentStage
 from rayfold.io.storage import list_inputs
 from rayfold.model.fragset import FragmentSet
-from rayfold.runtime.pipeline import _Aligner, cluster_fragments, ray_session
+from rayfold.runtime.clustering import RayAligner, cluster_fragments
+from rayfold.runtime.session import ray_session
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETS = {
@@ -76,9 +77,9 @@ def main() -> None:
         ours = time.perf_counter() - start
         run = tables["cluster_runs"]
 
-        aligner = _Aligner(ray.put(fragments), config, progress=False)
+        aligner = RayAligner(ray.put(fragments), config.pairs_per_task, progress=False)
         start = time.perf_counter()
-        exhaustive, _ = aligner.align(all_pairs, desc="exhaustive")
+        exhaustive = aligner.align(all_pairs, desc="exhaustive")
         brute = time.perf_counter() - start
 
         members = tables["members"]

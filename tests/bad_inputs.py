@@ -13,7 +13,7 @@ few MB in all; nothing is committed) and returns a `Corpus` that says what each 
 * `explicit`: inputs that a folder walk skips and that must be named on their own (unknown extension);
 * `odd_names`: source URI (as the tables show it) -> entry id of good files whose local name is not
   valid UTF-8; they live in ``base/odd_names``, outside the corpus folder, because the Ray driver
-  (`pipeline.plan_units`) cannot hash such a name yet. Tar members with such names are in the corpus.
+  (`fragmenting.plan_units`) cannot hash such a name yet. Tar members with such names are in the corpus.
 
 `Corpus.read` is the `ReadConfig` the expectations assume (small caps, so that the size limits are
 exercised with small files). Used by tests/test_bad_inputs.py.

@@ -25,7 +25,7 @@ from rayfold.fragment.stage import FragmentStage, UnitResult
 from rayfold.io.storage import InputRef, filesystem_for, list_inputs, read_parquet_dataset
 from rayfold.io.structure import parse_structure
 from rayfold.model.errors import ERROR_KINDS, InputError
-from rayfold.runtime.pipeline import run_fragment
+from rayfold.runtime.fragmenting import run_fragment
 
 REPO = Path(__file__).resolve().parents[1]
 

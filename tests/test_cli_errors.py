@@ -66,7 +66,7 @@ def test_ray_that_cannot_start_gives_one_line(capsys, monkeypatch):
     import ray
 
     from rayfold.model.errors import InputError
-    from rayfold.runtime.pipeline import _start_local_ray
+    from rayfold.runtime.session import start_local_ray
 
     calls = []
 
@@ -78,7 +78,7 @@ def test_ray_that_cannot_start_gives_one_line(capsys, monkeypatch):
     monkeypatch.setattr(ray, "shutdown", lambda: None)  # nothing was started; keep a session's Ray alive
     with pytest.raises(InputError, match="ray_start_failed: could not start a local Ray after 2 tries: "
                                          "The current node timed out during startup"):
-        _start_local_ray()
+        start_local_ray()
     assert len(calls) == 2
 
 

@@ -1,7 +1,7 @@
 """cluster.yaml: valid for Ray's cluster launcher, and it offers every resource the job asks for.
 
 The requests are taken from the code, not copied here: RunConfig.worker_num_cpus for the
-fragmenting actors, and the options `rayfold.runtime.pipeline.cluster_fragments` actually passes to
+fragmenting actors, and the options `rayfold.runtime.clustering.cluster_fragments` actually passes to
 `ray.remote` (recorded with a stand-in `ray` module, no Ray started) for the TM-align, prefilter
 and Foldseek tasks.
 """
@@ -22,11 +22,11 @@ import yaml
 from rayfold.cluster.rules import ClusterConfig
 from rayfold.config import RunConfig
 from rayfold.model.fragset import FragmentSet
-from rayfold.runtime import pipeline
+from rayfold.runtime import clustering
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = REPO_ROOT / "cluster.yaml"
-FOLDSEEK_RESOURCE = getattr(pipeline, "FOLDSEEK_RESOURCE", "foldseek")
+FOLDSEEK_RESOURCE = clustering.FOLDSEEK_RESOURCE
 IAM_PROFILE_ARN = re.compile(r"^arn:aws:iam::\d{12}:instance-profile/[\w+=,.@/-]+$")
 
 
@@ -181,7 +181,7 @@ def _requests(monkeypatch, tmp_path: Path, engine: str, nodes: list[dict]) -> li
         np.array([90.0, 85.0, 80.0]), ["D" * 40] * 3,
     )
     with pytest.raises(_Submitted):
-        pipeline.cluster_fragments(fragments, config=ClusterConfig(engine=engine),
+        clustering.cluster_fragments(fragments, config=ClusterConfig(engine=engine),
                                    foldseek=str(binary) if binary else None, progress=False)
     return recorded
 

@@ -19,7 +19,7 @@ from rayfold.config import FragmentConfig
 from rayfold.fragment.stage import FragmentStage
 from rayfold.io.storage import list_inputs
 from rayfold.model.fragset import FragmentSet
-from rayfold.runtime.pipeline import cluster_fragments
+from rayfold.runtime.clustering import cluster_fragments
 
 pytestmark = [pytest.mark.ray,
               pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared data not available at {SHARED_DATA}")]

@@ -15,7 +15,7 @@ from rayfold.cli import main as cli_main
 from rayfold.config import FragmentConfig, RunConfig
 from rayfold.io.storage import list_inputs, read_parquet_dataset
 from rayfold.model import schema
-from rayfold.runtime.pipeline import plan_units, run_fragment
+from rayfold.runtime.fragmenting import plan_units, run_fragment
 
 pytestmark = pytest.mark.ray
 

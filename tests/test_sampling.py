@@ -19,7 +19,6 @@ from rayfold.analytics.sampling import (
     gamma_table,
     inverse_simpson,
     read_weights,
-    sample_dataset,
     sample_fragments,
     top_mass,
     write_sampling,
@@ -199,6 +198,8 @@ def test_sample_fragments_without_clustering_says_so(tmp_path: Path):
 
 @pytest.mark.ray
 def test_sample_dataset_is_the_same_sample_as_a_ray_dataset(ray_local):
+    from rayfold.runtime.datasets import sample_dataset
+
     weights = fragment_weights(_members({"X": 4, "Y": 1, "Z": 3}), 0.5)
     ds = sample_dataset(weights, 30, seed=11)
     rows = sorted(ds.take_all(), key=lambda r: r["draw"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -45,7 +46,7 @@ def _add_fragment(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_fragment(args: argparse.Namespace) -> int:
-    from rayfold.runtime.pipeline import run_fragment
+    from rayfold.runtime.fragmenting import run_fragment
 
     config = with_overrides(FragmentConfig(), _key_values(args.overrides))
     if args.whole_chains:
@@ -80,7 +81,7 @@ def _add_cluster(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
     from rayfold.cluster.rules import ClusterConfig
-    from rayfold.runtime.pipeline import run_cluster
+    from rayfold.runtime.clustering import run_cluster
 
     config = with_overrides(ClusterConfig(), {**_key_values(args.overrides), "engine": args.engine})
     summary = run_cluster(args.fragments, args.out, config=config, foldseek=args.foldseek,
@@ -218,11 +219,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_ray() -> None:
+    """A run shows rayfold's own lines and progress bars; Ray's internal warnings (its C++ core
+    worker's, Ray Data's) stay in Ray's session logs. `-v` shows them."""
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # read by the driver's core worker at start
+    logging.getLogger("ray").setLevel(logging.ERROR)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        quiet_ray()
     try:
         return int(args.func(args))
     except (InputError, KeyError, FileNotFoundError) as exc:

@@ -15,7 +15,7 @@ training loader over all clustered fragments sees) and 'multi_member' (singleton
 as in the method's published figures).
 
 Pure NumPy/Arrow functions, plus `write_sampling` / `sample_fragments` for a run folder and
-`sample_dataset` for a Ray Dataset (Ray is imported inside that function only).
+`rayfold.runtime.datasets.sample_dataset` gives the same draw as a Ray Dataset.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -32,9 +32,6 @@ import pyarrow.compute as pc
 from rayfold.analytics.stats import cluster_sizes, read_run_table
 from rayfold.io import storage as io
 from rayfold.model import schema
-
-if TYPE_CHECKING:  # pragma: no cover
-    import ray.data
 
 __all__ = [
     "DEFAULT_SAMPLING",
@@ -47,7 +44,6 @@ __all__ = [
     "gamma_table",
     "inverse_simpson",
     "read_weights",
-    "sample_dataset",
     "sample_fragments",
     "top_mass",
     "write_sampling",
@@ -220,16 +216,6 @@ def draw_sample(weights_table: pa.Table, n: int, seed: int, replace: bool = True
          picked.column("weight")],
         schema=schema.SAMPLE,
     )
-
-
-def sample_dataset(weights_table: pa.Table, n: int, seed: int, replace: bool = True) -> ray.data.Dataset:
-    """`draw_sample` as a Ray Dataset (``ray.data.from_arrow``), for training data loaders.
-
-    Joins the Ray instance already running (or starts one, as Ray Data does by default).
-    """
-    import ray.data
-
-    return ray.data.from_arrow(draw_sample(weights_table, n, seed, replace=replace))
 
 
 # --------------------------------------------------------------------------------------------

@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from rayfold.model.fragset import FragmentSet
+
 __all__ = [
     "ALIGNMENT_DB_COLUMNS",
     "CLUSTER_ARGS",
@@ -733,3 +735,10 @@ def write_ca_pdb(coords: np.ndarray, sequence: str, chain_id: str = "A") -> byte
         )
     lines += ["TER", "END", ""]
     return "\n".join(lines).encode()
+
+
+def write_ca_structures(fragments: FragmentSet, folder: Path) -> None:
+    """One C-alpha-only PDB file per fragment in `folder` (Foldseek rebuilds the backbone)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for fid, coords, sequence in zip(fragments.ids, fragments.coords, fragments.sequences):
+        (folder / f"{fid}.pdb").write_bytes(write_ca_pdb(coords, sequence))

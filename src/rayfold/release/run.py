@@ -125,7 +125,9 @@ def _run_release(
     analytics: bool,
     ray_init_kwargs: dict | None,
 ) -> ReleaseSummary:
-    from rayfold.runtime.pipeline import cluster_fragments, fragment_units, ray_session
+    from rayfold.runtime.clustering import cluster_fragments
+    from rayfold.runtime.fragmenting import fragment_units
+    from rayfold.runtime.session import ray_session
 
     started, started_at = time.perf_counter(), datetime.now(timezone.utc)
     timings: dict[str, float] = {}
@@ -265,7 +267,7 @@ def _list_sourced(inputs: Sequence[str], opts: dict | None) -> list[mf.SourcedRe
 
 def _plan(out: str, release: int, todo: list[mf.SourcedRef], run: RunConfig, opts: dict | None) -> list:
     """This release's work units, persisted, so a restarted run gives unfinished units the same names."""
-    from rayfold.runtime.pipeline import WorkUnit, plan_units
+    from rayfold.runtime.fragmenting import WorkUnit, plan_units
 
     uri = join_uri(out, "state", f"{release:06d}", "plan.json")
     units: list[WorkUnit] = []

@@ -1,0 +1,245 @@
+"""The whole clustering of a release as pure code over two protocols: a candidate search and an aligner.
+
+Ray (runtime/clustering.py) and Foldseek (engines/) plug in implementations; tests plug in score
+tables. Steps, in order:
+
+1. new fragments join existing first-pass clusters (the first pass's own test against the
+   representative, as Foldseek's clusterupdate);
+2. the rest are clustered among themselves: the engine's own first pass (Foldseek) or the
+   built-in one (candidates, exact length pruning, TM-align, Foldseek's representative rule,
+   greedy set cover);
+3. representative audit: new representatives against all representatives;
+4. the linkage decides which merge evidence joins clusters (`rayfold.cluster.linkage`);
+5. cohesion: a seeded sample of each cluster's members against its representative;
+6. singleton audit: a seeded sample of fragments still alone, searched and confirmed, reported.
+
+Alignments are exact (tmtools); every score computed once is reused by the later steps.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import numpy as np
+
+from rayfold.cluster import rules as algo
+from rayfold.cluster.cohesion import cohesion_pairs, summarise
+from rayfold.cluster.linkage import MERGED, link_clusters, pair_key
+from rayfold.cluster.rules import ClusterConfig, PreviousClusters
+from rayfold.cluster.tables import cluster_tables
+from rayfold.model.fragset import FragmentSet
+from rayfold.model.unionfind import forest_from_edges
+
+Columns = dict[str, np.ndarray]  # i, j, tm_a, tm_b, rmsd, aligned_length, seq_identity, cov_a, cov_b
+
+
+class Aligner(Protocol):
+    """TM-aligns index pairs of one FragmentSet; `calls` counts every pair it was given."""
+
+    calls: int
+
+    def align(self, pairs: np.ndarray, *, desc: str) -> Columns: ...
+
+
+class CandidateSearch(Protocol):
+    """Unordered index pairs (i < j, unique) worth aligning between `queries` and `targets`."""
+
+    def __call__(self, queries: np.ndarray, targets: np.ndarray, *, desc: str) -> np.ndarray: ...
+
+
+FirstPass = Callable[[np.ndarray], np.ndarray]  # members -> their representative (global indices)
+
+
+@dataclass
+class Engine:
+    """Where candidates and first-pass clusters come from."""
+
+    name: str  # builtin | foldseek
+    version: str
+    search: CandidateSearch  # audit, singleton audit and the built-in first pass
+    prefilter: CandidateSearch  # new fragments against existing representatives (built-in for every engine)
+    first_pass: FirstPass | None = None  # the engine's own first pass; None: the built-in one
+
+
+def unique_pairs(pairs: np.ndarray) -> np.ndarray:
+    """Unordered pairs (i < j), unique and sorted: each alignment is done once."""
+    pairs = np.sort(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), axis=1)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    return np.unique(pairs, axis=0) if len(pairs) else pairs
+
+
+def min_tm(aligner: Aligner, pairs: np.ndarray, *, desc: str) -> np.ndarray:
+    columns = aligner.align(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), desc=desc)
+    return np.minimum(columns["tm_a"], columns["tm_b"])
+
+
+def known_scores(column_sets: list[Columns]) -> dict[tuple[int, int], float]:
+    """pair_key -> min-TM of every alignment already done (the guard and cohesion reuse them)."""
+    known: dict[tuple[int, int], float] = {}
+    for columns in column_sets:
+        scores = np.minimum(columns["tm_a"], columns["tm_b"]).tolist()
+        for a, b, tm in zip(columns["i"].tolist(), columns["j"].tolist(), scores):
+            known[pair_key(int(a), int(b))] = tm
+    return known
+
+
+def scores_of(pairs: np.ndarray, known: dict, aligner: Aligner, *, desc: str) -> np.ndarray:
+    """min-TM per pair: from `known` where it was aligned already, else aligned now."""
+    keys = [pair_key(int(a), int(b)) for a, b in pairs.tolist()]
+    todo = sorted({k for k in keys if k not in known})
+    fresh = dict(zip(todo, min_tm(aligner, np.array(todo, dtype=np.int64), desc=desc).tolist()))
+    return np.array([known[k] if k in known else fresh[k] for k in keys], dtype=np.float64)
+
+
+def builtin_first_pass(fragments: FragmentSet, members: np.ndarray, rank: np.ndarray, engine: Engine,
+                       aligner: Aligner, config: ClusterConfig) -> tuple[np.ndarray, Columns]:
+    """(rep_of over `members`, the alignment columns): candidates, pruning, TM-align, set cover."""
+    pairs = engine.search(members, members, desc="prefilter")
+    # pairs that could be a first-pass edge (length ratio >= coverage) or merge evidence (>= merge threshold)
+    pairs = algo.reachable(pairs, fragments.lengths, min(config.coverage, config.merge_threshold))
+    columns = aligner.align(pairs, desc="first pass")
+    reps, covered = algo.first_pass_edges(columns["i"], columns["j"], columns["tm_a"], columns["tm_b"],
+                                          columns["cov_a"], columns["cov_b"], config)
+    local = np.full(len(fragments), -1, np.int64)
+    local[members] = np.arange(len(members))
+    local_rep_of = algo.greedy_set_cover(len(members), local[reps], local[covered], rank[members])
+    return members[local_rep_of], columns
+
+
+def assign_new(fragments: FragmentSet, new: np.ndarray, previous: PreviousClusters, rank: np.ndarray,
+               engine: Engine, aligner: Aligner, config: ClusterConfig) -> tuple[dict[int, int], Columns | None]:
+    """{new fragment: existing first-pass representative it joins}, and the alignments that decided it."""
+    old_reps = previous.representatives
+    if not len(new) or not len(old_reps):
+        return {}, None
+    pairs = algo.reachable(engine.prefilter(new, old_reps, desc="assign prefilter"),
+                           fragments.lengths, min(config.coverage, config.merge_threshold))
+    columns = aligner.align(pairs, desc="assign to existing")
+    is_new_i = ~previous.clustered[columns["i"].astype(np.int64)]
+    m = np.where(is_new_i, columns["i"], columns["j"]).astype(np.int64)
+    r = np.where(is_new_i, columns["j"], columns["i"]).astype(np.int64)
+    assigned = algo.assign_to_existing(
+        m, r, np.where(is_new_i, columns["tm_b"], columns["tm_a"]),
+        np.where(is_new_i, columns["cov_a"], columns["cov_b"]),
+        np.where(is_new_i, columns["cov_b"], columns["cov_a"]), rank, config)
+    return assigned, columns
+
+
+def singleton_audit(fragments: FragmentSet, cluster_rep: np.ndarray, previous: PreviousClusters, engine: Engine,
+                    aligner: Aligner, config: ClusterConfig) -> tuple[algo.SingletonAudit, np.ndarray]:
+    """The audit of a seeded sample of singletons (newly sampled ones searched against the sample,
+    all pairs of 1,000 would be ~500,000 alignments), and its links (earlier releases' kept)."""
+    n = len(fragments)
+    sampled = algo.sample_singletons(cluster_rep, config.singleton_sample, config.seed, fragments.ids)
+    fresh = sampled[~previous.sampled[sampled]]
+    pairs = algo.reachable(engine.search(fresh, sampled, desc="singleton prefilter"),
+                           fragments.lengths, config.singleton_threshold)
+    columns = aligner.align(pairs, desc="singleton audit")
+    ok = algo.accepted_merges(columns["tm_a"], columns["tm_b"], config.singleton_threshold)
+    in_sample = np.zeros(n, bool)
+    in_sample[sampled] = True
+    old_links = previous.links[in_sample[previous.links[:, 0]] & in_sample[previous.links[:, 1]]]
+    new_links = np.column_stack([columns["i"][ok], columns["j"][ok]]).astype(np.int64)
+    links = np.concatenate([old_links, new_links])
+    return algo.singleton_components(sampled, forest_from_edges(links[:, 0], links[:, 1])), unique_pairs(links)
+
+
+@dataclass
+class Clustering:
+    tables: dict  # clusters, members, merges, singleton_audit (Arrow tables)
+    links: np.ndarray  # (k, 2) sampled singletons the audit linked (kept for the next release)
+    run: dict  # one cluster_runs row
+
+
+def cluster(fragments: FragmentSet, engine: Engine, aligner: Aligner, config: ClusterConfig = ClusterConfig(),
+            previous: PreviousClusters | None = None) -> Clustering:
+    """Cluster `fragments` (only the new ones when `previous` holds the last release's clustering)."""
+    started = time.perf_counter()
+    n = len(fragments)
+    previous = previous or PreviousClusters.none(n)
+    rank = algo.priority_order(fragments.mean_plddt, fragments.lengths, fragments.ids)
+    rep_of = previous.rep_of.copy()
+    old_reps = previous.representatives
+    new = np.flatnonzero(~previous.clustered)
+    member_evidence: list[Columns] = []  # alignments whose cross-cluster pairs at min-TM >= 0.7 are evidence
+
+    # 1. new fragments join existing first-pass clusters
+    assigned, columns = assign_new(fragments, new, previous, rank, engine, aligner, config)
+    for member, rep in assigned.items():
+        rep_of[member] = rep
+    if columns is not None:
+        member_evidence.append(columns)
+
+    # 2. the rest are clustered among themselves
+    rest = np.array([i for i in new.tolist() if i not in assigned], dtype=np.int64)
+    if not len(rest):
+        rest_rep_of = rest.copy()
+    elif engine.first_pass is not None:
+        rest_rep_of = engine.first_pass(rest)
+    else:
+        rest_rep_of, columns = builtin_first_pass(fragments, rest, rank, engine, aligner, config)
+        member_evidence.append(columns)
+    rep_of[rest] = rest_rep_of
+    first_reps = np.unique(rep_of)
+
+    # 3. representative audit: new representatives against all representatives
+    rep_pairs = algo.reachable(engine.search(np.unique(rest_rep_of), first_reps, desc="audit prefilter"),
+                               fragments.lengths, config.merge_threshold)
+    audit = aligner.align(rep_pairs, desc="representative audit")
+    evidence = algo.merge_evidence(audit, rep_of, config.merge_threshold, source="representatives")
+    for columns in member_evidence:
+        evidence = algo.concat_evidence(
+            evidence, algo.merge_evidence(columns, rep_of, config.merge_threshold, source="members"))
+
+    # 4. the linkage decides which evidence joins clusters; earlier releases' merges are evidence too
+    known = known_scores([audit, *member_evidence])
+    before, tick = aligner.calls, time.perf_counter()
+    kept = previous.merge_pairs
+    new_rows = len(evidence["rep_a"])
+    linked = link_clusters(
+        rep_of,
+        np.concatenate([evidence["rep_a"], kept[:, 0]]), np.concatenate([evidence["rep_b"], kept[:, 1]]),
+        np.concatenate([np.minimum(evidence["tm_a"], evidence["tm_b"]), previous.merge_tm]),
+        np.concatenate([evidence["source"], np.array(["representatives"] * len(kept), dtype=object)]),
+        rank, linkage=config.linkage, guard=config.guard_threshold,
+        score=lambda pairs: min_tm(aligner, pairs, desc="linkage guard"), known=known,
+        previous_rep=previous.cluster_rep if len(old_reps) else None)
+    cluster_rep = linked.cluster_rep
+    evidence["decision"] = linked.decision[:new_rows]
+    evidence["guard_tm"] = linked.guard_tm[:new_rows]
+    guard_alignments, linkage_seconds = aligner.calls - before, time.perf_counter() - tick
+
+    # 5. cohesion
+    before = aligner.calls
+    pairs = cohesion_pairs(cluster_rep, fragments.ids, config.cohesion_sample, config.seed)
+    cohesion = summarise(pairs, scores_of(pairs, known, aligner, desc="cohesion"), n)
+    cohesion_alignments = aligner.calls - before
+
+    # 6. singleton audit
+    audit_result, links = singleton_audit(fragments, cluster_rep, previous, engine, aligner, config)
+
+    tables = cluster_tables(fragments, rep_of, cluster_rep, evidence, audit_result, cohesion)
+    old_cluster_ids = set(previous.cluster_rep[previous.cluster_rep >= 0].tolist())
+    run = dict(
+        engine=engine.name,
+        engine_version=engine.version,
+        fragments=n,
+        first_pass_clusters=int(len(first_reps)),
+        clusters=int(len(np.unique(cluster_rep))),
+        merges=int((evidence["decision"] == MERGED).sum()),
+        alignments=aligner.calls,
+        guard_alignments=guard_alignments,
+        cohesion_alignments=cohesion_alignments,
+        linkage_seconds=linkage_seconds,
+        singleton_audit=audit_result.summary(),
+        seconds=time.perf_counter() - started,
+        config=json.dumps(asdict(config), sort_keys=True),
+        new_fragments=int(len(new)),
+        assigned_to_existing=len(assigned),
+        new_clusters=int(len(set(np.unique(cluster_rep).tolist()) - old_cluster_ids)),
+    )
+    return Clustering(tables, links, run)

@@ -1,0 +1,121 @@
+"""The whole clustering (rayfold.cluster.algorithm) without Ray: hand-made score tables stand in for
+TM-align and for the candidate search, so every step's decision is known in advance."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rayfold.cluster.algorithm import Engine, cluster, unique_pairs
+from rayfold.cluster.rules import ClusterConfig, PreviousClusters
+from rayfold.model.fragset import FragmentSet
+
+COLUMNS = ("i", "j", "tm_a", "tm_b", "rmsd", "aligned_length", "seq_identity", "cov_a", "cov_b")
+
+
+class TableAligner:
+    """Scores from {(i, j): (tm_i, tm_j, cov_i, cov_j)}; unlisted pairs score 0.1 with coverage 0.2."""
+
+    def __init__(self, table: dict[tuple[int, int], tuple[float, float, float, float]]) -> None:
+        self.table = table
+        self.calls = 0
+        self.asked: list[tuple[int, int]] = []
+
+    def align(self, pairs: np.ndarray, *, desc: str) -> dict[str, np.ndarray]:
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        self.calls += len(pairs)
+        rows = []
+        for i, j in pairs.tolist():
+            self.asked.append((i, j))
+            if (i, j) in self.table:
+                tm_i, tm_j, cov_i, cov_j = self.table[(i, j)]
+            elif (j, i) in self.table:
+                tm_j, tm_i, cov_j, cov_i = self.table[(j, i)]
+            else:
+                tm_i = tm_j = 0.1
+                cov_i = cov_j = 0.2
+            rows.append((i, j, tm_i, tm_j, 1.0, 50, 0.3, cov_i, cov_j))
+        if not rows:
+            return {k: np.zeros(0, np.int64 if k in ("i", "j", "aligned_length") else np.float64) for k in COLUMNS}
+        cols = list(zip(*rows))
+        return {k: np.array(v, dtype=np.int64 if k in ("i", "j", "aligned_length") else np.float64)
+                for k, v in zip(COLUMNS, cols)}
+
+
+def every_pair(queries: np.ndarray, targets: np.ndarray, *, desc: str) -> np.ndarray:
+    """A search that proposes every pair (the algorithm's pruning and scores decide)."""
+    if not len(queries) or not len(targets):
+        return np.zeros((0, 2), np.int64)
+    return unique_pairs(np.array([(q, t) for q in queries.tolist() for t in targets.tolist()], dtype=np.int64))
+
+
+def fragments(lengths: list[int], plddt: list[float] | None = None) -> FragmentSet:
+    rng = np.random.default_rng(0)
+    ids = [f"p{k}_f1" for k in range(len(lengths))]
+    return FragmentSet.from_arrays(ids, [rng.normal(size=(n, 3)) for n in lengths], ["A" * n for n in lengths],
+                                   np.array(plddt or [90.0 - k for k in range(len(lengths))]))
+
+
+ENGINE = Engine("table", "test", every_pair, every_pair)
+CONFIG = ClusterConfig(singleton_sample=10, cohesion_sample=4)
+
+
+def members_of(result) -> dict[str, tuple[str, str]]:
+    return {r["fragment_id"]: (r["first_pass_cluster_id"], r["cluster_id"]) for r in result.tables["members"].to_pylist()}
+
+
+def test_first_pass_audit_linkage_cohesion_and_singletons_from_scores():
+    # 0 represents 1 (TM by 0 >= 0.7, both coverages >= 0.8) and 2 represents 3; across them the
+    # coverages are < 0.8 (no first-pass edge), but 0 and 2 reach min-TM 0.75: the audit merges the
+    # two clusters (1-3 at 0.71 is member evidence for the same merge); 4 is too short for anyone.
+    frags = fragments([100, 95, 98, 96, 60])
+    table = {(0, 1): (0.8, 0.78, 0.9, 0.9), (2, 3): (0.85, 0.8, 0.95, 0.9), (0, 2): (0.75, 0.76, 0.75, 0.75),
+             (1, 3): (0.72, 0.71, 0.7, 0.7), (0, 3): (0.7, 0.69, 0.7, 0.7), (1, 2): (0.66, 0.7, 0.7, 0.7)}
+    result = cluster(frags, ENGINE, TableAligner(table), CONFIG)
+    members = members_of(result)
+    assert members["p1_f1"] == ("p0_f1", "p0_f1") and members["p3_f1"][0] == "p2_f1"
+    assert members["p3_f1"][1] == "p0_f1" and members["p2_f1"][1] == "p0_f1"  # merged by the audit
+    assert members["p4_f1"] == ("p4_f1", "p4_f1")
+    merges = result.tables["merges"].to_pylist()
+    assert {m["decision"] for m in merges} <= {"merged", "redundant"} and result.run["merges"] == 1
+    clusters = {r["cluster_id"]: r for r in result.tables["clusters"].to_pylist()}
+    assert clusters["p0_f1"]["size"] == 4 and clusters["p0_f1"]["n_first_pass_clusters"] == 2
+    assert (clusters["p0_f1"]["min_length"], clusters["p0_f1"]["max_length"]) == (95, 100)
+    assert clusters["p0_f1"]["cohesion_sampled"] == 3 and clusters["p0_f1"]["cohesion_min_tm"] == 0.69
+    assert result.run["cohesion_alignments"] == 0  # every member-representative pair was aligned already
+    assert result.tables["singleton_audit"].column("fragment_id").to_pylist() == ["p4_f1"]
+    assert result.run["first_pass_clusters"] == 3 and result.run["clusters"] == 2
+
+
+def test_length_pruning_keeps_impossible_pairs_away_from_tm_align():
+    frags = fragments([100, 60, 95])  # 60/100 < 0.7: no pair with fragment 1 can reach min-TM 0.7
+    aligner = TableAligner({(0, 2): (0.9, 0.9, 0.95, 0.95)})
+    cluster(frags, ENGINE, aligner, CONFIG)
+    assert all(1 not in pair for pair in aligner.asked if sorted(pair) != [1, 1])
+    assert (0, 2) in aligner.asked
+
+
+def test_a_new_fragment_joins_an_existing_cluster_and_keeps_its_id():
+    frags = fragments([100, 95, 97])  # release 1 clustered 0 and 1 (0 represents 1); 2 is new
+    previous = PreviousClusters(
+        rep_of=np.array([0, 0, -1]), cluster_rep=np.array([0, 0, -1]), merge_pairs=np.zeros((0, 2), np.int64),
+        merge_tm=np.zeros(0), sampled=np.zeros(3, bool), links=np.zeros((0, 2), np.int64))
+    aligner = TableAligner({(0, 2): (0.8, 0.79, 0.9, 0.9)})
+    result = cluster(frags, ENGINE, aligner, CONFIG, previous)
+    assert members_of(result)["p2_f1"] == ("p0_f1", "p0_f1")
+    assert result.run["new_fragments"] == 1 and result.run["assigned_to_existing"] == 1
+    assert result.run["new_clusters"] == 0
+    # the clustering aligned only the new pair; the old member is aligned again only for cohesion
+    assert aligner.asked[0] == (0, 2) and result.run["alignments"] - result.run["cohesion_alignments"] == 1
+
+
+def test_an_engine_with_its_own_first_pass_is_used_as_given():
+    frags = fragments([100, 95, 97])
+
+    def first_pass(members: np.ndarray) -> np.ndarray:
+        return np.full(len(members), int(members[0]))  # everything in the first member's cluster
+
+    engine = Engine("own", "test", every_pair, every_pair, first_pass)
+    aligner = TableAligner({})
+    result = cluster(frags, engine, aligner, CONFIG)
+    assert {v[0] for v in members_of(result).values()} == {"p0_f1"}
+    assert result.run["engine"] == "own" and result.run["first_pass_clusters"] == 1
