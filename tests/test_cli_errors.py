@@ -83,9 +83,9 @@ def test_ray_that_cannot_start_gives_one_line(capsys, monkeypatch):
 
 
 def test_existing_run_folder_is_accepted(tmp_path):
-    from rayfold.io.runfolder import require_run_folder
+    from rayfold.io.runfolder import RunFolder
 
     out = Path(tmp_path / "run")
     for name, table in (("members", schema.MEMBERS), ("clusters", schema.CLUSTERS)):
         io.write_parquet(table.empty_table(), io.join_uri(str(out), name, "part-0.parquet"))
-    require_run_folder(str(out))
+    RunFolder(str(out)).require_results()

@@ -24,8 +24,8 @@ import pytest
 
 from rayfold.analytics.report import build_report, chain_maps, write_analytics
 from rayfold.analytics.sampling import SamplingConfig
-from rayfold.analytics.stats import read_run_table
 from rayfold.io import storage as io
+from rayfold.io.runfolder import RunFolder
 from rayfold.model import schema
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -275,7 +275,7 @@ def test_write_analytics_on_s3(s3_server):
     summary = write_analytics(out, sampling=SamplingConfig(gamma=0.25))
     assert summary["report"] == f"s3://{bucket}/runs/r1/report/index.html"
     assert io.exists(summary["report"])
-    stats = read_run_table(out, "stats")
+    stats = RunFolder(out).table("stats")
     assert stats.column("scope").to_pylist() == ["all", "/nonexistent/inputs/", "s3://bucket/shards/"]
     page = _parse(io.read_bytes(summary["report"]).decode())
     assert len(page.images) == len(FIGURES)
@@ -286,7 +286,7 @@ def test_write_analytics_on_s3(s3_server):
     rows = _parse(io.read_bytes(summary["report"]).decode()).tables["sampling-table"]
     assert rows[0][:2] == ["gamma", "population"]
     assert sorted({float(r[0]) for r in rows[1:]}) == sorted({*(round(0.1 * i, 1) for i in range(11)), 0.25})
-    assert read_run_table(out, "weights").column("gamma").unique().to_pylist() == [0.25]
+    assert RunFolder(out).table("weights").column("gamma").unique().to_pylist() == [0.25]
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,13 +16,13 @@ from rayfold.analytics.stats import (
     compute_stats,
     format_stats,
     fragment_sources,
-    read_run_table,
     read_stats,
     singleton_audit_counts,
     size_stats,
     top_share,
     write_stats,
 )
+from rayfold.io.runfolder import RunFolder
 from rayfold.model import schema
 
 # Clusters A(5) B(3) C(2) and singletons D E F G. Source S1 holds a1-a3, b1, d1, f1 and a failed
@@ -196,15 +196,14 @@ def _write_run(out: Path, *, manifest: bool = True) -> None:
         pq.write_table(_manifest(), out / "manifest" / "part-0.parquet")
 
 
-def test_read_run_table_projects_columns_and_skips_hidden_parts(tmp_path: Path):
+def test_run_folder_table_projects_columns_and_skips_hidden_parts(tmp_path: Path):
     _write_run(tmp_path)
-    got = read_run_table(str(tmp_path), "fragments", columns=["fragment_id"])
+    got = RunFolder(str(tmp_path)).table("fragments", columns=["fragment_id"])
     assert got.column_names == ["fragment_id"] and got.num_rows == 15
-    only = read_run_table(str(tmp_path), "fragments", columns=["fragment_id", "passed"],
-                          filters=[("fragment_id", "in", ["a1", "g1"])])
+    only = RunFolder(str(tmp_path)).table("fragments", columns=["fragment_id", "passed"], filters=[("fragment_id", "in", ["a1", "g1"])])
     assert sorted(only.column("fragment_id").to_pylist()) == ["a1", "g1"]
-    assert read_run_table(str(tmp_path), "chains", columns=["entry_id"]) is None
-    assert read_run_table(str(tmp_path), "chains") is None
+    assert RunFolder(str(tmp_path)).table("chains", columns=["entry_id"]) is None
+    assert RunFolder(str(tmp_path)).table("chains") is None
 
 
 def test_read_stats_computes_when_missing_and_reads_when_written(tmp_path: Path):

@@ -172,19 +172,19 @@ def _add_analytics(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_stats(args: argparse.Namespace) -> int:
     from rayfold.analytics.stats import format_stats, read_stats
-    from rayfold.io.runfolder import require_run_folder
+    from rayfold.io.runfolder import RunFolder
 
-    require_run_folder(args.out)
+    RunFolder(args.out).require_results()
     print(format_stats(read_stats(args.out)))
     return 0
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     from rayfold.analytics.sampling import sample_fragments
-    from rayfold.io.runfolder import require_run_folder
+    from rayfold.io.runfolder import RunFolder
     from rayfold.io.storage import write_parquet
 
-    require_run_folder(args.out)
+    RunFolder(args.out).require_results()
     try:
         table = sample_fragments(args.out, gamma=args.gamma, n=args.n, seed=args.seed)
     except ValueError as exc:  # nothing to draw from (a run with no clustered fragment), or a bad --n
@@ -200,9 +200,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from rayfold.analytics.report import build_report
-    from rayfold.io.runfolder import require_run_folder
+    from rayfold.io.runfolder import RunFolder
 
-    require_run_folder(args.out)
+    RunFolder(args.out).require_results()
     print(build_report(args.out))
     return 0
 

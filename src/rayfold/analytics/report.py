@@ -7,7 +7,7 @@ URIs, CSS is inline and the only script is a few inline lines (each <img> record
 in ``data-natural-width``, so a headless browser's DOM dump shows the figures decoded). Nothing is
 fetched from the network, so the page opens from object storage or an air-gapped laptop alike.
 
-Large tables are read column-projected (`rayfold.analytics.stats.read_run_table`): the report never loads the
+Large tables are read column-projected (`rayfold.io.runfolder.RunFolder.table`): the report never loads the
 per-residue coordinate lists, and the fragment maps read only the rows of the chains they draw.
 """
 
@@ -41,12 +41,12 @@ from rayfold.analytics.stats import (
     cluster_sizes,
     cluster_sizes_by_scope,
     compute_stats,
-    read_run_table,
     read_stats,
     write_stats,
 )
 from rayfold.config import FragmentConfig
 from rayfold.io import storage as io
+from rayfold.io.runfolder import RunFolder
 from rayfold.model import schema
 
 __all__ = ["build_report", "chain_maps", "render_html", "write_analytics"]
@@ -254,7 +254,7 @@ def chain_maps(
     else it shows the fragments' own residues.
     """
     if chains is None:
-        chains = read_run_table(out, "chains", columns=CHAIN_COLUMNS, storage_options=storage_options)
+        chains = RunFolder(out, storage_options).table("chains", columns=CHAIN_COLUMNS)
     if chains is None or chains.num_rows == 0:
         return []
     rows = [r for r in chains.select(list(CHAIN_COLUMNS)).to_pylist() if r["n_fragments"] > 0]
@@ -263,8 +263,8 @@ def chain_maps(
     if not chosen:
         return []
     entries = sorted({r["entry_id"] for r in chosen})
-    frags = read_run_table(out, "fragments", columns=FRAGMENT_MAP_COLUMNS, filters=[("entry_id", "in", entries)],
-                           storage_options=storage_options)
+    frags = RunFolder(out, storage_options).table("fragments", columns=FRAGMENT_MAP_COLUMNS,
+                                                  filters=[("entry_id", "in", entries)])
     frag_rows = frags.to_pylist() if frags is not None else []
     maps = []
     for r in chosen:
@@ -301,7 +301,7 @@ def chain_maps(
 
 def _read_guard(out: str, storage_options: dict | None) -> float | None:
     """The guard of the run's guarded linkage, from cluster_runs' configuration (None for other linkages)."""
-    runs = read_run_table(out, "cluster_runs", columns=["config"], storage_options=storage_options)
+    runs = RunFolder(out, storage_options).table("cluster_runs", columns=["config"])
     if runs is None or runs.num_rows == 0:
         return None
     config = json.loads(runs.column("config")[runs.num_rows - 1].as_py())
@@ -324,7 +324,7 @@ def _members_head(members: pa.Table, rows: int) -> pa.Table:
 
 
 def _read_gamma(out: str, storage_options: dict[str, Any] | None) -> float | None:
-    w = read_run_table(out, "weights", columns=["gamma"], storage_options=storage_options)
+    w = RunFolder(out, storage_options).table("weights", columns=["gamma"])
     if w is None or w.num_rows == 0:
         return None
     return float(w.column("gamma")[0].as_py())
@@ -343,25 +343,26 @@ def _build(
     config: SamplingConfig | None = None,
 ) -> str:
     so = storage_options
+    folder = RunFolder(out, so)
     if stats is None:
         stats = read_stats(out, so)
     if members is None:
-        members = read_run_table(out, "members", storage_options=so)
+        members = folder.table("members")
     members = members if members is not None else schema.MEMBERS.empty_table()
     if fragments is None:
-        fragments = read_run_table(out, "fragments", columns=FRAGMENT_REPORT_COLUMNS, storage_options=so)
+        fragments = folder.table("fragments", columns=FRAGMENT_REPORT_COLUMNS)
     if manifest is None:
-        manifest = read_run_table(out, "manifest", columns=["input_uri", "source"], storage_options=so)
+        manifest = folder.table("manifest", columns=["input_uri", "source"])
     gamma = config.gamma if config is not None else _read_gamma(out, so)
     if sampling is None:
-        sampling = read_run_table(out, "sampling", storage_options=so)
+        sampling = folder.table("sampling")
     if sampling is None:
         grid = SamplingConfig(gamma=gamma if gamma is not None else SamplingConfig().gamma).grid
         sampling = gamma_table(cluster_sizes(members.column("cluster_id")), grid)
-    clusters = read_run_table(out, "clusters", storage_options=so)
-    errors = read_run_table(out, "errors", storage_options=so)
-    audit = read_run_table(out, "singleton_audit", storage_options=so)
-    merges = read_run_table(out, "merges", storage_options=so)
+    clusters = folder.table("clusters")
+    errors = folder.table("errors")
+    audit = folder.table("singleton_audit")
+    merges = folder.table("merges")
 
     # figures
     fragment_config = FragmentConfig()
@@ -416,7 +417,7 @@ def _build(
                      _html_table(sampling.sort_by([("population", "ascending"), ("gamma", "ascending")]),
                                  "sampling-table")))
     if weights is None:
-        weights = read_run_table(out, "weights", storage_options=so)
+        weights = folder.table("weights")
     if weights is not None and weights.num_rows:
         seed = (config or SamplingConfig()).seed
         preview = draw_sample(weights, 10, seed)
@@ -483,11 +484,12 @@ def write_analytics(
     """
     t0 = time.perf_counter()
     so = storage_options
+    folder = RunFolder(out, so)
     columns = list(dict.fromkeys([*FRAGMENT_STAT_COLUMNS, *FRAGMENT_REPORT_COLUMNS]))
-    fragments = read_run_table(out, "fragments", columns=columns, storage_options=so)
-    members = read_run_table(out, "members", storage_options=so)  # three small columns; the page shows all
-    audit = read_run_table(out, "singleton_audit", columns=["fragment_id", "component_id"], storage_options=so)
-    manifest = read_run_table(out, "manifest", columns=["input_uri", "source"], storage_options=so)
+    fragments = folder.table("fragments", columns=columns)
+    members = folder.table("members")  # three small columns; the page shows all
+    audit = folder.table("singleton_audit", columns=["fragment_id", "component_id"])
+    manifest = folder.table("manifest", columns=["input_uri", "source"])
     stats = compute_stats(fragments, members, audit, manifest)
     stats_uri = write_stats(out, stats, storage_options=so)
     sampling_table, weights = write_sampling(out, sampling, members=members, storage_options=so)

@@ -29,8 +29,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rayfold.analytics.stats import cluster_sizes, read_run_table
+from rayfold.analytics.stats import cluster_sizes
 from rayfold.io import storage as io
+from rayfold.io.runfolder import RunFolder
 from rayfold.model import schema
 
 __all__ = [
@@ -234,8 +235,7 @@ def write_sampling(
     One part file each, so re-runs never duplicate rows. Returns (sampling, weights).
     """
     if members is None:
-        members = read_run_table(out, "members", columns=["fragment_id", "cluster_id"],
-                                 storage_options=storage_options)
+        members = RunFolder(out, storage_options).table("members", columns=["fragment_id", "cluster_id"])
     members = members if members is not None else schema.MEMBERS.empty_table()
     sampling = gamma_table(cluster_sizes(members.column("cluster_id")), config.grid)
     weights = fragment_weights(members, config.gamma, population=config.population)
@@ -253,7 +253,7 @@ def read_weights(
 ) -> pa.Table:
     """Weights at `gamma`: ``OUT/weights/`` when it was made with that gamma (and population), else
     recomputed from ``OUT/members/`` (population: the stored one, else 'all')."""
-    stored = read_run_table(out, "weights", storage_options=storage_options)
+    stored = RunFolder(out, storage_options).table("weights")
     stored_population = None
     if stored is not None and stored.num_rows and "population" in stored.column_names:
         stored_population = stored.column("population")[0].as_py()
@@ -266,7 +266,7 @@ def read_weights(
         and stored_population == want_population
     ):
         return stored
-    members = read_run_table(out, "members", columns=["fragment_id", "cluster_id"], storage_options=storage_options)
+    members = RunFolder(out, storage_options).table("members", columns=["fragment_id", "cluster_id"])
     if members is None:
         raise FileNotFoundError(f"{io.join_uri(out, 'members')}: no clustering results to weight")
     return fragment_weights(members, gamma, population=want_population)

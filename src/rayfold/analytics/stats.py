@@ -26,16 +26,15 @@ do the I/O through `rayfold.io.storage` (local paths and s3:// alike).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from rayfold.io import storage as io
+from rayfold.io.runfolder import RunFolder
 from rayfold.model import schema
 
 __all__ = [
@@ -47,7 +46,6 @@ __all__ = [
     "compute_stats",
     "format_stats",
     "fragment_sources",
-    "read_run_table",
     "read_stats",
     "singleton_audit_counts",
     "size_stats",
@@ -65,60 +63,6 @@ FRAGMENT_STAT_COLUMNS = ("fragment_id", "source_uri", "passed")
 
 # --------------------------------------------------------------------------------------------
 # reading only what is needed
-
-
-def read_run_table(
-    out: str,
-    name: str,
-    *,
-    columns: Sequence[str] | None = None,
-    filters: Any = None,
-    storage_options: dict[str, Any] | None = None,
-) -> pa.Table | None:
-    """``OUT/<name>/`` as one table, or None when absent; `columns`/`filters` are read-time projections.
-
-    Without `columns` and `filters` this is `rayfold.io.storage.read_parquet_dataset`. With them, each part
-    is read with only those columns (row groups filtered as they stream), which keeps
-    ``OUT/fragments/`` (per-residue coordinate lists) out of memory on large runs. Part files follow
-    the same rules as `read_parquet_dataset`: ``*.parquet`` in name order, names and folders
-    starting with '.' or '_' skipped, schemas unified.
-    """
-    uri = io.join_uri(out, name)
-    if columns is None and filters is None:
-        return io.read_parquet_dataset(uri, storage_options)
-    root = io.canonical_uri(uri).rstrip("/")
-    if io.is_local(uri):
-        if not os.path.exists(root):
-            return None
-        is_dir = os.path.isdir(root)
-    else:
-        fs, path = io.filesystem_for(uri, storage_options)
-        try:
-            is_dir = fs.info(path).get("type") == "directory"
-        except FileNotFoundError:
-            return None
-    if not is_dir:
-        parts = [root]
-    else:
-        parts = []
-        for part in io.list_files(uri, storage_options=storage_options, suffix=".parquet", recursive=True):
-            rel = io.canonical_uri(part)[len(root):]
-            if not any(p.startswith((".", "_")) for p in rel.replace(os.sep, "/").split("/") if p):
-                parts.append(part)
-    if not parts:
-        return None
-    tables = []
-    for part in parts:
-        if io.is_local(part):
-            t = pq.read_table(io.canonical_uri(part), columns=list(columns) if columns else None, filters=filters)
-        else:
-            fs, path = io.filesystem_for(part, storage_options)
-            with fs.open(path, "rb") as fh:
-                t = pq.read_table(fh, columns=list(columns) if columns else None, filters=filters)
-        tables.append(t)
-    if len(tables) == 1:
-        return tables[0]
-    return pa.concat_tables(tables, promote_options="default")
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,11 +280,11 @@ def format_stats(table: pa.Table) -> str:
 
 def compute_run_stats(out: str, *, storage_options: dict[str, Any] | None = None) -> pa.Table:
     """Statistics of the run in folder `out` from its tables (reads only the columns needed)."""
-    fragments = read_run_table(out, "fragments", columns=FRAGMENT_STAT_COLUMNS, storage_options=storage_options)
-    members = read_run_table(out, "members", columns=["fragment_id", "cluster_id"], storage_options=storage_options)
-    audit = read_run_table(out, "singleton_audit", columns=["fragment_id", "component_id"],
-                           storage_options=storage_options)
-    manifest = read_run_table(out, "manifest", columns=["input_uri", "source"], storage_options=storage_options)
+    folder = RunFolder(out, storage_options)
+    fragments = folder.table("fragments", columns=FRAGMENT_STAT_COLUMNS)
+    members = folder.table("members", columns=["fragment_id", "cluster_id"])
+    audit = folder.table("singleton_audit", columns=["fragment_id", "component_id"])
+    manifest = folder.table("manifest", columns=["input_uri", "source"])
     return compute_stats(fragments, members, audit, manifest)
 
 
@@ -353,7 +297,7 @@ def write_stats(out: str, table: pa.Table, *, storage_options: dict[str, Any] | 
 
 def read_stats(out: str, storage_options: dict[str, Any] | None = None) -> pa.Table:
     """``OUT/stats/`` when it exists, else computed from the run's tables (not written)."""
-    table = read_run_table(out, "stats", storage_options=storage_options)
+    table = RunFolder(out, storage_options).table("stats")
     if table is not None and table.num_rows:
         return table
     return compute_run_stats(out, storage_options=storage_options)

@@ -642,11 +642,19 @@ def write_parquet(
         pq.write_table(table, fh, compression=compression)
 
 
-def read_parquet_dataset(uri: str, storage_options: dict[str, Any] | None = None) -> pa.Table | None:
+def read_parquet_dataset(
+    uri: str,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    columns: Sequence[str] | None = None,
+    filters: Any = None,
+) -> pa.Table | None:
     """All ``*.parquet`` part files under a folder (or one file) as one table; None when none.
 
-    Part files are read in name order; hidden/temporary names (``.``/``_`` prefix) are skipped.
-    Schemas are unified (missing columns become nulls).
+    Part files are read in name order; hidden/temporary names (``.``/``_`` prefix, files or
+    folders) are skipped. Schemas are unified (missing columns become nulls). `columns` and
+    `filters` are applied while each part is read, so a wide table (``fragments/``, per-residue
+    lists) need not be held whole to get a few columns.
     """
     if is_local(uri):
         fs: fsspec.AbstractFileSystem = LocalFileSystem()
@@ -669,13 +677,14 @@ def read_parquet_dataset(uri: str, storage_options: dict[str, Any] | None = None
         files = [path]
     if not files:
         return None
+    wanted = list(columns) if columns is not None else None
     tables = []
     for p in files:
         if isinstance(fs, LocalFileSystem):
-            tables.append(pq.read_table(p))
+            tables.append(pq.read_table(p, columns=wanted, filters=filters))
         else:
             with fs.open(p, "rb") as fh:
-                tables.append(pq.read_table(fh))
+                tables.append(pq.read_table(fh, columns=wanted, filters=filters))
     if len(tables) == 1:
         return tables[0]
     return pa.concat_tables(tables, promote_options="default")

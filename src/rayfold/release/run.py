@@ -30,16 +30,10 @@ from rayfold.align.prefilter import PrefilterConfig
 from rayfold.cluster.linkage import MERGED
 from rayfold.cluster.rules import ClusterConfig, PreviousClusters
 from rayfold.config import FragmentConfig, ReadConfig, RunConfig
-from rayfold.io.runfolder import check_output_folder
+from rayfold.io.runfolder import RunFolder
 from rayfold.io.storage import (
     InputRef,
-    exists,
-    join_uri,
     list_inputs,
-    read_bytes,
-    read_parquet_dataset,
-    write_bytes,
-    write_parquet,
 )
 from rayfold.model import schema
 from rayfold.model.errors import InputError
@@ -103,23 +97,23 @@ def run_release(
 
     One run per output at a time (`rayfold.release.lock`); a second one refuses with `run_in_progress`.
     """
-    check_output_folder(out, storage_options)
+    folder = RunFolder(out, storage_options)
+    folder.check_writable()
     with RunLock(out, storage_options, stale_after=run.stale_lock_after) as lock:
-        return _run_release(inputs, out, lock, config=config, run=run, entry_filter=entry_filter,
-                            foldseek=foldseek, storage_options=storage_options, address=address,
-                            progress=progress, analytics=analytics, ray_init_kwargs=ray_init_kwargs)
+        return _run_release(inputs, folder, lock, config=config, run=run, entry_filter=entry_filter,
+                            foldseek=foldseek, address=address, progress=progress, analytics=analytics,
+                            ray_init_kwargs=ray_init_kwargs)
 
 
 def _run_release(
     inputs: Sequence[str],
-    out: str,
+    folder: RunFolder,
     lock: RunLock,
     *,
     config: ReleaseConfig,
     run: RunConfig,
     entry_filter: EntryFilter | None,
     foldseek: str | None,
-    storage_options: dict | None,
     address: str | None,
     progress: bool,
     analytics: bool,
@@ -131,28 +125,28 @@ def _run_release(
 
     started, started_at = time.perf_counter(), datetime.now(timezone.utc)
     timings: dict[str, float] = {}
-    opts = storage_options
-    releases = read_parquet_dataset(join_uri(out, "releases"), opts)
+    out, opts = folder.uri, folder.storage_options
+    releases = folder.table("releases")
     last = int(pc.max(releases.column("release")).as_py()) if releases is not None and releases.num_rows else 0
-    if last and published_release(out, opts) != last:  # killed between commit and publish
-        _publish(out, last, opts)
+    if last and published_release(folder) != last:  # killed between commit and publish
+        _publish(folder, last)
         if analytics:
-            _write_analytics(out, opts)
+            _write_analytics(folder)
     release = last + 1
 
     tick = time.perf_counter()
     listed = _list_sourced(inputs, opts)
-    manifest = read_parquet_dataset(join_uri(out, "manifest"), opts)
+    manifest = folder.table("manifest")
     diff = mf.diff_inputs(listed, manifest, release)
     timings["list"] = time.perf_counter() - tick
-    unclustered = _units(manifest) - _committed_units(out, last, manifest, opts)
+    unclustered = _units(manifest) - _committed_units(folder, last, manifest)
     if not diff.todo and not diff.done_in_release and not unclustered:
         log.info("%s is up to date at release %d", out, last)
         return _up_to_date(out, last, releases, time.perf_counter() - started)
 
     with ray_session(address, **(ray_init_kwargs or {})):
         tick = time.perf_counter()
-        units = _plan(out, release, diff.todo, run, opts)
+        units = _plan(folder, release, diff.todo, run)
         done = set(mf.current(manifest).get(u, {}).get("unit_id") for u in diff.done_in_release)
         todo_units = [u for u in units if u.unit_id not in done]
         fragment_units(
@@ -164,16 +158,16 @@ def _run_release(
         lock.check()  # frozen past the stale limit while fragmenting: stop before clustering
 
         tick = time.perf_counter()
-        manifest = read_parquet_dataset(join_uri(out, "manifest"), opts)
-        _drop_superseded_rows(out, manifest, opts)
+        manifest = folder.table("manifest")
+        _drop_superseded_rows(folder, manifest)
         loaded_units = _units(manifest)  # read before the fragments: a unit's manifest part is written last
-        fragments, duplicates, input_of_fragment = _load_current_fragments(out, opts)
+        fragments, duplicates, input_of_fragment = _load_current_fragments(folder)
         assert manifest is not None  # every fragmented unit wrote its manifest part
         # one part for the whole collection, replaced each release: a duplicate is listed once
-        write_parquet(duplicates, join_uri(out, "errors", "part-duplicates.parquet"), opts)
+        folder.write_table(duplicates, "errors", "part-duplicates.parquet")
         changed = mf.changed_content(manifest, release)
         stale = {fid for fid, source in input_of_fragment.items() if source in changed}
-        previous, kept_merges = _previous_clusters(out, last, fragments, stale, opts)
+        previous, kept_merges = _previous_clusters(folder, last, fragments, stale)
         timings["load"] = time.perf_counter() - tick
 
         tick = time.perf_counter()
@@ -187,10 +181,10 @@ def _run_release(
         [("representative_a", "ascending"), ("representative_b", "ascending"),
          ("fragment_a", "ascending"), ("fragment_b", "ascending")])
     tables["cluster_runs"] = pa.Table.from_pylist([run_row], schema=schema.CLUSTER_RUNS)
-    _check_still_next(out, release, lock, opts)  # before touching state/: it may be another run's by now
+    _check_still_next(folder, release, lock)  # before touching state/: it may be another run's by now
     for name in CLUSTER_TABLES:
-        write_parquet(tables[name], join_uri(out, "state", f"{release:06d}", f"{name}.parquet"), opts)
-    write_bytes(json.dumps(sorted(loaded_units)).encode(), join_uri(out, "state", f"{release:06d}", UNITS_FILE), opts)
+        folder.write_table(tables[name], *_state_file(release, name))
+    folder.write_json(sorted(loaded_units), "state", f"{release:06d}", UNITS_FILE)
     this_release = manifest.filter(pc.field("release") == release)
     row = {
         "release": release,
@@ -217,12 +211,11 @@ def _run_release(
     row["seconds"] = time.perf_counter() - started
     row["stage_seconds"] = json.dumps({k: round(v, 3) for k, v in timings.items()})
     # the commit: after this row exists the release is done, and a re-run only re-publishes it
-    _check_still_next(out, release, lock, opts)
-    write_parquet(pa.Table.from_pylist([row], schema=schema.RELEASES),
-                  join_uri(out, "releases", f"part-{release:06d}.parquet"), opts)
-    _publish(out, release, opts)
+    _check_still_next(folder, release, lock)
+    folder.write_table(pa.Table.from_pylist([row], schema=schema.RELEASES), "releases", f"part-{release:06d}.parquet")
+    _publish(folder, release)
     if analytics:
-        _write_analytics(out, opts)
+        _write_analytics(folder)
     summary_fields = {k: row[k] for k in ReleaseSummary.__dataclass_fields__ if k in row and k != "stage_seconds"}
     return ReleaseSummary(out=out, up_to_date=False, stage_seconds=timings, **summary_fields)
 
@@ -234,25 +227,24 @@ def _units(manifest: pa.Table | None) -> set[str]:
     return set(manifest.column("unit_id").to_pylist()) if manifest is not None and manifest.num_rows else set()
 
 
-def _committed_units(out: str, last: int, manifest: pa.Table | None, opts: dict | None) -> set[str]:
+def _committed_units(folder: RunFolder, last: int, manifest: pa.Table | None) -> set[str]:
     """Units the last committed release clustered. A unit finished by a run that lost its lock after
     another run committed is in the manifest but not here, so the next run still clusters it."""
     if not last:
         return set()
-    uri = join_uri(out, "state", f"{last:06d}", UNITS_FILE)
-    if exists(uri, opts):
-        return set(json.loads(read_bytes(uri, opts)))
+    if folder.exists("state", f"{last:06d}", UNITS_FILE):
+        return set(folder.read_json("state", f"{last:06d}", UNITS_FILE))
     # a run folder from before this file existed: every unit of a committed release
     return _units(manifest.filter(pc.field("release") <= last) if manifest is not None else None)
 
 
-def _check_still_next(out: str, release: int, lock: RunLock, opts: dict | None) -> None:
+def _check_still_next(folder: RunFolder, release: int, lock: RunLock) -> None:
     """Refuse to commit when another run committed meanwhile (this run was frozen past its lock)."""
     lock.check()
-    releases = read_parquet_dataset(join_uri(out, "releases"), opts)
+    releases = folder.table("releases")
     newest = int(pc.max(releases.column("release")).as_py()) if releases is not None and releases.num_rows else 0
     if newest >= release:
-        raise InputError("concurrent_release", f"release {newest} of {out} was committed by another run while "
+        raise InputError("concurrent_release", f"release {newest} of {folder.uri} was committed by another run while "
                          f"this one worked on release {release}; nothing of this run is committed (run again)")
 
 
@@ -265,47 +257,47 @@ def _list_sourced(inputs: Sequence[str], opts: dict | None) -> list[mf.SourcedRe
     return [seen[u] for u in sorted(seen)]
 
 
-def _plan(out: str, release: int, todo: list[mf.SourcedRef], run: RunConfig, opts: dict | None) -> list:
+def _plan(folder: RunFolder, release: int, todo: list[mf.SourcedRef], run: RunConfig) -> list:
     """This release's work units, persisted, so a restarted run gives unfinished units the same names."""
     from rayfold.runtime.fragmenting import WorkUnit, plan_units
 
-    uri = join_uri(out, "state", f"{release:06d}", "plan.json")
+    plan = ("state", f"{release:06d}", "plan.json")
     units: list[WorkUnit] = []
-    if exists(uri, opts):
-        for u in json.loads(read_bytes(uri, opts)):
+    if folder.exists(*plan):
+        for u in folder.read_json(*plan):
             units.append(WorkUnit(u["unit_id"], tuple(InputRef(**r) for r in u["refs"])))
     planned = {r.uri for u in units for r in u.refs}
     extra = [s.ref for s in todo if s.ref.uri not in planned]
     if extra or not units:
         units += plan_units(extra, run.unit_size, salt=f"release {release}")
         payload = [{"unit_id": u.unit_id, "refs": [asdict(r) for r in u.refs]} for u in units]
-        write_bytes(json.dumps(payload, indent=1).encode(), uri, opts)
+        folder.write_json(payload, *plan)
     wanted = {s.ref.uri for s in todo}
     return [u for u in units if any(r.uri in wanted for r in u.refs)]
 
 
-def _drop_superseded_rows(out: str, manifest: pa.Table | None, opts: dict | None) -> None:
+def _drop_superseded_rows(folder: RunFolder, manifest: pa.Table | None) -> None:
     """Rewrite older units' parts without inputs a newer release re-processed (idempotent)."""
     for unit_id, inputs in sorted(mf.superseded(manifest).items()):
         for table in ("fragments", "chains", "errors"):
-            uri = join_uri(out, table, f"part-{unit_id}.parquet")
-            part = read_parquet_dataset(uri, opts)
+            part = folder.table(table, f"part-{unit_id}.parquet")
             if part is None:
                 continue
             kept = mf.without_inputs(part, inputs)
             if kept.num_rows != part.num_rows:
-                write_parquet(kept, uri, opts)
+                folder.write_table(kept, table, f"part-{unit_id}.parquet")
 
 
-def _load_current_fragments(out: str, opts: dict | None) -> tuple[FragmentSet, pa.Table, dict[str, str]]:
+def _load_current_fragments(folder: RunFolder) -> tuple[FragmentSet, pa.Table, dict[str, str]]:
     """Passed fragments of all releases, their errors rows for duplicates, and {fragment id: input}.
 
     A fragment id met twice (one entry in two inputs) is kept from the first input by URI; the
     others become errors rows."""
-    table = read_parquet_dataset(join_uri(out, "fragments"), opts)
+    table = folder.table("fragments", columns=FRAGMENT_COLUMNS)
     if table is None or table.num_rows == 0:
+        out = folder.uri
         raise InputError("no_fragments", f"no fragments under {out}: every input failed (see {out}/errors)")
-    table = table.select(list(FRAGMENT_COLUMNS)).filter(pc.field("passed"))
+    table = table.filter(pc.field("passed"))
     table = table.sort_by([("fragment_id", "ascending"), ("source_uri", "ascending")])
     ids = table.column("fragment_id").to_numpy(zero_copy_only=False)
     first = np.ones(len(ids), bool)
@@ -327,13 +319,13 @@ def _load_current_fragments(out: str, opts: dict | None) -> tuple[FragmentSet, p
     return FragmentSet.from_table(kept, passed_only=False), duplicates, inputs
 
 
-def _previous_clusters(out: str, last: int, fragments: FragmentSet, stale: set[str],
-                       opts: dict | None) -> tuple[PreviousClusters, pa.Table]:
+def _previous_clusters(folder: RunFolder, last: int, fragments: FragmentSet,
+                       stale: set[str]) -> tuple[PreviousClusters, pa.Table]:
     """The last release's clustering over today's fragments, minus `stale` ones (their input changed)."""
     n = len(fragments)
     if not last:
         return PreviousClusters.none(n), schema.MERGES.empty_table()
-    state = {name: _state_table(out, last, name, opts)
+    state = {name: _state_table(folder, last, name)
              for name in ("members", "merges", "singleton_audit", "singleton_links")}
     valid = {fid: i for fid, i in fragments.index().items() if fid not in stale}
 
@@ -379,44 +371,46 @@ def _previous_clusters(out: str, last: int, fragments: FragmentSet, stale: set[s
     return PreviousClusters(rep_of, cluster_rep, merge_pairs, merge_tm, sampled, links), kept_merges
 
 
-def _state_table(out: str, release: int, name: str, opts: dict | None) -> pa.Table:
+def _state_file(release: int, name: str) -> tuple[str, ...]:
+    return ("state", f"{release:06d}", f"{name}.parquet")
+
+
+def _state_table(folder: RunFolder, release: int, name: str) -> pa.Table:
     """One table of a committed release's state/ (the commit writes all of them)."""
-    table = read_parquet_dataset(join_uri(out, "state", f"{release:06d}", f"{name}.parquet"), opts)
-    assert table is not None, f"{out}: release {release} has no state table {name}"
+    table = folder.table(*_state_file(release, name))
+    assert table is not None, f"{folder.uri}: release {release} has no state table {name}"
     return table
 
 
-def _publish(out: str, release: int, opts: dict | None) -> None:
+def _publish(folder: RunFolder, release: int) -> None:
     """Copy a committed release's tables to OUT/<table>/part-0.parquet, tagged with the release."""
     for name in CLUSTER_TABLES:
-        table = _state_table(out, release, name, opts)
+        table = _state_table(folder, release, name)
         meta = dict(table.schema.metadata or {})
         meta[b"rayfold_release"] = str(release).encode()
-        write_parquet(table.replace_schema_metadata(meta), join_uri(out, name, "part-0.parquet"), opts)
+        folder.write_table(table.replace_schema_metadata(meta), name, "part-0.parquet")
 
 
-def published_release(out: str, opts: dict | None = None) -> int | None:
+def published_release(folder: RunFolder) -> int | None:
     """The release the published tables hold (None when none is published)."""
     import pyarrow.parquet as pq
 
     from rayfold.io.storage import filesystem_for
 
-    uri = join_uri(out, "cluster_runs", "part-0.parquet")  # published last
-    if not exists(uri, opts):
+    uri = folder.path("cluster_runs", "part-0.parquet")  # published last
+    if not folder.exists("cluster_runs", "part-0.parquet"):
         return None
-    fs, path = filesystem_for(uri, opts)
+    fs, path = filesystem_for(uri, folder.storage_options)
     with fs.open(path, "rb") as fh:
         meta = pq.read_schema(fh).metadata or {}
     value = meta.get(b"rayfold_release")
     return int(value) if value else None
 
 
-def _write_analytics(out: str, opts: dict | None) -> None:
-    try:
-        from rayfold.analytics.report import write_analytics
-    except ImportError:  # analytics not installed in this build
-        return
-    write_analytics(out, storage_options=opts)
+def _write_analytics(folder: RunFolder) -> None:
+    from rayfold.analytics.report import write_analytics
+
+    write_analytics(folder.uri, storage_options=folder.storage_options)
 
 
 def _up_to_date(out: str, last: int, releases: pa.Table | None, seconds: float) -> ReleaseSummary:

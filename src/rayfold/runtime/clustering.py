@@ -271,10 +271,10 @@ def run_cluster(
     """
     import pyarrow as pa
 
-    from rayfold.io.runfolder import check_output_folder
+    from rayfold.io.runfolder import RunFolder
     from rayfold.model import schema
 
-    check_output_folder(out, storage_options)
+    RunFolder(out, storage_options).check_writable()
     fragments = load_fragments(fragments_uri, storage_options=storage_options)
     with ray_session(address, **(ray_init_kwargs or {})):
         tables = cluster_fragments(fragments, config=config, prefilter_config=prefilter_config,

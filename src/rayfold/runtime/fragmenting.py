@@ -209,9 +209,9 @@ def run_fragment(
     ray_init_kwargs: dict | None = None,
 ) -> FragmentSummary:
     """Fragment every structure under `inputs` into `out`/{fragments,chains,errors}/ Parquet datasets."""
-    from rayfold.io.runfolder import check_output_folder
+    from rayfold.io.runfolder import RunFolder
 
-    check_output_folder(out, storage_options)
+    RunFolder(out, storage_options).check_writable()
     started = time.perf_counter()
     refs = list_inputs(inputs, storage_options=storage_options)
     units = plan_units(refs, run.unit_size)
