@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from rayfold.model.fragset import FragmentSet
+from rayfold.model.unionfind import KeyedUnionFind
 
 __all__ = [
     "ALIGNMENT_DB_COLUMNS",
@@ -505,22 +506,16 @@ def normalize_cluster_pairs(pairs: Iterable[tuple[str, str]], ids: Iterable[str]
     if dropped:
         log.warning("%d members were listed under more than one representative; kept the first", dropped)
 
-    def root(x: str) -> str:
-        order: list[str] = []
-        pos: dict[str, int] = {}
-        while rep_of[x] != x:
-            if x in pos:  # a cycle: its smallest id becomes the representative
-                x = min(order[pos[x]:])
-                rep_of[x] = x
-                break
-            pos[x] = len(order)
-            order.append(x)
-            x = rep_of[x]
-        for y in order:
-            rep_of[y] = x
-        return x
-
-    table = {m: root(m) for m in list(rep_of)}
+    # Each id points at one representative, so a connected group holds one self-representing id,
+    # or (in a broken table) one cycle: its smallest id represents the group then.
+    groups = KeyedUnionFind(rep_of)
+    for member, rep in rep_of.items():
+        groups.union(member, rep)
+    table: dict[str, str] = {}
+    for group in groups.groups().values():
+        own = [x for x in group if rep_of[x] == x]
+        representative = own[0] if len(own) == 1 else min(group)
+        table.update({x: representative for x in group})
     if ids is not None:
         missing = [i for i in ids if i not in table]
         if missing:

@@ -84,18 +84,19 @@ class InputRef:
 # names and URIs
 
 
-def _basename(name: str) -> str:
+def basename(name: str) -> str:
+    """The last component of a path or URI (a trailing '/' ignored)."""
     return name.rstrip("/").rsplit("/", 1)[-1]
 
 
 def is_tar_name(name: str) -> bool:
     """True for .tar, .tar.gz and .tgz names."""
-    return _basename(name).lower().endswith(TAR_EXTENSIONS)
+    return basename(name).lower().endswith(TAR_EXTENSIONS)
 
 
 def is_structure_name(name: str) -> bool:
     """True for .cif/.mmcif/.pdb/.ent names, optionally + .gz."""
-    low = _basename(name).lower()
+    low = basename(name).lower()
     low = low.removesuffix(".gz")
     return low.endswith(STRUCTURE_EXTENSIONS)
 
@@ -336,7 +337,7 @@ def _expand_remote(spec: str, storage_options: dict[str, Any] | None) -> tuple[l
     for p, info in found.items():
         if info.get("type", "file") != "file":
             continue
-        if not explicit_file and (_basename(p).startswith(".") or not _wanted(p)):
+        if not explicit_file and (basename(p).startswith(".") or not _wanted(p)):
             continue
         refs.append(_remote_ref(fs, proto, p, info))
     return refs, named
@@ -577,7 +578,7 @@ def list_files(
         except FileNotFoundError:
             return []
         found = [_full_uri(p, proto) for p in paths if p.rstrip("/") != path.rstrip("/")]
-    out = [u for u in found if not _basename(u).startswith(".") and (suffix is None or u.endswith(suffix))]
+    out = [u for u in found if not basename(u).startswith(".") and (suffix is None or u.endswith(suffix))]
     return sorted(out)
 
 
@@ -670,7 +671,7 @@ def read_parquet_dataset(
             p
             for p in fs.find(path)
             if p.endswith(".parquet")
-            and not _basename(p).startswith((".", "_"))
+            and not basename(p).startswith((".", "_"))
             and not any(part.startswith((".", "_")) for part in p[len(path) :].split("/")[:-1] if part)
         )
     else:

@@ -86,6 +86,7 @@ from dataclasses import dataclass, field, replace
 import gemmi
 import numpy as np
 
+from rayfold.io.storage import STRUCTURE_EXTENSIONS, basename
 from rayfold.model.errors import InputError
 
 __all__ = [
@@ -214,18 +215,14 @@ def decompress_bytes(data: bytes, max_decompressed_bytes: int = 512 * 2**20) -> 
 
 _CIF_EXT = (".cif", ".mmcif")
 _PDB_EXT = (".pdb", ".ent")
-_STRIP_EXT = (".gz", ".cif", ".mmcif", ".pdb", ".ent")
+_STRIP_EXT = (".gz", *STRUCTURE_EXTENSIONS)
 _CIF_SNIFF = re.compile(rb"^\s*data_", re.MULTILINE)
 _PDB_SNIFF = re.compile(rb"^(?:ATOM  |HETATM|HEADER|MODEL |CRYST1)", re.MULTILINE)
 
 
-def _basename(name: str) -> str:
-    return name.rstrip("/").rsplit("/", 1)[-1]
-
-
 def strip_structure_extensions(name: str) -> str:
     """File name without directories and without trailing .gz/.cif/.mmcif/.pdb/.ent."""
-    base = _basename(name)
+    base = basename(name)
     changed = True
     while changed:
         changed = False
@@ -240,7 +237,7 @@ def strip_structure_extensions(name: str) -> str:
 
 def detect_format(text: bytes, name: str) -> str:
     """'mmcif' or 'pdb' from the name, falling back on (or corrected by) the content."""
-    low = _basename(name).lower()
+    low = basename(name).lower()
     low = low.removesuffix(".gz")
     head = text[:65536]
     by_name = "mmcif" if low.endswith(_CIF_EXT) else "pdb" if low.endswith(_PDB_EXT) else None
@@ -257,7 +254,7 @@ def detect_format(text: bytes, name: str) -> str:
         return "pdb"
     raise InputError(
         "unknown_format",
-        f"{_basename(name)!r}: neither mmCIF nor PDB by name or content "
+        f"{basename(name)!r}: neither mmCIF nor PDB by name or content "
         "(rayfold reads .cif, .mmcif, .pdb and .ent files, each optionally .gz)",
     )
 

@@ -152,7 +152,7 @@ def _run_release(
         fragment_units(
             todo_units, out, config=config.fragment, read=config.read, run=run, storage_options=opts,
             progress=progress, release=release, sources={s.ref.uri: s.source for s in listed},
-            keep_entries=entry_filter.ids if entry_filter is not None else None,
+            entry_filter=entry_filter,
         )
         timings["fragment"] = time.perf_counter() - tick
         lock.check()  # frozen past the stale limit while fragmenting: stop before clustering

@@ -78,11 +78,11 @@ class FragmentWorker:
     """
 
     def __init__(self, out: str, config: FragmentConfig, read: ReadConfig, storage_options: dict | None,
-                 export_structures: bool, release: int | None = None, keep_entries=None) -> None:
+                 export_structures: bool, release: int | None = None, entry_filter=None) -> None:
         self.out = out
         self.storage_options = storage_options
         self.release = release
-        self.keep_entries = keep_entries
+        self.entry_filter = entry_filter
         self.stage = FragmentStage(config, read, storage_options=storage_options, export_structures=export_structures)
 
     def __call__(self, batch: dict) -> dict:
@@ -93,8 +93,8 @@ class FragmentWorker:
             items = json.loads(refs_json)
             sources = {r["uri"]: r.pop("source", "") for r in items}
             result = self.stage.process([InputRef(**r) for r in items])
-            if self.keep_entries is not None:
-                result = _keep_entries(result, self.keep_entries)
+            if self.entry_filter is not None:
+                result = _filter_entries(result, self.entry_filter)
             part = f"part-{unit_id}.parquet"
             for fragment_id, data in result.structures.items():
                 write_bytes(data, join_uri(self.out, "structures", f"{fragment_id}.pdb"),
@@ -128,12 +128,12 @@ def _manifest_rows(result, unit_id: str, release: int, sources: dict[str, str]):
     return pa.Table.from_pylist(rows, schema=schema.MANIFEST)
 
 
-def _keep_entries(result, keep):
+def _filter_entries(result, entry_filter):
     """The unit's fragments and chains of entries the input filter keeps (errors stay, all of them)."""
     import pyarrow as pa
 
     def kept(table):
-        mask = [(e in keep) or (a is not None and a in keep)
+        mask = [entry_filter.keeps(e, a)
                 for e, a in zip(table.column("entry_id").to_pylist(), table.column("accession").to_pylist())]
         return table.filter(pa.array(mask, type=pa.bool_()))
 
@@ -155,7 +155,7 @@ def fragment_units(
     progress: bool = True,
     release: int | None = None,
     sources: dict[str, str] | None = None,
-    keep_entries=None,
+    entry_filter=None,
 ) -> dict[str, int]:
     """Stream work units through an actor pool on the Ray in scope; returns totals over the units."""
     import ray
@@ -179,7 +179,7 @@ def fragment_units(
         fn_constructor_kwargs={
             "out": out, "config": config, "read": read, "storage_options": storage_options,
             "export_structures": run.export_structures, "release": release,
-            "keep_entries": keep_entries,
+            "entry_filter": entry_filter,
         },
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(min_size=workers, max_size=workers),  # all start at once
