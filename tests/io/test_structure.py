@@ -293,7 +293,7 @@ def test_plddt_and_length_match_every_shared_manifest(shared_data: Path) -> None
 
 
 def test_bundled_examples_match_their_manifest() -> None:
-    examples = Path(__file__).resolve().parents[1] / "examples" / "afdb"
+    examples = Path(__file__).resolve().parents[2] / "examples" / "afdb"
     man = examples / "manifest.tsv"
     if not man.exists():
         pytest.skip("examples/afdb not present")

@@ -27,7 +27,7 @@ from rayfold.io.structure import parse_structure
 from rayfold.model.errors import ERROR_KINDS, InputError
 from rayfold.runtime.fragmenting import run_fragment
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Every bad input of the corpus, relative to its folder (a shard stands for its members' rows).
 BAD = [

@@ -28,7 +28,7 @@ from rayfold.io import storage as io
 from rayfold.io.runfolder import RunFolder
 from rayfold.model import schema
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("cluster_sizes", "sampling_gamma", "cluster_cohesion", "fragment_distributions", "fragment_maps")
 CHROMIUM = "/usr/bin/chromium"
