@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo lint test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: setup
 	$(BIN)/rayfold run examples/afdb --out out/demo --engine builtin
 	$(BIN)/rayfold stats out/demo
 	@echo "report: out/demo/report/index.html"
+
+lint: setup
+	$(BIN)/ruff check src tests bench jobs
+	$(BIN)/mypy
 
 test: setup
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q

@@ -14,13 +14,16 @@ per-residue coordinate lists, and the fragment maps read only the rows of the ch
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as _dt
 import html
 import json
 import logging
+import string
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -73,26 +76,8 @@ class ReportFigure:
 # --------------------------------------------------------------------------------------------
 # HTML (pure)
 
-_CSS = """
-body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 24px auto;
-       max-width: 1180px; color: #222; line-height: 1.4; padding: 0 16px; }
-h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
-.meta { color: #666; font-size: 0.9em; }
-table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.85em; }
-th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr:nth-child(even) td { background: #fafafa; }
-figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { color: #444; font-size: 0.9em; }
-.note { color: #555; font-size: 0.88em; }
-.scroll { overflow-x: auto; }
-"""
-
-_STATS_NOTE = (
-    '<p class="note">Shares are over the fragments in multi-member clusters (singletons neither add to '
-    "nor dilute the head). Source columns count clusters within the source: a cluster's size there is "
-    "the number of that source's fragments in it, so source columns do not add up to 'all'.</p>"
-)
+# the page's skeleton and style; figures, tables and notes are filled in (string.Template, $-fields)
+PAGE_TEMPLATE = "report.html"
 
 _STAT_MEANING = {
     "fragments": "fragment rows made (passed and failed)",
@@ -183,40 +168,28 @@ def render_html(
 ) -> str:
     """The whole page: statistics, figures (embedded PNGs), then (heading, note, html) sections."""
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        (f'<p class="meta">run folder: <code>{html.escape(out)}</code> &middot; generated {now} &middot; '
-         f"schema version {schema.SCHEMA_VERSION}</p>"),
-    ]
-    if summary:
-        parts.append(f"<p>{html.escape(summary)}</p>")
-    parts += [
-        '<h2 id="statistics">Cluster statistics</h2>',
-        _stats_html(stats),
-        _STATS_NOTE,
-        '<h2 id="figures">Figures</h2>',
-    ]
+    figure_html = []
     for fig in figures:
         data = base64.b64encode(fig.png).decode("ascii")
-        parts.append(
+        figure_html.append(
             f'<figure id="fig-{html.escape(fig.name)}"><img src="data:image/png;base64,{data}" '
             f'alt="{html.escape(fig.caption)}" data-name="{html.escape(fig.name)}" '
             'onload="this.setAttribute(\'data-natural-width\', this.naturalWidth)" '
             'onerror="this.setAttribute(\'data-error\', \'1\')">'
             f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>"
         )
+    section_html = []
     for heading, note, body in sections:
         anchor = "".join(c if c.isalnum() else "-" for c in heading.lower()).strip("-")
-        parts.append(f'<h2 id="{html.escape(anchor)}">{html.escape(heading)}</h2>')
+        section_html.append(f'<h2 id="{html.escape(anchor)}">{html.escape(heading)}</h2>')
         if note:
-            parts.append(f'<p class="note">{html.escape(note)}</p>')
-        parts.append(body)
-    parts.append("</body></html>")
-    return "\n".join(parts)
+            section_html.append(f'<p class="note">{html.escape(note)}</p>')
+        section_html.append(body)
+    page = string.Template((resources.files("rayfold.analytics") / PAGE_TEMPLATE).read_text(encoding="utf-8"))
+    return page.substitute(
+        title=html.escape(title), out=html.escape(out), generated=now, schema_version=schema.SCHEMA_VERSION,
+        summary=f"<p>{html.escape(summary)}</p>" if summary else "", stats=_stats_html(stats),
+        figures="\n".join(figure_html), sections="\n".join(section_html))
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,6 +281,17 @@ def _read_guard(out: str, storage_options: dict | None) -> float | None:
     return config.get("guard_threshold") if config.get("linkage") == "guarded" else None
 
 
+def _recorded_fragment_config(folder: RunFolder) -> FragmentConfig:
+    """The FragmentConfig the run's last release recorded (defaults for a folder `rayfold run` did not make)."""
+    releases = folder.table("releases", columns=["release", "config"])
+    if releases is None or releases.num_rows == 0:
+        return FragmentConfig()
+    last = releases.sort_by([("release", "descending")]).column("config")[0].as_py()
+    recorded = json.loads(last).get("release", {}).get("fragment", {})
+    known = {f.name for f in dataclasses.fields(FragmentConfig)}
+    return FragmentConfig(**{k: v for k, v in recorded.items() if k in known})
+
+
 def _sorted_clusters(clusters: pa.Table) -> pa.Table:
     return clusters.sort_by([("size", "descending"), ("cluster_id", "ascending")])
 
@@ -365,7 +349,7 @@ def _build(
     merges = folder.table("merges")
 
     # figures
-    fragment_config = FragmentConfig()
+    fragment_config = _recorded_fragment_config(folder)
     sizes = cluster_sizes_by_scope(fragments, members, manifest)
     figures = [
         ReportFigure("cluster_sizes",
