@@ -15,7 +15,12 @@ Default set: the shared Mycoplasma proteome (191), PF04034 (96 + 1,055 more), th
 fold_tree and HOMSTRAD, fragmented with the default configuration (SCOP and HOMSTRAD, crystal structures without pLDDT,
 as whole chains).
 
+A second, small part runs the chaining set (`rayfold.eval.chaining`: nested windows of one
+Mycoplasma chain, the helical slabs of F4MNX4/F4MNX8/F4MNY0 and unrelated fragments) and scores
+every co-clustered pair of each semantics exactly.
+
     python bench/cluster_semantics.py [--fragments DIR] [--recall-pairs 4000] [--precision-pairs 600]
+    python bench/cluster_semantics.py --chaining-only
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import ray
 
 from rayfold.cluster.algorithm import min_tm
 from rayfold.cluster.linkage import IGNORED, REFUSED
@@ -117,21 +123,49 @@ def random_pairs(groups: np.ndarray, lengths: np.ndarray, k: int, rng) -> np.nda
     return np.array(sorted(chosen), dtype=np.int64)
 
 
+def chaining_part() -> None:
+    from rayfold.eval.chaining import chaining_set
+
+    folder = DATA / SETS["mycoplasma"]
+    others = [folder / f"{name}.pdb.gz" for name in ("F4MNX4", "F4MNX8", "F4MNY0", "F4MNP7", "F4MPI1", "F4MPL3",
+                                                     "F4MP14", "F4MPG0", "F4MP81")]
+    fragments = chaining_set(folder / "F4MPH2.pdb.gz", others)
+    n = len(fragments)
+    tables = cluster_fragments(fragments, config=ClusterConfig(engine="builtin", singleton_sample=0), progress=False)
+    label = partitions(tables, n, fragments.index())
+    aligner = RayAligner(ray.put(fragments), ClusterConfig().pairs_per_task, progress=False)
+    print(f"\n## chaining set: {n} fragments (8 nested windows of F4MPH2, slabs, unrelated)")
+    print("| semantics | clusters | largest (length range) | co-clustered pairs | at min-TM >= 0.5 | under 0.3 |")
+    print("|---|---|---|---|---|---|")
+    lengths = fragments.lengths
+    for name in ("guarded", "single", "method"):
+        lab = label[name]
+        pairs = np.array([(a, b) for a in range(n) for b in range(a + 1, n) if lab[a] == lab[b]], dtype=np.int64)
+        tm = min_tm(aligner, pairs, desc=name) if len(pairs) else np.zeros(0)
+        values, counts = np.unique(lab, return_counts=True)
+        big = lengths[lab == values[np.argmax(counts)]]
+        print(f"| {name} | {len(values)} | {counts.max()} ({big.min()}-{big.max()}) | {len(pairs)} | "
+              f"{int((tm >= 0.5).sum())} | {int((tm < 0.3).sum())} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fragments", help="a run folder with fragments/ (default: fragment the shared sets)")
     parser.add_argument("--recall-pairs", type=int, default=4000)
     parser.add_argument("--precision-pairs", type=int, default=600)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--chaining-only", action="store_true", help="only the small chaining set")
     args = parser.parse_args()
+    if args.chaining_only:
+        with ray_session(None):
+            chaining_part()
+        return
     table = fragments_table(args.fragments)
     table = table.filter(table.column("passed")).sort_by("fragment_id")
     fragments = FragmentSet.from_table(table)
     n = len(fragments)
     groups = np.array([source_set(u) for u in table.column("source_uri").to_pylist()])
     print(f"{n} fragments; " + ", ".join(f"{g} {int((groups == g).sum())}" for g in np.unique(groups)))
-
-    import ray
 
     rng = np.random.default_rng(args.seed)
     with ray_session(None):
@@ -177,6 +211,7 @@ def main() -> None:
                   f"{row['cohesion_min_tm']:.3f} / {row['cohesion_median_tm']:.3f} ({row['cohesion_sampled']} sampled)")
         ignored = decisions.count(IGNORED)
         assert ignored == 0, "the default run ignores no evidence"
+        chaining_part()
 
 
 if __name__ == "__main__":

@@ -13,13 +13,9 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_DATA
-from rayfold.align.alphabet import encode_fragment
 from rayfold.align.tmalign import align_pairs
 from rayfold.cluster.rules import ClusterConfig
-from rayfold.config import FragmentConfig
-from rayfold.fragment.stage import FragmentStage
-from rayfold.io.storage import list_inputs
-from rayfold.io.structure import read_structure_file
+from rayfold.eval.chaining import LADDER_WINDOWS, chaining_set
 from rayfold.model.fragset import FragmentSet
 from rayfold.runtime.clustering import cluster_fragments
 
@@ -28,33 +24,14 @@ pytestmark = [pytest.mark.ray,
 
 MYCOPLASMA = SHARED_DATA / "afdb_mycoplasma_mycoides_pdb" / "structures"
 LADDER = "F4MPH2"
-WINDOWS = (60, 78, 101, 131, 170, 221, 287, 373)
+WINDOWS = LADDER_WINDOWS
 SLABS = ("F4MNX4", "F4MNX8", "F4MNY0")
 UNRELATED = ("F4MNP7", "F4MPI1", "F4MPL3", "F4MP14", "F4MPG0", "F4MP81")
 
 
-def chaining_set() -> FragmentSet:
-    ids, coords, sequences, plddt, states = [], [], [], [], []
-    entry = read_structure_file(MYCOPLASMA / f"{LADDER}.pdb.gz")
-    chain = entry.chains[0]
-    centre = len(chain.sequence) // 2
-    for length in WINDOWS:
-        index = np.arange(centre - length // 2, centre - length // 2 + length)
-        ids.append(f"{LADDER}_w{length:03d}")
-        coords.append(np.asarray(chain.ca_coords[index], dtype=np.float64))
-        sequences.append("".join(chain.sequence[k] for k in index))
-        plddt.append(float(np.mean(chain.plddt[index])))
-        states.append(encode_fragment(entry, chain.chain_id, index))
-    refs = list_inputs([str(MYCOPLASMA / f"{name}.pdb.gz") for name in SLABS + UNRELATED])
-    table = FragmentStage(FragmentConfig()).process(refs).fragments
-    table = table.filter(table.column("passed"))
-    for row in table.to_pylist():
-        ids.append(row["fragment_id"])
-        coords.append(np.asarray(row["ca_coords"], dtype=np.float64))
-        sequences.append(row["sequence"])
-        plddt.append(row["mean_plddt"])
-        states.append(row["states_3di"])
-    return FragmentSet.from_arrays(ids, coords, sequences, np.array(plddt), states)
+def chaining_fragments() -> FragmentSet:
+    others = [MYCOPLASMA / f"{name}.pdb.gz" for name in SLABS + UNRELATED]
+    return chaining_set(MYCOPLASMA / f"{LADDER}.pdb.gz", others, WINDOWS)
 
 
 def co_clustered_pairs(tables, index: dict[str, int]) -> np.ndarray:
@@ -67,7 +44,7 @@ def co_clustered_pairs(tables, index: dict[str, int]) -> np.ndarray:
 
 
 def test_guarded_linkage_keeps_a_growing_ladder_apart_and_single_linkage_chains_it(ray_local):
-    fragments = chaining_set()
+    fragments = chaining_fragments()
     index = fragments.index()
     ladder = [index[f"{LADDER}_w{length:03d}"] for length in WINDOWS]
     steps = align_pairs(fragments, np.column_stack([ladder[:-1], ladder[1:]]))

@@ -1,1 +1,1 @@
-"""Domain-boundary scores used by benchmarks and tests."""
+"""Evaluation used by benchmarks and tests: domain-boundary scores, a chaining test set."""
