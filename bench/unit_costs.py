@@ -11,7 +11,7 @@ What it measures (each time is the minimum of a few repeats: the machine is shar
 3. TM-align (tmtools, via `rayfold.align.tmalign.align`) per pair at 50, 100, 200, 400, 800 residues, on
    real fragment coordinates cropped to exactly that length (few pairs at 800), plus random
    length-compatible pairs (what the singleton audit aligns).
-4. Prefilter (`rayfold.align.prefilter.search`, all queries vs all targets as `pipeline._candidate_pairs`
+4. Prefilter (`rayfold.align.prefilter.search`, all queries vs all targets as `runtime.clustering.RayPrefilter`
    runs it): ms per query and candidate pairs per fragment at a few set sizes.
 5. A small clustering run in-process, stage by stage, with the same functions as
    `pipeline.cluster_fragments` (built-in engine, no Ray): candidate pairs, TM-align calls per
@@ -216,7 +216,7 @@ def random_reachable_pairs(pool: FragmentSet, n_pairs: int, ratio: float, seed: 
 
 
 def candidate_pairs(fs: FragmentSet, config: PrefilterConfig) -> np.ndarray:
-    """Exactly what `pipeline._candidate_pairs` computes (one chunk: every query vs every target)."""
+    """Exactly what `runtime.clustering.RayPrefilter` computes (one chunk: every query vs every target)."""
     pairs = search(fs, fs, config)
     pairs = np.sort(pairs, axis=1)
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]

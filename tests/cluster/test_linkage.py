@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rayfold.cluster.cohesion import cohesion_pairs, summarise
-from rayfold.cluster.linkage import IGNORED, MERGED, REDUNDANT, REFUSED, link_clusters, pair_key
+from rayfold.cluster.linkage import IGNORED, MERGED, REASSIGNED, REDUNDANT, REFUSED, link_clusters, pair_key
 
 
 class Matrix:
@@ -144,3 +144,24 @@ def test_cohesion_samples_members_per_cluster_and_summarises():
     assert summary.sampled.tolist() == [2, 0, 0, 0, 0, 1, 0, 0]
     assert summary.min_tm[0] == pytest.approx(0.6) and summary.median_tm[0] == pytest.approx(0.7)
     assert summary.min_tm[5] == pytest.approx(0.9) and np.isnan(summary.min_tm[7])
+
+
+def test_a_refused_pair_is_kept_by_moving_one_member_within_the_guard():
+    # first-pass clusters {0, 1} and {2, 3}; members 1 and 3 are a real pair (0.75) but the
+    # representatives 0 and 2 share little (0.4): no merge, but 3 reaches 0.6 against 0, so it moves.
+    tm = np.full((4, 4), 0.2)
+    np.fill_diagonal(tm, 1.0)
+    for a, b, v in ((0, 1, 0.8), (2, 3, 0.8), (1, 3, 0.75), (0, 2, 0.4), (0, 3, 0.6), (1, 2, 0.3)):
+        tm[a, b] = tm[b, a] = v
+    rep_of = np.array([0, 0, 2, 2])
+    linked = link_clusters(rep_of, np.array([0]), np.array([2]), np.array([0.75]),
+                           np.array(["members"], dtype=object), np.arange(4), guard=0.5, score=Matrix(tm),
+                           pair_i=np.array([1]), pair_j=np.array([3]))
+    assert linked.cluster_rep.tolist() == [0, 0, 2, 0]
+    assert linked.decision.tolist() == [REASSIGNED] and linked.guard_tm[0] == pytest.approx(0.4)
+    # a representative never moves; a member below the guard does not either
+    tm[0, 3] = tm[3, 0] = 0.45
+    stays = link_clusters(rep_of, np.array([0]), np.array([2]), np.array([0.75]),
+                          np.array(["members"], dtype=object), np.arange(4), guard=0.5, score=Matrix(tm),
+                          pair_i=np.array([1]), pair_j=np.array([3]))
+    assert stays.cluster_rep.tolist() == [0, 0, 2, 2] and stays.decision.tolist() == [REFUSED]

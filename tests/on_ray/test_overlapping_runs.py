@@ -138,3 +138,24 @@ def test_run_lock_refuses_takes_over_when_stale_and_notices_loss(tmp_path, s3_se
     finally:
         thief.release()
         frozen.release()  # does not delete a lock that is not its own
+
+
+def test_a_lock_whose_process_is_gone_from_this_host_is_taken_over_at_once(tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    out = str(tmp_path / "out")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / LOCK_NAME).write_text(json.dumps(
+        {"token": "killed-run", "host": socket.gethostname(), "pid": gone.pid, "heartbeat_at": time.time(),
+         "stale_after": 900}))
+    lock = RunLock(out, stale_after=900).acquire()  # a killed driver's lock does not block its restart
+    lock.release()
+    (tmp_path / "out" / LOCK_NAME).write_text(json.dumps(
+        {"token": "other-host", "host": "elsewhere", "pid": gone.pid, "heartbeat_at": time.time(), "stale_after": 900}))
+    with pytest.raises(Exception, match="run_in_progress"):  # on another host a pid says nothing
+        RunLock(out, stale_after=900).acquire()

@@ -207,7 +207,8 @@ def cluster(fragments: FragmentSet, engine: Engine, aligner: Aligner, config: Cl
         np.concatenate([evidence["source"], np.array(["representatives"] * len(kept), dtype=object)]),
         rank, linkage=config.linkage, guard=config.guard_threshold,
         score=lambda pairs: min_tm(aligner, pairs, desc="linkage guard"), known=known,
-        previous_rep=previous.cluster_rep if len(old_reps) else None)
+        previous_rep=previous.cluster_rep if len(old_reps) else None,
+        pair_i=np.concatenate([evidence["i"], kept[:, 0]]), pair_j=np.concatenate([evidence["j"], kept[:, 1]]))
     cluster_rep = linked.cluster_rep
     evidence["decision"] = linked.decision[:new_rows]
     evidence["guard_tm"] = linked.guard_tm[:new_rows]

@@ -12,9 +12,12 @@ sit in different first-pass clusters: representative pairs from the audit (sourc
   unrelated (one cluster took 41% of a 1,926-fragment set).
 - `guarded` (default): all evidence, strongest first, but two clusters merge only when every
   first-pass representative of the cluster that gives up its representative reaches min-TM >= the
-  guard (0.5, fold level) against the merged cluster's representative. Every final cluster is then
-  a star: its representative, first-pass representatives within the guard of it, and their members
-  within the first pass's test of them. Scores the guard needs are TM-aligned on demand, in batches.
+  guard (0.5, fold level) against the merged cluster's representative. A refused pair is kept
+  together if one of its members (not a first-pass representative) reaches the guard against the
+  other's cluster representative: that member moves. Every final cluster is then a star: its
+  representative, first-pass representatives and moved members within the guard of it, and the
+  other members within the first pass's test of their first-pass representative. Scores the guard
+  needs are TM-aligned on demand, in batches.
 
 A merged cluster's representative is the representative of its largest first-pass cluster (ties:
 `rank`); representatives kept from the last release win over new ones, so a cluster keeps its id.
@@ -36,6 +39,7 @@ MERGED = "merged"  # this pair joined two clusters
 REDUNDANT = "redundant"  # its clusters were already one when it was reached
 REFUSED = "refused"  # guarded: the merged cluster would not stay within the guard of its representative
 IGNORED = "ignored"  # method: member evidence is not used
+REASSIGNED = "reassigned"  # guarded: refused as a merge, the pair joined by moving one member (see _reassign)
 
 Scorer = Callable[[np.ndarray], np.ndarray]  # (k, 2) index pairs -> min(TM_a, TM_b) per pair
 
@@ -74,12 +78,16 @@ def link_clusters(
     known: dict[tuple[int, int], float] | None = None,
     previous_rep: np.ndarray | None = None,
     prefetch: int = 2048,
+    pair_i: np.ndarray | None = None,
+    pair_j: np.ndarray | None = None,
 ) -> Linked:
     """Final clusters from first-pass clusters `rep_of` and evidence rows (rep_a, rep_b, tm_min, source).
 
     `previous_rep` (last release's final representative per fragment, -1 for new ones) starts the
     clusters as they were and lets their representatives win. `known` holds min-TM scores already
-    computed (pair_key -> score); `score` aligns the missing ones the guard needs.
+    computed (pair_key -> score); `score` aligns the missing ones the guard needs. `pair_i`,
+    `pair_j` are the evidence pairs' own fragments (default: the representatives), which the
+    guarded linkage may reassign when a merge is refused.
     """
     if linkage not in LINKAGES:
         raise ValueError(f"unknown linkage {linkage!r}: one of {', '.join(LINKAGES)}")
@@ -166,7 +174,52 @@ def link_clusters(
         position += 1
 
     label = np.array([head[forest.find(int(r))] for r in rep_of.tolist()], dtype=np.int64)
+    if previous_rep is not None:  # members the last release moved stay where they went
+        old = np.asarray(previous_rep, dtype=np.int64)
+        moved = np.flatnonzero((old >= 0) & (rep_of != np.arange(n)))
+        moved = moved[rep_of[old[moved]] == old[moved]]  # that cluster's representative is still one
+        label[moved] = [head[forest.find(int(c))] for c in old[moved].tolist()]
+    if linkage == "guarded":
+        i = rep_a if pair_i is None else np.asarray(pair_i, dtype=np.int64)
+        j = rep_b if pair_j is None else np.asarray(pair_j, dtype=np.int64)
+        refused = [k for k in order if decision[k] == REFUSED]
+        _reassign(refused, i, j, rep_of, label, decision, guard, cache, score, checks)
     return Linked(label, decision, guard_tm, checks["alignments"], checks["rounds"])
+
+
+def _reassign(refused: list[int], i: np.ndarray, j: np.ndarray, rep_of: np.ndarray, label: np.ndarray,
+              decision: np.ndarray, guard: float, cache: dict, score: Scorer | None, checks: dict) -> None:
+    """Keep a refused pair together by moving one of its two members (never a first-pass
+    representative, each member at most once) to the other's cluster, when the member reaches the
+    guard against that cluster's representative: the cluster stays a star, the pair is not lost
+    (PF04034's A0A1M2VTE1/A0A4Q9LQ12, min-TM 0.73, whose representatives score 0.47)."""
+    moved: set[int] = set()
+
+    def options(k: int) -> list[tuple[int, int]]:
+        """(member, target representative) moves that could join row k's pair."""
+        a, b = int(i[k]), int(j[k])
+        if label[a] == label[b]:
+            return []
+        return [(m, int(label[other])) for m, other in ((a, b), (b, a))
+                if rep_of[m] != m and m not in moved]
+
+    for position, k in enumerate(refused):
+        wanted = [pair_key(m, t) for m, t in options(k) if pair_key(m, t) not in cache]
+        if wanted:
+            for later in refused[position + 1 :]:
+                wanted += [pair_key(m, t) for m, t in options(later) if pair_key(m, t) not in cache]
+            pairs = np.array(sorted(set(wanted)), dtype=np.int64).reshape(-1, 2)
+            if score is None:
+                raise ValueError("guarded linkage needs a scorer for scores not yet known")
+            cache.update(zip(map(tuple, pairs.tolist()), np.asarray(score(pairs), dtype=np.float64).tolist()))
+            checks["alignments"] += len(pairs)
+            checks["rounds"] += 1
+        best = max(((cache[pair_key(m, t)], -m, m, t) for m, t in options(k)), default=None)
+        if best is not None and best[0] >= guard:
+            _, _, m, t = best
+            label[m] = t
+            moved.add(m)
+            decision[k] = REASSIGNED
 
 
 def _join(forest: UnionFind, head: dict, reps_of: dict, a: int, b: int, *, winner: int) -> None:

@@ -103,7 +103,7 @@ MERGES = pa.schema(
         pa.field("rmsd", pa.float64(), nullable=False),
         pa.field("aligned_length", pa.int64(), nullable=False),
         pa.field("seq_identity", pa.float64(), nullable=False),
-        # merged | redundant | refused | ignored (rayfold.cluster.linkage)
+        # merged | redundant | refused | reassigned | ignored (linkage)
         pa.field("decision", pa.string(), nullable=False),
         # guarded linkage: lowest min-TM of the yielding cluster's first-pass representatives to the
         # merged representative (null where the guard was not checked)

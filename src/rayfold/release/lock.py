@@ -2,7 +2,8 @@
 
 A run writes OUT/run.lock (its token, host, pid, times) and refreshes it every `stale_after / 5`
 seconds. A second run that finds a fresh lock refuses to start; a lock whose heartbeat is older
-than `stale_after` belongs to a dead (or frozen) run and is taken over. Object stores have no
+than `stale_after` belongs to a dead (or frozen) run and is taken over, and so is one whose process
+is gone from this very host (a killed driver restarted on the same node need not wait). Object stores have no
 atomic create-if-absent through fsspec, so a run reads the lock back after writing it and gives up
 if another run's token is there; and because a frozen run can wake after its lock was taken over,
 the release commit itself also checks that no other release was committed meanwhile
@@ -27,6 +28,19 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = "run.lock"
 DEFAULT_STALE_AFTER = 900.0  # seconds without a heartbeat before a lock counts as abandoned
+
+
+def _dead_here(held: dict) -> bool:
+    """The lock's run was on this host and its process is gone (killed, preempted): no need to wait."""
+    if held.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(held.get("pid", 0)), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, OverflowError):
+        return False
+    return False
 
 
 @dataclass
@@ -59,14 +73,14 @@ class RunLock:
         held = self._read()
         if held is not None and held.get("token") != self.token:
             age = time.time() - float(held.get("heartbeat_at", 0))
-            if age < float(held.get("stale_after", self.stale_after)):
+            if age < float(held.get("stale_after", self.stale_after)) and not _dead_here(held):
                 raise InputError(
                     "run_in_progress",
                     f"another rayfold run is working on {self.out} (pid {held.get('pid')} on {held.get('host')}, "
                     f"last heartbeat {age:.0f} s ago); wait for it, or delete {self.uri} if that run is gone "
                     f"(it is taken over by itself after {held.get('stale_after', self.stale_after):.0f} s "
                     "without a heartbeat)")
-            log.warning("taking over a stale lock of pid %s on %s (no heartbeat for %.0f s)",
+            log.warning("taking over the lock of pid %s on %s (gone, or no heartbeat for %.0f s)",
                         held.get("pid"), held.get("host"), age)
         write_bytes(json.dumps(self._record()).encode(), self.uri, self.storage_options)
         time.sleep(0.2)  # let a racing writer land, then see who won
