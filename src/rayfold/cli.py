@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -219,20 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def quiet_ray() -> None:
-    """A run shows rayfold's own lines and progress bars; Ray's internal warnings (its C++ core
-    worker's, Ray Data's) stay in Ray's session logs. `-v` shows them."""
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # read by the driver's core worker at start
-    logging.getLogger("ray").setLevel(logging.ERROR)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
-        quiet_ray()
+        from rayfold.runtime.session import quiet
+
+        quiet()
     try:
         return int(args.func(args))
     except (InputError, KeyError, FileNotFoundError) as exc:

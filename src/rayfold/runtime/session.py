@@ -25,6 +25,7 @@ def ray_session(address: str | None = None, **init_kwargs) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    init_kwargs.setdefault("log_to_driver", not _QUIET["on"])
     if address:
         ray.init(address=address, logging_level=_ray_log_level(), **init_kwargs)
     else:
@@ -36,10 +37,19 @@ def ray_session(address: str | None = None, **init_kwargs) -> Iterator[None]:
 
 
 LOCAL_START_TRIES = 2
+_QUIET = {"on": False}
+
+
+def quiet() -> None:
+    """Show rayfold's own lines and progress bars only: Ray's internal warnings and its workers' log
+    lines stay in Ray's session logs (the CLI calls this unless -v)."""
+    _QUIET["on"] = True
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")  # Ray Data sets its loggers' levels from this
 
 
 def _ray_log_level() -> int:
-    """WARNING, or what the caller set on the "ray" logger if quieter (`rayfold.cli.quiet_ray`)."""
+    """WARNING, or what the caller set on the "ray" logger if quieter (`quiet`)."""
     return max(logging.WARNING, logging.getLogger("ray").level)
 
 
