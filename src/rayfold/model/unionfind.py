@@ -1,7 +1,7 @@
 """Union-find (disjoint sets) with path compression and union by size.
 
 Used wherever "A touches B and B touches C" must become one group: re-joining segments in contact,
-re-merging compact pieces, and (later) merging clusters.
+re-merging compact pieces, merging clusters, Foldseek's representative chains.
 """
 
 from __future__ import annotations
@@ -99,10 +99,9 @@ class KeyedUnionFind(Generic[K]):
         return out
 
 
-# --- Distributed form -------------------------------------------------------------------------
-# A forest is the compact result of one batch of edges: for every node the batch touched, the
-# smallest node of its component. Forests from separate Ray tasks merge pairwise (a tree
-# reduction); merging only ever joins components, so any merge order gives the same partition.
+# --- Compact form ------------------------------------------------------------------------------
+# A forest is the compact result of a batch of edges: for every node the batch touched, the
+# smallest node of its component (the singleton audit's components are read from one).
 
 Forest = tuple[np.ndarray, np.ndarray]  # (nodes, roots), both int64, nodes sorted and unique
 
@@ -118,16 +117,6 @@ def forest_from_edges(a: np.ndarray, b: np.ndarray) -> Forest:
     for x, y in zip(np.searchsorted(nodes, a).tolist(), np.searchsorted(nodes, b).tolist()):
         local.union(x, y)
     return nodes, nodes[local.labels()]
-
-
-def merge_forests(*forests: Forest) -> Forest:
-    """Join forests: each (node, root) pair is an edge of the merged forest."""
-    if not forests:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty
-    nodes = np.concatenate([f[0] for f in forests])
-    roots = np.concatenate([f[1] for f in forests])
-    return forest_from_edges(nodes, roots)
 
 
 def forest_labels(forest: Forest, n: int) -> np.ndarray:
