@@ -33,6 +33,7 @@ bench: setup
 	$(BIN)/python bench/domain_boundaries.py
 	$(BIN)/python bench/cluster_speed.py
 	$(BIN)/python bench/end_to_end.py
+	$(BIN)/python bench/cluster_semantics.py  # ~40 min on 2 cores: one clustering of 1,784 fragments
 
 clean:
 	rm -rf out/demo

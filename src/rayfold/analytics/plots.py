@@ -17,7 +17,7 @@ import pyarrow as pa
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 __all__ = [
     "ChainMap",
@@ -93,6 +93,8 @@ def plot_cohesion(clusters: pa.Table, top: int = 50, guard: float | None = None)
     ax_len.vlines(rank, lo, hi, color="#555555", linewidth=2)
     ax_len.set_xlabel("cluster rank by size")
     ax_len.set_ylabel("member length, residues (min to max)")
+    for ax in (ax_tm, ax_len):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_len.set_title("Member length range")
     return _png(fig)
 
