@@ -17,7 +17,7 @@ Foldseek run on the fragment file). The cost grows with length squared (a distan
 (`rayfold.model.fragset.FragmentSet` keeps C-alpha only): N and C are placed at ideal positions
 computed from the neighbouring C-alphas, then encoded with mini3di. Its states agree with the
 full-backbone ones for ~85% of residues on AlphaFold models (81-90% per chain on 30
-Mycoplasma models; checked in tests/test_alphabet.py); good enough for a k-mer prefilter that
+Mycoplasma models; checked in tests/align/test_alphabet.py); good enough for a k-mer prefilter that
 compares like with like, never mix the two encodings in one comparison.
 """
 

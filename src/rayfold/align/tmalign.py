@@ -13,7 +13,7 @@ match line ``seqM`` (other positions are blank). So ``aligned_length`` = non-bla
 TM-align prints ``Seq_ID=n_identical/n_aligned``.
 
 Against the TMalign program (Fortran, 20190822; tmtools bundles the C++ code, 20210224) on 1,501
-real pairs (tests/test_tmalign.py): 1,363 give the same numbers to the printed precision; on the
+real pairs (tests/align/test_tmalign.py): 1,363 give the same numbers to the printed precision; on the
 other 138 the two versions' alignment searches end on different alignments (up to 0.06 apart in
 TM-score, 89 pairs over 1e-3), while scoring the program's own alignment here reproduces its
 numbers. Deterministic: the same inputs give bit-identical results, in any process. The wrapper's

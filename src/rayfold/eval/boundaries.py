@@ -12,7 +12,7 @@ overlap at it (the scoring functions refuse overlapping domains). AFDB models ha
 codes.
 
 The metrics follow Chainsaw (JudeWells/chainsaw, `src/utils/ndo_score.py` and
-`src/utils/domain_boundary_distance_score.py`); `tests/test_boundaries.py` checks them against
+`src/utils/domain_boundary_distance_score.py`); `tests/eval/test_boundaries.py` checks them against
 the per-chain values Chainsaw published for its CATH1363 test set.
 """
 
