@@ -25,7 +25,7 @@ A merged cluster's representative is the representative of its largest first-pas
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,8 +118,7 @@ def link_clusters(
             if c >= 0 and c != r and rep_of[c] == c:
                 _join(forest, head, reps_of, r, c, winner=c)
 
-    cache = dict(known or {})
-    checks = {"alignments": 0, "rounds": 0}
+    scores = _Scores(dict(known or {}), score)
     usable = np.ones(rows, bool) if linkage != "method" else (np.asarray(source) == "representatives")
     decision[~usable] = IGNORED
     order = [int(k) for k in evidence_order(tm_min, rep_a, rep_b, rank) if usable[k]]
@@ -138,7 +137,7 @@ def link_clusters(
         if p is None:
             return []
         _, loser, winner_rep, _ = p
-        return [pair_key(r, winner_rep) for r in reps_of[loser] if pair_key(r, winner_rep) not in cache]
+        return [pair_key(r, winner_rep) for r in reps_of[loser] if pair_key(r, winner_rep) not in scores.cache]
 
     position = 0
     while position < len(order):
@@ -156,14 +155,8 @@ def link_clusters(
                     if len(wanted) >= prefetch:
                         break
                     wanted.update(dict.fromkeys(missing(later)))
-                pairs = np.array(list(wanted), dtype=np.int64).reshape(-1, 2)
-                if score is None:
-                    raise ValueError("guarded linkage needs a scorer for scores not yet known")
-                for (a, b), tm in zip(pairs.tolist(), np.asarray(score(pairs), dtype=np.float64).tolist()):
-                    cache[(a, b)] = tm
-                checks["alignments"] += len(pairs)
-                checks["rounds"] += 1
-            lowest = min(cache[pair_key(r, winner_rep)] if r != winner_rep else 1.0 for r in reps_of[loser])
+                scores.fill(wanted)
+            lowest = min(scores.cache[pair_key(r, winner_rep)] if r != winner_rep else 1.0 for r in reps_of[loser])
             guard_tm[k] = lowest
             if lowest < guard:
                 decision[k] = REFUSED
@@ -183,12 +176,33 @@ def link_clusters(
         i = rep_a if pair_i is None else np.asarray(pair_i, dtype=np.int64)
         j = rep_b if pair_j is None else np.asarray(pair_j, dtype=np.int64)
         refused = [k for k in order if decision[k] == REFUSED]
-        _reassign(refused, i, j, rep_of, label, decision, guard, cache, score, checks)
-    return Linked(label, decision, guard_tm, checks["alignments"], checks["rounds"])
+        _reassign(refused, i, j, rep_of, label, decision, guard, scores)
+    return Linked(label, decision, guard_tm, scores.alignments, scores.rounds)
+
+
+@dataclass
+class _Scores:
+    """min-TM scores known so far; `fill` aligns the missing ones in one batch and counts it."""
+
+    cache: dict[tuple[int, int], float]
+    score: Scorer | None
+    alignments: int = 0
+    rounds: int = 0
+
+    def fill(self, pairs: Iterable[tuple[int, int]]) -> None:
+        todo = np.array(sorted(set(pairs) - self.cache.keys()), dtype=np.int64).reshape(-1, 2)
+        if not len(todo):
+            return
+        if self.score is None:
+            raise ValueError("guarded linkage needs a scorer for scores not yet known")
+        tms = np.asarray(self.score(todo), dtype=np.float64).tolist()
+        self.cache.update(((int(a), int(b)), tm) for (a, b), tm in zip(todo.tolist(), tms))
+        self.alignments += len(todo)
+        self.rounds += 1
 
 
 def _reassign(refused: list[int], i: np.ndarray, j: np.ndarray, rep_of: np.ndarray, label: np.ndarray,
-              decision: np.ndarray, guard: float, cache: dict, score: Scorer | None, checks: dict) -> None:
+              decision: np.ndarray, guard: float, scores: _Scores) -> None:
     """Keep a refused pair together by moving one of its two members (never a first-pass
     representative, each member at most once) to the other's cluster, when the member reaches the
     guard against that cluster's representative: the cluster stays a star, the pair is not lost
@@ -203,18 +217,13 @@ def _reassign(refused: list[int], i: np.ndarray, j: np.ndarray, rep_of: np.ndarr
         return [(m, int(label[other])) for m, other in ((a, b), (b, a))
                 if rep_of[m] != m and m not in moved]
 
+    def wanted(k: int) -> list[tuple[int, int]]:
+        return [pair_key(m, t) for m, t in options(k) if pair_key(m, t) not in scores.cache]
+
     for position, k in enumerate(refused):
-        wanted = [pair_key(m, t) for m, t in options(k) if pair_key(m, t) not in cache]
-        if wanted:
-            for later in refused[position + 1 :]:
-                wanted += [pair_key(m, t) for m, t in options(later) if pair_key(m, t) not in cache]
-            pairs = np.array(sorted(set(wanted)), dtype=np.int64).reshape(-1, 2)
-            if score is None:
-                raise ValueError("guarded linkage needs a scorer for scores not yet known")
-            cache.update(zip(map(tuple, pairs.tolist()), np.asarray(score(pairs), dtype=np.float64).tolist()))
-            checks["alignments"] += len(pairs)
-            checks["rounds"] += 1
-        best = max(((cache[pair_key(m, t)], -m, m, t) for m, t in options(k)), default=None)
+        if wanted(k):  # this row's scores, and the later rows' as things stand, in one batch
+            scores.fill([pair for later in refused[position:] for pair in wanted(later)])
+        best = max(((scores.cache[pair_key(m, t)], -m, m, t) for m, t in options(k)), default=None)
         if best is not None and best[0] >= guard:
             _, _, m, t = best
             label[m] = t
