@@ -27,11 +27,12 @@ from typing import Protocol
 import numpy as np
 
 from rayfold.cluster import rules as algo
+from rayfold.cluster.cascade import KmerCandidates, cascade_first_pass, centre_priority
 from rayfold.cluster.cohesion import cohesion_pairs, summarise
 from rayfold.cluster.linkage import MERGED, link_clusters, pair_key
 from rayfold.cluster.rules import ClusterConfig, PreviousClusters
 from rayfold.cluster.tables import cluster_tables
-from rayfold.model.fragset import FragmentSet
+from rayfold.model.fragset import Fragments
 from rayfold.model.unionfind import forest_from_edges
 
 Columns = dict[str, np.ndarray]  # i, j, tm_a, tm_b, rmsd, aligned_length, seq_identity, cov_a, cov_b
@@ -63,6 +64,7 @@ class Engine:
     search: CandidateSearch  # audit, singleton audit and the built-in first pass
     prefilter: CandidateSearch  # new fragments against existing representatives (built-in for every engine)
     first_pass: FirstPass | None = None  # the engine's own first pass; None: the built-in one
+    kmer_candidates: KmerCandidates | None = None  # the built-in cascade's k-mer round; None: all pairs
 
 
 def unique_pairs(pairs: np.ndarray) -> np.ndarray:
@@ -75,6 +77,36 @@ def unique_pairs(pairs: np.ndarray) -> np.ndarray:
 def min_tm(aligner: Aligner, pairs: np.ndarray, *, desc: str) -> np.ndarray:
     columns = aligner.align(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), desc=desc)
     return np.minimum(columns["tm_a"], columns["tm_b"])
+
+
+def align_once(pairs: np.ndarray, done: list[Columns], aligner: Aligner, *, desc: str) -> Columns:
+    """Columns for `pairs`: rows already in `done` (the cascade aligned most representative pairs) are
+    reused, oriented as asked; only the others are aligned."""
+    from rayfold.cluster.cascade import concat_columns
+
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    have = concat_columns(done)
+    if not len(have["i"]) or not len(pairs):
+        return aligner.align(pairs, desc=desc)
+    n = int(max(pairs.max(), have["i"].max(), have["j"].max())) + 1
+    key = have["i"] * n + have["j"]
+    order = np.argsort(key, kind="stable")
+    swapped = {"tm_a": "tm_b", "tm_b": "tm_a", "cov_a": "cov_b", "cov_b": "cov_a"}
+    out = {k: np.zeros(len(pairs), v.dtype) for k, v in have.items()}
+    found = np.zeros(len(pairs), bool)
+    for flip in (False, True):
+        a, b = (pairs[:, 1], pairs[:, 0]) if flip else (pairs[:, 0], pairs[:, 1])
+        where = np.searchsorted(key[order], a * n + b)
+        hit = ~found & (where < len(key)) & (key[order][np.minimum(where, len(key) - 1)] == a * n + b)
+        rows = order[where[hit]]
+        for k in out:
+            out[k][hit] = have[swapped.get(k, k) if flip else k][rows]
+        found |= hit
+    fresh = aligner.align(pairs[~found], desc=desc)
+    for k in out:
+        out[k][~found] = fresh[k]
+    out["i"], out["j"] = pairs[:, 0].copy(), pairs[:, 1].copy()
+    return out
 
 
 def known_scores(column_sets: list[Columns]) -> dict[tuple[int, int], float]:
@@ -95,9 +127,16 @@ def scores_of(pairs: np.ndarray, known: dict, aligner: Aligner, *, desc: str) ->
     return np.array([known[k] if k in known else fresh[k] for k in keys], dtype=np.float64)
 
 
-def builtin_first_pass(fragments: FragmentSet, members: np.ndarray, rank: np.ndarray, engine: Engine,
-                       aligner: Aligner, config: ClusterConfig) -> tuple[np.ndarray, Columns]:
-    """(rep_of over `members`, the alignment columns): candidates, pruning, TM-align, set cover."""
+def builtin_first_pass(fragments: Fragments, members: np.ndarray, rank: np.ndarray, engine: Engine,
+                       aligner: Aligner, config: ClusterConfig) -> tuple[np.ndarray, Columns, list[int]]:
+    """(rep_of over `members`, the alignment columns, representatives per round).
+
+    cascade (default): the k-mer round and search rounds on representatives (`cluster.cascade`);
+    allpairs: the sensitive search over all members at once, TM-align, set cover."""
+    if config.first_pass == "cascade" and engine.kmer_candidates is not None:
+        priority = centre_priority(fragments.lengths, fragments.mean_plddt, fragments.ids)
+        return cascade_first_pass(members, engine.kmer_candidates, engine.search, aligner, fragments.lengths,
+                                  priority, rank, config)
     pairs = engine.search(members, members, desc="prefilter")
     # pairs that could be a first-pass edge (length ratio >= coverage) or merge evidence (>= merge threshold)
     pairs = algo.reachable(pairs, fragments.lengths, min(config.coverage, config.merge_threshold))
@@ -107,10 +146,10 @@ def builtin_first_pass(fragments: FragmentSet, members: np.ndarray, rank: np.nda
     local = np.full(len(fragments), -1, np.int64)
     local[members] = np.arange(len(members))
     local_rep_of = algo.greedy_set_cover(len(members), local[reps], local[covered], rank[members])
-    return members[local_rep_of], columns
+    return members[local_rep_of], columns, [int(len(np.unique(local_rep_of)))]
 
 
-def assign_new(fragments: FragmentSet, new: np.ndarray, previous: PreviousClusters, rank: np.ndarray,
+def assign_new(fragments: Fragments, new: np.ndarray, previous: PreviousClusters, rank: np.ndarray,
                engine: Engine, aligner: Aligner, config: ClusterConfig) -> tuple[dict[int, int], Columns | None]:
     """{new fragment: existing first-pass representative it joins}, and the alignments that decided it."""
     old_reps = previous.representatives
@@ -129,7 +168,7 @@ def assign_new(fragments: FragmentSet, new: np.ndarray, previous: PreviousCluste
     return assigned, columns
 
 
-def singleton_audit(fragments: FragmentSet, cluster_rep: np.ndarray, previous: PreviousClusters, engine: Engine,
+def singleton_audit(fragments: Fragments, cluster_rep: np.ndarray, previous: PreviousClusters, engine: Engine,
                     aligner: Aligner, config: ClusterConfig) -> tuple[algo.SingletonAudit, np.ndarray]:
     """The audit of a seeded sample of singletons (newly sampled ones searched against the sample,
     all pairs of 1,000 would be ~500,000 alignments), and its links (earlier releases' kept)."""
@@ -155,7 +194,7 @@ class Clustering:
     run: dict  # one cluster_runs row
 
 
-def cluster(fragments: FragmentSet, engine: Engine, aligner: Aligner, config: ClusterConfig = ClusterConfig(),
+def cluster(fragments: Fragments, engine: Engine, aligner: Aligner, config: ClusterConfig = ClusterConfig(),
             previous: PreviousClusters | None = None) -> Clustering:
     """Cluster `fragments` (only the new ones when `previous` holds the last release's clustering)."""
     started = time.perf_counter()
@@ -175,13 +214,14 @@ def cluster(fragments: FragmentSet, engine: Engine, aligner: Aligner, config: Cl
         member_evidence.append(columns)
 
     # 2. the rest are clustered among themselves
-    rest = np.array([i for i in new.tolist() if i not in assigned], dtype=np.int64)
+    rest = new[~np.isin(new, np.fromiter(assigned, np.int64, len(assigned)))]
+    rounds: list[int] = []
     if not len(rest):
         rest_rep_of = rest.copy()
     elif engine.first_pass is not None:
         rest_rep_of = engine.first_pass(rest)
     else:
-        rest_rep_of, columns = builtin_first_pass(fragments, rest, rank, engine, aligner, config)
+        rest_rep_of, columns, rounds = builtin_first_pass(fragments, rest, rank, engine, aligner, config)
         member_evidence.append(columns)
     rep_of[rest] = rest_rep_of
     first_reps = np.unique(rep_of)
@@ -189,7 +229,7 @@ def cluster(fragments: FragmentSet, engine: Engine, aligner: Aligner, config: Cl
     # 3. representative audit: new representatives against all representatives
     rep_pairs = algo.reachable(engine.search(np.unique(rest_rep_of), first_reps, desc="audit prefilter"),
                                fragments.lengths, config.merge_threshold)
-    audit = aligner.align(rep_pairs, desc="representative audit")
+    audit = align_once(rep_pairs, member_evidence, aligner, desc="representative audit")
     evidence = algo.merge_evidence(audit, rep_of, config.merge_threshold, source="representatives")
     for columns in member_evidence:
         evidence = algo.concat_evidence(
@@ -230,6 +270,7 @@ def cluster(fragments: FragmentSet, engine: Engine, aligner: Aligner, config: Cl
         engine_version=engine.version,
         fragments=n,
         first_pass_clusters=int(len(first_reps)),
+        first_pass_rounds=" > ".join(str(c) for c in rounds),
         clusters=int(len(np.unique(cluster_rep))),
         merges=int((evidence["decision"] == MERGED).sum()),
         alignments=aligner.calls,

@@ -47,6 +47,24 @@ class ClusterConfig:
     linkage: Literal["guarded", "single", "method"] = "guarded"
     guard_threshold: float = 0.5  # guarded: min-TM of every first-pass rep to the merged cluster's rep
     cohesion_sample: int = 8  # members per cluster TM-aligned to the representative for cohesion columns
+    # built-in first pass: cascade (k-mer round, then search rounds on representatives; linear) or
+    # allpairs (the sensitive search over all fragments at once; grows with the square of families)
+    first_pass: Literal["cascade", "allpairs"] = "cascade"
+    kmer_size: int = 8  # k-mer round (rayfold.align.kmers): k in the reduced 3Di alphabet
+    kmers_per_fragment: int = 60  # min-hash sample of k-mers per fragment
+    kmer_alphabet: int = 13  # reduced 3Di letters
+    kmer_min_states: int = 3  # k-mers with fewer distinct reduced states are not used
+    centres_per_fragment: int = 3  # centres a fragment is TM-aligned to at most, in turns
+    cascade_rounds: int = 3  # rounds in all, the k-mer round included (Foldseek: three)
+    min_shrink: float = 0.1  # another round only when the last one removed this share of representatives
+    shard_size: int = 4096  # fragments per object-store shard (~4 kB each); a task holds two at most
+
+    def kmer_config(self):  # noqa: ANN201 - rayfold.align.kmers.KmerConfig (kept out of this module's imports)
+        from rayfold.align.kmers import KmerConfig
+
+        return KmerConfig(alphabet_size=self.kmer_alphabet, kmer_size=self.kmer_size,
+                          kmers_per_fragment=self.kmers_per_fragment, min_distinct_states=self.kmer_min_states,
+                          seed=self.seed)
 
 
 def priority_order(mean_plddt: np.ndarray, lengths: np.ndarray, ids: list[str]) -> np.ndarray:

@@ -8,11 +8,11 @@ import pyarrow as pa
 from rayfold.cluster.cohesion import Cohesion
 from rayfold.cluster.rules import SingletonAudit
 from rayfold.model import schema
-from rayfold.model.fragset import FragmentSet
+from rayfold.model.fragset import Fragments
 
 
 def cluster_tables(
-    fragments: FragmentSet,
+    fragments: Fragments,
     rep_of: np.ndarray,
     cluster_rep: np.ndarray,
     evidence: dict[str, np.ndarray],

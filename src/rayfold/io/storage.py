@@ -57,7 +57,9 @@ __all__ = [
     "list_inputs",
     "printable_uri",
     "read_bytes",
+    "parquet_parts",
     "read_parquet_dataset",
+    "read_parquet_part",
     "write_bytes",
     "write_parquet",
 ]
@@ -643,6 +645,32 @@ def write_parquet(
         pq.write_table(table, fh, compression=compression)
 
 
+def parquet_parts(uri: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """URIs of the ``*.parquet`` part files under a folder (or the file itself), in name order.
+
+    Hidden/temporary names (``.``/``_`` prefix, files or folders) are skipped; [] when absent."""
+    if is_local(uri):
+        fs: fsspec.AbstractFileSystem = LocalFileSystem()
+        path = _local_path(uri)
+    else:
+        fs, path = filesystem_for(uri, storage_options)
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        return []
+    if info.get("type") != "directory":
+        return [uri]
+    root = path.rstrip("/")
+    files = sorted(
+        p
+        for p in fs.find(path)
+        if p.endswith(".parquet")
+        and not basename(p).startswith((".", "_"))
+        and not any(part.startswith((".", "_")) for part in p[len(path) :].split("/")[:-1] if part)
+    )
+    return [uri.rstrip("/") + p[len(root):] for p in files]
+
+
 def read_parquet_dataset(
     uri: str,
     storage_options: dict[str, Any] | None = None,
@@ -652,40 +680,30 @@ def read_parquet_dataset(
 ) -> pa.Table | None:
     """All ``*.parquet`` part files under a folder (or one file) as one table; None when none.
 
-    Part files are read in name order; hidden/temporary names (``.``/``_`` prefix, files or
-    folders) are skipped. Schemas are unified (missing columns become nulls). `columns` and
-    `filters` are applied while each part is read, so a wide table (``fragments/``, per-residue
-    lists) need not be held whole to get a few columns.
+    Part files are read in name order (`parquet_parts`). Schemas are unified (missing columns
+    become nulls). `columns` and `filters` are applied while each part is read, so a wide table
+    (``fragments/``, per-residue lists) need not be held whole to get a few columns.
     """
-    if is_local(uri):
-        fs: fsspec.AbstractFileSystem = LocalFileSystem()
-        path = _local_path(uri)
-    else:
-        fs, path = filesystem_for(uri, storage_options)
-    try:
-        info = fs.info(path)
-    except FileNotFoundError:
+    tables = [read_parquet_part(part, storage_options, columns=columns, filters=filters)
+              for part in parquet_parts(uri, storage_options)]
+    if not tables:
         return None
-    if info.get("type") == "directory":
-        files = sorted(
-            p
-            for p in fs.find(path)
-            if p.endswith(".parquet")
-            and not basename(p).startswith((".", "_"))
-            and not any(part.startswith((".", "_")) for part in p[len(path) :].split("/")[:-1] if part)
-        )
-    else:
-        files = [path]
-    if not files:
-        return None
-    wanted = list(columns) if columns is not None else None
-    tables = []
-    for p in files:
-        if isinstance(fs, LocalFileSystem):
-            tables.append(pq.read_table(p, columns=wanted, filters=filters))
-        else:
-            with fs.open(p, "rb") as fh:
-                tables.append(pq.read_table(fh, columns=wanted, filters=filters))
     if len(tables) == 1:
         return tables[0]
     return pa.concat_tables(tables, promote_options="default")
+
+
+def read_parquet_part(
+    uri: str,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    columns: Sequence[str] | None = None,
+    filters: Any = None,
+) -> pa.Table:
+    """One Parquet file, only `columns` and the rows `filters` keep."""
+    wanted = list(columns) if columns is not None else None
+    if is_local(uri):
+        return pq.read_table(_local_path(uri), columns=wanted, filters=filters)
+    fs, path = filesystem_for(uri, storage_options)
+    with fs.open(path, "rb") as fh:
+        return pq.read_table(fh, columns=wanted, filters=filters)

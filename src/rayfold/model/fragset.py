@@ -10,9 +10,45 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cached_property
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
+
+
+class Fragments(Protocol):
+    """What the clustering's bookkeeping needs per fragment (a FragmentSet or a FragmentIndex)."""
+
+    ids: list[str]
+    mean_plddt: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray: ...
+
+    def __len__(self) -> int: ...
+
+    def index(self) -> dict[str, int]: ...
+
+
+class FragmentIndex:
+    """Ids, lengths and mean pLDDT only: what a driver holds when the coordinates live in shards."""
+
+    def __init__(self, ids: Sequence[str], lengths: np.ndarray, mean_plddt: np.ndarray) -> None:
+        self.ids = list(ids)
+        self._lengths = np.asarray(lengths, dtype=np.int32)
+        self.mean_plddt = np.asarray(mean_plddt, dtype=np.float32)
+        if not len(self.ids) == len(self._lengths) == len(self.mean_plddt):
+            raise ValueError("ids, lengths and mean_plddt disagree in length")
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self._lengths
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def index(self) -> dict[str, int]:
+        return {fid: i for i, fid in enumerate(self.ids)}
 
 
 class FragmentSet:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "2"  # 2: clusters gain length range and cohesion; merges gain decision, guard_tm
+SCHEMA_VERSION = "3"  # 2: clusters gain length range and cohesion; merges gain decision, guard_tm; 3: first_pass_rounds
 
 XYZ = pa.list_(pa.float32(), 3)
 
@@ -127,6 +127,8 @@ CLUSTER_RUNS = pa.schema(
         pa.field("engine_version", pa.string(), nullable=False),
         pa.field("fragments", pa.int64(), nullable=False),
         pa.field("first_pass_clusters", pa.int64(), nullable=False),
+        # built-in cascade: representatives after each first-pass round ("12000 > 3100 > 2900")
+        pa.field("first_pass_rounds", pa.string()),
         pa.field("clusters", pa.int64(), nullable=False),
         pa.field("merges", pa.int64(), nullable=False),  # evidence rows that joined two clusters
         pa.field("alignments", pa.int64(), nullable=False),  # TM-align calls, all stages

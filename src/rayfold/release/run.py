@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -34,18 +35,20 @@ from rayfold.io.runfolder import RunFolder
 from rayfold.io.storage import (
     InputRef,
     list_inputs,
+    parquet_parts,
 )
 from rayfold.model import schema
 from rayfold.model.errors import InputError
-from rayfold.model.fragset import FragmentSet
 from rayfold.release import manifest as mf
 from rayfold.release.inputfilter import EntryFilter
 from rayfold.release.lock import RunLock
 
+if TYPE_CHECKING:
+    from rayfold.runtime.shards import ShardedFragments
+
 log = logging.getLogger(__name__)
 
 CLUSTER_TABLES = ("clusters", "members", "merges", "singleton_audit", "singleton_links", "cluster_runs")
-FRAGMENT_COLUMNS = ("fragment_id", "source_uri", "sequence", "states_3di", "ca_coords", "mean_plddt", "passed")
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,7 @@ def _run_release(
         manifest = folder.table("manifest")
         _drop_superseded_rows(folder, manifest)
         loaded_units = _units(manifest)  # read before the fragments: a unit's manifest part is written last
-        fragments, duplicates, input_of_fragment = _load_current_fragments(folder)
+        fragments, duplicates, input_of_fragment = _load_current_fragments(folder, config.cluster.shard_size)
         assert manifest is not None  # every fragmented unit wrote its manifest part
         # one part for the whole collection, replaced each release: a duplicate is listed once
         folder.write_table(duplicates, "errors", "part-duplicates.parquet")
@@ -288,16 +291,19 @@ def _drop_superseded_rows(folder: RunFolder, manifest: pa.Table | None) -> None:
                 folder.write_table(kept, table, f"part-{unit_id}.parquet")
 
 
-def _load_current_fragments(folder: RunFolder) -> tuple[FragmentSet, pa.Table, dict[str, str]]:
-    """Passed fragments of all releases, their errors rows for duplicates, and {fragment id: input}.
+def _load_current_fragments(folder: RunFolder, shard_size: int) -> tuple[ShardedFragments, pa.Table, dict[str, str]]:
+    """Passed fragments of all releases (in object-store shards, read by tasks), their errors rows
+    for duplicates, and {fragment id: input}.
 
-    A fragment id met twice (one entry in two inputs) is kept from the first input by URI; the
-    others become errors rows."""
-    table = folder.table("fragments", columns=FRAGMENT_COLUMNS)
-    if table is None or table.num_rows == 0:
+    The driver reads only the light columns. A fragment id met twice (one entry in two inputs) is
+    kept from the first input by URI; the others become errors rows."""
+    from rayfold.runtime.shards import CATALOGUE_COLUMNS, fragment_catalogue, load_sharded
+
+    parts = parquet_parts(folder.path("fragments"), folder.storage_options)
+    table = fragment_catalogue(parts, folder.storage_options, columns=(*CATALOGUE_COLUMNS, "source_uri"))
+    if table.num_rows == 0:
         out = folder.uri
         raise InputError("no_fragments", f"no fragments under {out}: every input failed (see {out}/errors)")
-    table = table.filter(pc.field("passed"))
     table = table.sort_by([("fragment_id", "ascending"), ("source_uri", "ascending")])
     ids = table.column("fragment_id").to_numpy(zero_copy_only=False)
     first = np.ones(len(ids), bool)
@@ -316,10 +322,12 @@ def _load_current_fragments(folder: RunFolder) -> tuple[FragmentSet, pa.Table, d
     kept = table.filter(pa.array(first))
     inputs = {fid: mf.input_of(src) for fid, src in zip(kept.column("fragment_id").to_pylist(),
                                                          kept.column("source_uri").to_pylist())}
-    return FragmentSet.from_table(kept, passed_only=False), duplicates, inputs
+    fragments = load_sharded(parts, kept.drop_columns(["source_uri"]), storage_options=folder.storage_options,
+                             shard_size=shard_size)
+    return fragments, duplicates, inputs
 
 
-def _previous_clusters(folder: RunFolder, last: int, fragments: FragmentSet,
+def _previous_clusters(folder: RunFolder, last: int, fragments: ShardedFragments,
                        stale: set[str]) -> tuple[PreviousClusters, pa.Table]:
     """The last release's clustering over today's fragments, minus `stale` ones (their input changed)."""
     n = len(fragments)
@@ -327,7 +335,7 @@ def _previous_clusters(folder: RunFolder, last: int, fragments: FragmentSet,
         return PreviousClusters.none(n), schema.MERGES.empty_table()
     state = {name: _state_table(folder, last, name)
              for name in ("members", "merges", "singleton_audit", "singleton_links")}
-    valid = {fid: i for fid, i in fragments.index().items() if fid not in stale}
+    valid = {fid: i for fid, i in fragments.index.index().items() if fid not in stale}
 
     members = state["members"].to_pylist()
     rep_of = np.full(n, -1, np.int64)

@@ -1,8 +1,9 @@
 """Clustering on Ray: the Ray implementations of `rayfold.cluster.algorithm`'s aligner and searches.
 
-The driver puts one FragmentSet (flat arrays) in the object store; prefilter and TM-align work runs
-in batched tasks that return plain arrays; Foldseek runs as one task on the node that offers the
-`foldseek` resource; the algorithm itself (which pairs, which merges) is pure and lives in
+Fragments live in object-store shards (`rayfold.runtime.shards`): the driver holds ids, lengths
+and mean pLDDT. TM-align and search run in tasks over at most two shards; the k-mer round's edges
+come from a Ray Data hash shuffle; Foldseek runs as one task on the node that offers the `foldseek`
+resource. The algorithm itself (which pairs, which merges) is pure and lives in
 `rayfold.cluster.algorithm`.
 """
 
@@ -12,13 +13,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from rayfold.cluster.algorithm import Columns, Engine, cluster, unique_pairs
 from rayfold.cluster.rules import ClusterConfig, PreviousClusters
-from rayfold.io.storage import exists, join_uri, read_parquet_dataset, write_parquet
+from rayfold.io.storage import exists, join_uri, parquet_parts, write_parquet
 from rayfold.model.errors import InputError
 from rayfold.model.fragset import FragmentSet
 from rayfold.runtime.session import WORKER_ENV, ray_remote, ray_session, run_tasks
+from rayfold.runtime.shards import (
+    ShardedFragments,
+    fragment_catalogue,
+    load_sharded,
+    shard_in_memory,
+    subset_pair,
+)
 
 FOLDSEEK_RESOURCE = "foldseek"  # custom resource of cluster.yaml's large node type
 ALIGNMENT_COLUMNS = ("i", "j", "tm_a", "tm_b", "rmsd", "aligned_length", "seq_identity", "cov_a", "cov_b")
@@ -41,116 +50,237 @@ class ClusterSummary:
 # --- tasks (module-level so Ray pickles them by reference) -------------------------------------
 
 
-def _search_chunk(fragments: FragmentSet, queries: np.ndarray, targets: np.ndarray,
+def _search_block(query_shard: FragmentSet, query_rows: np.ndarray, query_ids: np.ndarray,
+                  target_shard: FragmentSet, target_rows: np.ndarray, target_ids: np.ndarray,
                   prefilter_config: Any) -> np.ndarray:
-    """Candidate (query, target) pairs as indices of `fragments` (a query is never its own target)."""
+    """Candidate (query, target) global index pairs of one query shard against one target shard."""
     from rayfold.align.prefilter import search
 
-    pairs = search(fragments.subset(queries), fragments.subset(targets), prefilter_config)
+    pairs = search(query_shard.subset(query_rows), target_shard.subset(target_rows), prefilter_config)
     if not len(pairs):
         return np.zeros((0, 2), np.int64)
-    pairs = np.column_stack([queries[pairs[:, 0]], targets[pairs[:, 1]]])
+    pairs = np.column_stack([query_ids[pairs[:, 0]], target_ids[pairs[:, 1]]])
     return pairs[pairs[:, 0] != pairs[:, 1]]
 
 
-def _align_chunk(fragments: FragmentSet, pairs: np.ndarray) -> Columns:
+def _align_block(shard_a: FragmentSet, rows_a: np.ndarray, shard_b: FragmentSet, rows_b: np.ndarray) -> Columns:
+    """TM-align rows_a[k] of shard a with rows_b[k] of shard b (i, j: positions in the pair list)."""
     from rayfold.align.tmalign import align_pairs
 
-    return align_pairs(fragments, pairs)
+    ua, ia = np.unique(rows_a, return_inverse=True)
+    ub, ib = np.unique(rows_b, return_inverse=True)
+    both = subset_pair(shard_a, ua, shard_b, ub)
+    return align_pairs(both, np.column_stack([ia, len(ua) + ib]))
 
 
-def _foldseek_first_pass(fragments: FragmentSet, members: np.ndarray, binary: str, threads: int) -> list:
-    """(representative id, member id) pairs of `foldseek cluster` over fragments[members]."""
+def _shard_kmers(shard: FragmentSet, rows: np.ndarray, members: np.ndarray, priority: np.ndarray,
+                 lengths: np.ndarray, kmer_config: Any) -> pa.Table:
+    """(kmer, member, priority, length) rows of the k-mers the selected members of a shard contribute."""
+    from rayfold.align.kmers import select_kmers
+
+    states = shard.states_3di or [""] * len(shard)
+    kmer, owner = select_kmers([states[r] or "" for r in rows.tolist()], np.arange(len(rows)), kmer_config)
+    return pa.table({"kmer": kmer, "member": members[owner], "priority": priority[owner],
+                     "length": lengths[owner].astype(np.int32)})
+
+
+def _edges_batch(batch: pa.Table, min_ratio: float) -> pa.Table:
+    """One k-mer partition: every member's edge to its group's centre (all rows of a k-mer are here)."""
+    from rayfold.align.kmers import centre_edges
+
+    kmer = batch.column("kmer").to_numpy()
+    member = batch.column("member").to_numpy()
+    priority = batch.column("priority").to_numpy()
+    length = batch.column("length").to_numpy()
+    m, c = centre_edges(kmer, member, priority, length, min_ratio)
+    by_member = dict(zip(member.tolist(), zip(priority.tolist(), length.tolist())))
+    return pa.table({"member": m, "centre": c,
+                     "centre_priority": np.array([by_member[x][0] for x in c.tolist()], np.int64),
+                     "member_length": np.array([by_member[x][1] for x in m.tolist()], np.int32),
+                     "centre_length": np.array([by_member[x][1] for x in c.tolist()], np.int32)})
+
+
+def _tries_batch(batch: pa.Table, limit: int, min_length_ratio: float) -> pa.Table:
+    """One member partition: distinct reachable centres with their shared k-mer count, the best `limit`."""
+    from rayfold.align.kmers import count_shared
+
+    ml, cl = batch.column("member_length").to_numpy(), batch.column("centre_length").to_numpy()
+    ok = np.minimum(ml, cl) >= min_length_ratio * np.maximum(ml, cl)
+    member = batch.column("member").to_numpy()[ok]
+    centre = batch.column("centre").to_numpy()[ok]
+    priority = dict(zip(centre.tolist(), batch.column("centre_priority").to_numpy()[ok].tolist()))
+    m, c, shared = count_shared(member, centre)
+    p = np.array([priority[x] for x in c.tolist()], np.int64)
+    order = np.lexsort((c, p, -shared, m))
+    m, c, shared = m[order], c[order], shared[order]
+    first = np.r_[True, m[1:] != m[:-1]] if len(m) else np.zeros(0, bool)
+    attempt = np.arange(len(m)) - np.maximum.accumulate(np.where(first, np.arange(len(m)), 0))
+    keep = attempt < limit
+    return pa.table({"member": m[keep].astype(np.int32), "centre": c[keep].astype(np.int32),
+                     "shared": shared[keep].astype(np.int32)})
+
+
+def _foldseek_input(parts: list) -> FragmentSet:
+    """The fragments of (shard ref, rows) parts in one set (on the Foldseek node)."""
+    import ray
+
+    sets = [ray.get(ref).subset(rows) for ref, rows in parts]
+    return FragmentSet.from_arrays(
+        [i for s in sets for i in s.ids], [c for s in sets for c in s.coords],
+        [q for s in sets for q in s.sequences], np.concatenate([s.mean_plddt for s in sets] or [np.zeros(0)]),
+        [x for s in sets for x in (s.states_3di or [None] * len(s))])
+
+
+def _foldseek_first_pass(parts: list, binary: str, threads: int) -> list:
+    """(representative id, member id) pairs of `foldseek cluster` over the fragments of `parts`."""
     import tempfile
     from pathlib import Path
 
     from rayfold.engines.foldseek import run_cluster, write_ca_structures
 
     with tempfile.TemporaryDirectory(prefix="rayfold-foldseek-") as tmp:
-        write_ca_structures(fragments.subset(members), Path(tmp) / "structures")
+        write_ca_structures(_foldseek_input(parts), Path(tmp) / "structures")
         return run_cluster(binary, str(Path(tmp) / "structures"), str(Path(tmp) / "work"), threads=threads)
 
 
-def _foldseek_search_pairs(fragments: FragmentSet, queries: np.ndarray, targets: np.ndarray, binary: str,
-                           threads: int) -> np.ndarray:
-    """(query, target) index pairs that `foldseek easy-search` with TM-align alignment finds."""
+def _foldseek_search_pairs(query_parts: list, target_parts: list, binary: str, threads: int) -> list:
+    """(query id, target id) pairs that `foldseek easy-search` with TM-align alignment finds."""
     import tempfile
     from pathlib import Path
 
     from rayfold.engines.foldseek import run_search, write_ca_structures
 
-    index = fragments.index()
     with tempfile.TemporaryDirectory(prefix="rayfold-foldseek-") as tmp:
-        write_ca_structures(fragments.subset(queries), Path(tmp) / "queries")
-        write_ca_structures(fragments.subset(targets), Path(tmp) / "targets")
+        write_ca_structures(_foldseek_input(query_parts), Path(tmp) / "queries")
+        write_ca_structures(_foldseek_input(target_parts), Path(tmp) / "targets")
         hits = run_search(binary, str(Path(tmp) / "queries"), str(Path(tmp) / "targets"),
                           str(Path(tmp) / "work"), threads=threads, alignment_type=1)
-    pairs = np.array([(index[h.query], index[h.target]) for h in hits if h.query != h.target], dtype=np.int64)
-    return pairs.reshape(-1, 2)
+    return [(h.query, h.target) for h in hits if h.query != h.target]
 
 
 # --- the protocols' Ray implementations --------------------------------------------------------
 
 
+def _cpus() -> int:
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
 class RayAligner:
-    """TM-align batches of `pairs_per_task` pairs as Ray tasks over one FragmentSet in the object store."""
+    """TM-align batches of `pairs_per_task` pairs as Ray tasks, each over the two shards it touches."""
 
-    def __init__(self, fragments_ref: Any, pairs_per_task: int, progress: bool) -> None:
-        import ray
-
-        self.fragments_ref = fragments_ref
+    def __init__(self, fragments: ShardedFragments | FragmentSet, pairs_per_task: int, progress: bool) -> None:
+        self.fragments = fragments if isinstance(fragments, ShardedFragments) else shard_in_memory(fragments, 4096)
         self.pairs_per_task = pairs_per_task
         self.progress = progress
         # queued tasks are cheap and are what an autoscaler sees as demand: never fewer than 32
-        self.max_in_flight = max(32, 4 * int(ray.cluster_resources().get("CPU", 1)))
+        self.max_in_flight = max(32, 4 * _cpus())
         self.calls = 0
-        self.remote = ray_remote(_align_chunk, runtime_env={"env_vars": WORKER_ENV})
+        self.remote = ray_remote(_align_block, runtime_env={"env_vars": WORKER_ENV})
 
     def align(self, pairs: np.ndarray, *, desc: str) -> Columns:
-        """Columns of all alignments, concatenated in pair order."""
+        """Columns of all alignments, in pair order."""
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         self.calls += len(pairs)
-        submissions = [(lambda batch=pairs[s : s + self.pairs_per_task]: self.remote.remote(self.fragments_ref, batch))
-                       for s in range(0, len(pairs), self.pairs_per_task)]
-        columns = run_tasks(submissions, desc=desc, progress=self.progress, max_in_flight=self.max_in_flight)
+        shards = self.fragments
+        blocks = list(shards.blocks(pairs[:, 0], pairs[:, 1], self.pairs_per_task))
+        submissions = [(lambda a=a, b=b, rows=rows: self.remote.remote(
+            shards.refs[a], shards.position[pairs[rows, 0]], shards.refs[b], shards.position[pairs[rows, 1]]))
+            for a, b, rows in blocks]
+        parts = run_tasks(submissions, desc=desc, progress=self.progress, max_in_flight=self.max_in_flight)
         empty = {"i": np.int64, "j": np.int64, "aligned_length": np.int64}
-        return {k: np.concatenate([c[k] for c in columns]) if columns else np.zeros(0, empty.get(k, np.float64))
-                for k in ALIGNMENT_COLUMNS}
+        if not parts:
+            return {k: np.zeros(0, empty.get(k, np.float64)) for k in ALIGNMENT_COLUMNS}
+        rows = np.concatenate([r for _, _, r in blocks])
+        inverse = np.empty(len(rows), np.int64)
+        inverse[rows] = np.arange(len(rows))
+        columns = {k: np.concatenate([c[k] for c in parts])[inverse] for k in ALIGNMENT_COLUMNS}
+        columns["i"], columns["j"] = pairs[:, 0].copy(), pairs[:, 1].copy()
+        return columns
 
 
 class RayPrefilter:
-    """The built-in candidate search in tasks of `chunk` queries (default: about 4 tasks per CPU,
-    64 to 2,000 queries each)."""
+    """The built-in sensitive search, one task per (query shard, target shard) block of at most
+    `chunk` queries: no task holds more than two shards."""
 
-    def __init__(self, fragments_ref: Any, prefilter_config: Any, progress: bool, chunk: int | None = None) -> None:
-        self.fragments_ref, self.prefilter_config = fragments_ref, prefilter_config
+    def __init__(self, fragments: ShardedFragments, prefilter_config: Any, progress: bool,
+                 chunk: int | None = None) -> None:
+        self.fragments, self.prefilter_config = fragments, prefilter_config
         self.progress, self.chunk = progress, chunk
-        self.remote = ray_remote(_search_chunk, runtime_env={"env_vars": WORKER_ENV})
+        self.remote = ray_remote(_search_block, runtime_env={"env_vars": WORKER_ENV})
 
     def __call__(self, queries: np.ndarray, targets: np.ndarray, *, desc: str) -> np.ndarray:
-        import ray
-
-        queries = np.asarray(queries, dtype=np.int64)
-        targets = np.asarray(targets, dtype=np.int64)
+        queries = np.unique(np.asarray(queries, dtype=np.int64))
+        targets = np.unique(np.asarray(targets, dtype=np.int64))
         if not len(queries) or not len(targets):
             return np.zeros((0, 2), np.int64)
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        shards, cpus = self.fragments, _cpus()
         chunk = self.chunk or int(np.clip(-(-len(queries) // (4 * cpus)), 64, 2000))
-        submissions = [
-            (lambda s=s: self.remote.remote(self.fragments_ref, queries[s : s + chunk], targets, self.prefilter_config))
-            for s in range(0, len(queries), chunk)
-        ]
+        target_shards = [targets[shards.shard_of[targets] == s] for s in range(shards.n_shards)]
+        submissions = []
+        for qs in range(shards.n_shards):
+            in_q = queries[shards.shard_of[queries] == qs]
+            for start in range(0, len(in_q), chunk):
+                q = in_q[start:start + chunk]
+                for ts, t in enumerate(target_shards):
+                    if len(t):
+                        submissions.append(lambda q=q, qs=qs, t=t, ts=ts: self.remote.remote(
+                            shards.refs[qs], shards.position[q], q, shards.refs[ts], shards.position[t], t,
+                            self.prefilter_config))
         parts = run_tasks(submissions, desc=desc, progress=self.progress, max_in_flight=max(8, cpus))
-        return unique_pairs(np.concatenate(parts))
+        return unique_pairs(np.concatenate(parts)) if parts else np.zeros((0, 2), np.int64)
+
+
+class RayKmerCandidates:
+    """The k-mer round's candidate edges: k-mers per shard (tasks), a Ray Data hash shuffle by k-mer
+    (edges to each group's centre), a second by member (distinct centres, the best few). The driver
+    receives at most `centres_per_fragment` rows per fragment."""
+
+    def __init__(self, fragments: ShardedFragments, config: ClusterConfig, progress: bool) -> None:
+        self.fragments, self.config, self.progress = fragments, config, progress
+        self.remote = ray_remote(_shard_kmers, runtime_env={"env_vars": WORKER_ENV})
+
+    def __call__(self, members: np.ndarray, priority: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        import ray
+
+        members = np.unique(np.asarray(members, dtype=np.int64))
+        shards, config = self.fragments, self.config
+        refs = []
+        for s in range(shards.n_shards):
+            m = members[shards.shard_of[members] == s]
+            if len(m):
+                refs.append(self.remote.remote(shards.refs[s], shards.position[m], m, priority[m],
+                                               shards.index.lengths[m], config.kmer_config()))
+        empty = np.zeros(0, np.int64)
+        if not refs:
+            return empty, empty, empty
+        source = ray.data.from_arrow_refs(refs)
+        if not source.count():
+            return empty, empty, empty
+        partitions = max(2 * _cpus(), -(-source.count() // 2_000_000))
+        dataset = (source
+                   .repartition(partitions, keys=["kmer"])
+                   .map_batches(_edges_batch, batch_format="pyarrow", batch_size=None,  # type: ignore[arg-type]
+                                fn_kwargs={"min_ratio": config.coverage})
+                   .repartition(partitions, keys=["member"])
+                   .map_batches(_tries_batch, batch_format="pyarrow", batch_size=None,  # type: ignore[arg-type]
+                                fn_kwargs={"limit": config.centres_per_fragment,
+                                           "min_length_ratio": min(config.coverage, config.merge_threshold)}))
+        tables = [t for t in ray.get(dataset.to_arrow_refs()) if t.num_rows]
+        if not tables:
+            return empty, empty, empty
+        table = pa.concat_tables(tables)
+        return tuple(table.column(c).to_numpy().astype(np.int64) for c in ("member", "centre", "shared"))
 
 
 class RayFoldseek:
     """`foldseek cluster` and `easy-search` as single tasks on the node offering the `foldseek` resource."""
 
-    def __init__(self, fragments: FragmentSet, fragments_ref: Any, binary: str, config: ClusterConfig) -> None:
+    def __init__(self, fragments: ShardedFragments, binary: str, config: ClusterConfig) -> None:
         import ray
 
-        self.fragments, self.fragments_ref, self.binary = fragments, fragments_ref, binary
+        self.fragments, self.binary = fragments, binary
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive", True)]
         offering = [r for r in nodes if r.get(FOLDSEEK_RESOURCE, 0) >= 1]
         ask = config.foldseek_node == "always" or (config.foldseek_node == "auto" and bool(offering))
@@ -166,19 +296,26 @@ class RayFoldseek:
         self.cluster_task = ray_remote(_foldseek_first_pass, **options)
         self.search_task = ray_remote(_foldseek_search_pairs, **options)
 
+    def _parts(self, indices: np.ndarray) -> list:
+        shards = self.fragments
+        indices = np.unique(indices)
+        return [(shards.refs[s], shards.position[indices[shards.shard_of[indices] == s]])
+                for s in range(shards.n_shards) if (shards.shard_of[indices] == s).any()]
+
     def search(self, queries: np.ndarray, targets: np.ndarray, *, desc: str) -> np.ndarray:
         import ray
 
         if not len(queries) or not len(targets):
             return np.zeros((0, 2), np.int64)
-        ref = self.search_task.remote(self.fragments_ref, queries, targets, self.binary, self.threads)
-        return unique_pairs(ray.get(ref))
+        hits = ray.get(self.search_task.remote(self._parts(queries), self._parts(targets), self.binary, self.threads))
+        index = self.fragments.index.index()
+        return unique_pairs(np.array([(index[q], index[t]) for q, t in hits], dtype=np.int64).reshape(-1, 2))
 
     def first_pass(self, members: np.ndarray) -> np.ndarray:
         import ray
 
-        pairs = ray.get(self.cluster_task.remote(self.fragments_ref, members, self.binary, self.threads))
-        index = self.fragments.index()
+        pairs = ray.get(self.cluster_task.remote(self._parts(members), self.binary, self.threads))
+        index = self.fragments.index.index()
         rep_of = members.copy()
         position = {int(g): k for k, g in enumerate(members.tolist())}
         for rep_id, member_id in pairs:
@@ -198,22 +335,23 @@ def resolve_engine(requested: str, foldseek: str | None) -> tuple[str, str | Non
     return ("foldseek", binary) if binary else ("builtin", None)
 
 
-def ray_engine(fragments: FragmentSet, fragments_ref: Any, config: ClusterConfig, prefilter_config: Any,
+def ray_engine(fragments: ShardedFragments, config: ClusterConfig, prefilter_config: Any,
                foldseek: str | None, progress: bool) -> Engine:
     import rayfold
     from rayfold.engines.foldseek import foldseek_version
 
     name, binary = resolve_engine(config.engine, foldseek)
-    prefilter = RayPrefilter(fragments_ref, prefilter_config, progress)
+    prefilter = RayPrefilter(fragments, prefilter_config, progress)
     if name == "foldseek":
         assert binary is not None
-        tool = RayFoldseek(fragments, fragments_ref, binary, config)
+        tool = RayFoldseek(fragments, binary, config)
         return Engine("foldseek", foldseek_version(binary), tool.search, prefilter, tool.first_pass)
-    return Engine("builtin", f"rayfold {rayfold.__version__}", prefilter, prefilter)
+    return Engine("builtin", f"rayfold {rayfold.__version__}", prefilter, prefilter,
+                  kmer_candidates=RayKmerCandidates(fragments, config, progress))
 
 
 def cluster_fragments(
-    fragments: FragmentSet,
+    fragments: FragmentSet | ShardedFragments,
     *,
     config: ClusterConfig | None = None,
     prefilter_config: Any = None,
@@ -222,19 +360,17 @@ def cluster_fragments(
     previous: PreviousClusters | None = None,
 ) -> dict:
     """`rayfold.cluster.algorithm.cluster` on the Ray in scope; returns the tables, `singleton_links`
-    (the audit's links as a table) and `cluster_runs` (one row as a dict)."""
-    import pyarrow as pa
-    import ray
-
+    (the audit's links as a table) and `cluster_runs` (one row as a dict). A FragmentSet the caller
+    holds is put in shards first; a ShardedFragments is used as it is."""
     from rayfold.align.prefilter import PrefilterConfig
     from rayfold.model import schema
 
     config = config or ClusterConfig()
-    fragments_ref = ray.put(fragments)
-    engine = ray_engine(fragments, fragments_ref, config, prefilter_config or PrefilterConfig(), foldseek, progress)
-    aligner = RayAligner(fragments_ref, config.pairs_per_task, progress)
-    result = cluster(fragments, engine, aligner, config, previous)
-    ids = np.array(fragments.ids, dtype=object)
+    shards = fragments if isinstance(fragments, ShardedFragments) else shard_in_memory(fragments, config.shard_size)
+    engine = ray_engine(shards, config, prefilter_config or PrefilterConfig(), foldseek, progress)
+    aligner = RayAligner(shards, config.pairs_per_task, progress)
+    result = cluster(shards.index, engine, aligner, config, previous)
+    ids = np.array(shards.index.ids, dtype=object)
     links = result.links
     tables = dict(result.tables)
     tables["singleton_links"] = pa.Table.from_arrays(
@@ -244,13 +380,15 @@ def cluster_fragments(
     return tables
 
 
-def load_fragments(uri: str, *, storage_options: dict | None = None) -> FragmentSet:
-    """FragmentSet of the passed fragments under `uri` (a fragments dataset, or a run folder holding one)."""
+def load_fragments(uri: str, *, storage_options: dict | None = None, shard_size: int = 4096) -> ShardedFragments:
+    """The passed fragments under `uri` (a fragments dataset, or a run folder holding one) in shards
+    read by tasks: the driver reads only ids, lengths and mean pLDDT. Needs Ray."""
     folder = join_uri(uri, "fragments") if exists(join_uri(uri, "fragments"), storage_options) else uri
-    table = read_parquet_dataset(folder, storage_options)
-    if table is None or table.num_rows == 0:
+    parts = parquet_parts(folder, storage_options)
+    catalogue = fragment_catalogue(parts, storage_options)
+    if catalogue.num_rows == 0:
         raise InputError("no_fragments", f"no fragments table at {uri}")
-    return FragmentSet.from_table(table, passed_only=True)
+    return load_sharded(parts, catalogue, storage_options=storage_options, shard_size=shard_size)
 
 
 def run_cluster(
@@ -269,14 +407,13 @@ def run_cluster(
 
     Writes OUT/{clusters,members,merges,singleton_audit,cluster_runs}/.
     """
-    import pyarrow as pa
-
     from rayfold.io.runfolder import RunFolder
     from rayfold.model import schema
 
+    config = config or ClusterConfig()
     RunFolder(out, storage_options).check_writable()
-    fragments = load_fragments(fragments_uri, storage_options=storage_options)
     with ray_session(address, **(ray_init_kwargs or {})):
+        fragments = load_fragments(fragments_uri, storage_options=storage_options, shard_size=config.shard_size)
         tables = cluster_fragments(fragments, config=config, prefilter_config=prefilter_config,
                                    foldseek=foldseek, progress=progress)
     run_row = tables.pop("cluster_runs")

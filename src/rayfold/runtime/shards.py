@@ -1,0 +1,133 @@
+"""Fragments spread over the object store in shards; the driver keeps only ids, lengths and mean pLDDT.
+
+A shard is a `FragmentSet` of up to `shard_size` fragments (coordinates, sequences, 3Di), read by a
+task straight from the fragments table's part files (column projection, the selected rows only), so
+no coordinates ever pass through the driver. Fragment g (global index: rank of its id) lives in
+shard `shard_of[g]` at row `position[g]`; a shard's rows are in global order.
+
+Work over pairs is blocked by shard pair: a TM-align task gets the two shards its pairs touch, a
+search task one query shard and one target shard. No task holds more than two shards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from rayfold.model.fragset import FragmentIndex, FragmentSet
+
+SHARD_COLUMNS = ("fragment_id", "sequence", "states_3di", "ca_coords", "mean_plddt")
+CATALOGUE_COLUMNS = ("fragment_id", "n_residues", "mean_plddt")
+
+
+@dataclass
+class ShardedFragments:
+    index: FragmentIndex  # ids, lengths, mean pLDDT: all the driver holds per fragment
+    shard_of: np.ndarray  # int32 per fragment
+    position: np.ndarray  # int32 per fragment: its row in the shard
+    refs: list  # ObjectRef of each shard's FragmentSet
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def n_shards(self) -> int:
+        return len(self.refs)
+
+    def blocks(self, a: np.ndarray, b: np.ndarray, limit: int) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(shard of a, shard of b, rows) runs of at most `limit` rows that touch two shards at most."""
+        sa, sb = self.shard_of[a].astype(np.int64), self.shard_of[b].astype(np.int64)
+        key = sa * max(1, self.n_shards) + sb
+        order = np.argsort(key, kind="stable")
+        if not len(order):
+            return
+        cuts = np.flatnonzero(np.r_[True, key[order][1:] != key[order][:-1], True])
+        for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+            for s in range(lo, hi, limit):
+                rows = order[s:min(hi, s + limit)]
+                yield int(sa[rows[0]]), int(sb[rows[0]]), rows
+
+
+def shard_in_memory(fragments: FragmentSet, shard_size: int) -> ShardedFragments:
+    """Shards of a set the caller already holds (tests, benches, small runs)."""
+    import ray
+
+    n = len(fragments)
+    starts = list(range(0, n, shard_size)) or [0]
+    refs = [ray.put(fragments.subset(range(s, min(n, s + shard_size)))) for s in starts]
+    g = np.arange(n)
+    return ShardedFragments(FragmentIndex(fragments.ids, fragments.lengths, fragments.mean_plddt),
+                            (g // shard_size).astype(np.int32), (g % shard_size).astype(np.int32), refs)
+
+
+def _read_shard(parts: Sequence[str], rows: Sequence[np.ndarray], storage_options: dict | None) -> FragmentSet:
+    """The selected rows of some part files, in fragment id order (a Ray task)."""
+    from rayfold.io.storage import read_parquet_part
+
+    tables = [read_parquet_part(p, storage_options, columns=SHARD_COLUMNS).take(pa.array(r))
+              for p, r in zip(parts, rows)]
+    table = pa.concat_tables(tables, promote_options="default") if tables else None
+    if table is None or table.num_rows == 0:
+        return FragmentSet.from_arrays([], [], [], np.zeros(0), [])
+    return FragmentSet.from_table(table, passed_only=False)
+
+
+def load_sharded(parts: Sequence[str], catalogue: pa.Table, *, storage_options: dict | None = None,
+                 shard_size: int = 4096) -> ShardedFragments:
+    """Shards of the catalogue's rows, by id order: `catalogue` has fragment_id, n_residues,
+    mean_plddt, and `part` / `row` (which row of which of `parts` holds the fragment); ids unique."""
+    from rayfold.runtime.session import WORKER_ENV, ray_remote
+
+    order = np.argsort(np.array(catalogue.column("fragment_id").to_pylist(), dtype=object), kind="stable")
+    catalogue = catalogue.take(pa.array(order))
+    n = catalogue.num_rows
+    part = catalogue.column("part").to_numpy().astype(np.int64)
+    row = catalogue.column("row").to_numpy().astype(np.int64)
+    # shard s holds global indices [s * shard_size, (s + 1) * shard_size): the layout depends on the
+    # ids alone, never on how inputs were grouped into part files (so neither do search results)
+    task = ray_remote(_read_shard, runtime_env={"env_vars": WORKER_ENV})
+    refs = []
+    for start in range(0, n, shard_size):
+        rows_here, parts_here = row[start:start + shard_size], part[start:start + shard_size]
+        touched = np.unique(parts_here)
+        refs.append(task.remote([parts[p] for p in touched.tolist()],
+                                [np.sort(rows_here[parts_here == p]) for p in touched.tolist()], storage_options))
+    g = np.arange(n)
+    shard_of, position = g // shard_size, g % shard_size
+    index = FragmentIndex(catalogue.column("fragment_id").to_pylist(),
+                          catalogue.column("n_residues").to_numpy().astype(np.int32),
+                          catalogue.column("mean_plddt").to_numpy().astype(np.float32))
+    return ShardedFragments(index, shard_of.astype(np.int32), position.astype(np.int32), refs)
+
+
+def fragment_catalogue(parts: Sequence[str], storage_options: dict | None = None, *,
+                       columns: Sequence[str] = CATALOGUE_COLUMNS, passed_only: bool = True) -> pa.Table:
+    """The light columns of every (passed) row of `parts`, with `part` and `row` to find it again."""
+    from rayfold.io.storage import read_parquet_part
+
+    wanted = list(dict.fromkeys([*columns, "passed"] if passed_only else columns))
+    tables = []
+    for p, uri in enumerate(parts):
+        table = read_parquet_part(uri, storage_options, columns=wanted)
+        table = table.append_column("part", pa.array(np.full(table.num_rows, p, np.int32)))
+        table = table.append_column("row", pa.array(np.arange(table.num_rows, dtype=np.int32)))
+        if passed_only:
+            table = table.filter(table.column("passed")).drop_columns(["passed"])
+        tables.append(table)
+    if not tables:
+        return pa.table({**{c: pa.array([], pa.string()) for c in columns},
+                         "part": pa.array([], pa.int32()), "row": pa.array([], pa.int32())})
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def subset_pair(a: FragmentSet, rows_a: np.ndarray, b: FragmentSet, rows_b: np.ndarray) -> FragmentSet:
+    """One set of a's rows then b's rows (a task's working copy of the fragments it needs)."""
+    sa, sb = a.subset(rows_a), b.subset(rows_b)
+    plddt = np.concatenate([sa.mean_plddt, sb.mean_plddt])
+    states = (sa.states_3di + sb.states_3di) if sa.states_3di is not None and sb.states_3di is not None else None
+    return FragmentSet.from_arrays(sa.ids + sb.ids, sa.coords + sb.coords, sa.sequences + sb.sequences,
+                                   plddt, states)
+

@@ -1,0 +1,102 @@
+"""The built-in cascade (rayfold.cluster.cascade) without Ray: score tables stand in for TM-align
+and hand-made edges for the k-mer shuffle, so each decision is known in advance."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rayfold.cluster.cascade import cascade_first_pass, centre_priority, kmer_round, resolve_greedy
+from rayfold.cluster.rules import ClusterConfig
+
+COLUMNS = ("i", "j", "tm_a", "tm_b", "rmsd", "aligned_length", "seq_identity", "cov_a", "cov_b")
+INTS = ("i", "j", "aligned_length")
+
+
+class Scores:
+    """{(i, j): min-TM-like symmetric score with full coverage}; unlisted pairs score 0.1."""
+
+    def __init__(self, table: dict[tuple[int, int], float]) -> None:
+        self.table = {**table, **{(j, i): s for (i, j), s in table.items()}}
+        self.calls = 0
+        self.asked: list[tuple[int, int]] = []
+
+    def align(self, pairs: np.ndarray, *, desc: str) -> dict[str, np.ndarray]:
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        self.calls += len(pairs)
+        self.asked += [tuple(p) for p in pairs.tolist()]
+        s = np.array([self.table.get(tuple(p), 0.1) for p in pairs.tolist()], dtype=np.float64)
+        cov = np.where(s > 0.1, 1.0, 0.2)
+        return {"i": pairs[:, 0].copy(), "j": pairs[:, 1].copy(), "tm_a": s, "tm_b": s.copy(),
+                "rmsd": np.ones(len(s)), "aligned_length": np.full(len(s), 50), "seq_identity": np.zeros(len(s)),
+                "cov_a": cov, "cov_b": cov.copy()}
+
+
+def edges(rows: list[tuple[int, int, int]]):  # noqa: ANN201
+    def candidates(members: np.ndarray, priority: np.ndarray):  # noqa: ANN202
+        keep = [r for r in rows if r[0] in set(members.tolist()) and r[1] in set(members.tolist())]
+        arr = np.array(keep, dtype=np.int64).reshape(-1, 3)
+        return arr[:, 0], arr[:, 1], arr[:, 2]
+    return candidates
+
+
+def no_search(queries: np.ndarray, targets: np.ndarray, *, desc: str) -> np.ndarray:
+    return np.zeros((0, 2), np.int64)
+
+
+LENGTHS = np.full(6, 100)
+CONFIG = ClusterConfig(centres_per_fragment=2)
+
+
+def test_centre_priority_is_longest_then_plddt_then_id() -> None:
+    p = centre_priority(np.array([100, 120, 120, 120]), np.array([90.0, 80.0, 85.0, 85.0]), ["d", "c", "b", "a"])
+    assert p.tolist() == [3, 2, 1, 0]
+
+
+def test_a_member_is_aligned_to_its_second_centre_only_when_the_first_refuses() -> None:
+    # 2 and 3 share k-mers with centres 0 (more) and 1; 2 fits 0, 3 fits only 1
+    aligner = Scores({(2, 0): 0.8, (3, 1): 0.8})
+    rep_of, columns = kmer_round(np.arange(4), edges([(2, 0, 5), (2, 1, 2), (3, 0, 4), (3, 1, 1)]), aligner,
+                                 LENGTHS[:4], np.arange(4), CONFIG)
+    assert rep_of.tolist() == [0, 1, 0, 1]
+    assert sorted(aligner.asked) == [(2, 0), (3, 0), (3, 1)]  # (2, 1) never aligned
+    assert len(columns["i"]) == 3
+
+
+def test_unreachable_lengths_are_never_aligned() -> None:
+    aligner = Scores({})
+    rep_of, _ = kmer_round(np.arange(2), edges([(1, 0, 9)]), aligner, np.array([200, 100]), np.arange(2), CONFIG)
+    assert aligner.calls == 0 and rep_of.tolist() == [0, 1]
+
+
+def test_greedy_resolution_needs_the_centre_to_stay_a_representative() -> None:
+    # 1 joins 0; 2 was accepted only by 1, which is no representative: 2 represents itself
+    rep = resolve_greedy(np.arange(3), np.array([1, 2]), np.array([0, 1]), np.array([0, 0]), np.arange(3))
+    assert rep.tolist() == [0, 0, 2]
+    # with a second accepting centre that is a representative it joins that one
+    rep = resolve_greedy(np.arange(3), np.array([1, 2, 2]), np.array([0, 1, 0]), np.array([0, 0, 1]), np.arange(3))
+    assert rep.tolist() == [0, 0, 0]
+
+
+def test_cascade_rounds_merge_representatives_and_stop_when_nothing_shrinks() -> None:
+    def all_pairs(queries: np.ndarray, targets: np.ndarray, *, desc: str) -> np.ndarray:
+        return np.array([(q, t) for q in queries.tolist() for t in targets.tolist() if q < t], np.int64).reshape(-1, 2)
+
+    # k-mer round: 2 -> 0 and 3 -> 1; the search round then finds 0 ~ 1
+    aligner = Scores({(2, 0): 0.8, (3, 1): 0.8, (0, 1): 0.75})
+    rep_of, columns, rounds = cascade_first_pass(
+        np.arange(5), edges([(2, 0, 3), (3, 1, 3)]), all_pairs, aligner, np.full(5, 100), np.arange(5),
+        np.arange(5), ClusterConfig(cascade_rounds=3))
+    assert rep_of.tolist() == [0, 0, 0, 0, 4]
+    assert rounds == [3, 2, 2]  # the third round removed nothing, so none more
+    assert len(columns["i"]) == 2 + 3 + 1
+
+    rep_of, _, rounds = cascade_first_pass(np.arange(5), edges([]), no_search, Scores({}), np.full(5, 100),
+                                           np.arange(5), np.arange(5), ClusterConfig(cascade_rounds=3))
+    assert rep_of.tolist() == list(range(5)) and rounds == [5, 5]
+
+
+def test_no_members_no_work() -> None:
+    aligner = Scores({})
+    rep_of, columns, rounds = cascade_first_pass(np.zeros(0, np.int64), edges([]), no_search, aligner,
+                                                 LENGTHS, np.arange(6), np.arange(6), CONFIG)
+    assert len(rep_of) == 0 and aligner.calls == 0
