@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -45,13 +44,11 @@ from synthetic import source_pool, write_set  # noqa: E402
 
 
 def sources(folder: str | None) -> FragmentSet:
-    """Passed fragments of the shared sets, without the 1,055 extra PF04034 members (one family)."""
+    """Passed fragments of the shared sets (`bench/cluster_semantics.py`'s: AFDB, SCOP, fold_tree, HOMSTRAD)."""
     from cluster_semantics import fragments_table
 
     table = fragments_table(folder)
-    table = table.filter(table.column("passed"))
-    table = table.filter(pc.invert(pc.match_substring(table.column("source_uri"), "afdb_pf04034_family_more")))
-    return FragmentSet.from_table(table)
+    return FragmentSet.from_table(table.filter(table.column("passed")))
 
 
 def check_families(out: Path, family_of: np.ndarray, pairs: int, seed: int) -> tuple[int, int, float]:

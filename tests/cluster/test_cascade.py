@@ -53,13 +53,14 @@ def test_centre_priority_is_longest_then_plddt_then_id() -> None:
 
 
 def test_a_member_is_aligned_to_its_second_centre_only_when_the_first_refuses() -> None:
-    # 2 and 3 share k-mers with centres 0 (more) and 1; 2 fits 0, 3 fits only 1
-    aligner = Scores({(2, 0): 0.8, (3, 1): 0.8})
-    rep_of, columns = kmer_round(np.arange(4), edges([(2, 0, 5), (2, 1, 2), (3, 0, 4), (3, 1, 1)]), aligner,
-                                 LENGTHS[:4], np.arange(4), CONFIG)
-    assert rep_of.tolist() == [0, 1, 0, 1]
-    assert sorted(aligner.asked) == [(2, 0), (3, 0), (3, 1)]  # (2, 1) never aligned
-    assert len(columns["i"]) == 3
+    # 2, 3 and 4 share k-mers with centres 0 (more) and 1; 2 fits 0, 3 and 4 fit only 1
+    aligner = Scores({(2, 0): 0.8, (3, 1): 0.8, (4, 1): 0.8})
+    rep_of, columns = kmer_round(np.arange(5), edges([(2, 0, 5), (2, 1, 2), (3, 0, 4), (3, 1, 2), (4, 0, 3),
+                                                      (4, 1, 1)]), aligner, LENGTHS[:5], np.arange(5), CONFIG)
+    # (2, 1) never aligned: 0 accepted 2; (4, 1) neither: a second try needs two shared k-mers
+    assert sorted(aligner.asked) == [(2, 0), (3, 0), (3, 1), (4, 0)]
+    assert rep_of.tolist() == [0, 1, 0, 1, 4]
+    assert len(columns["i"]) == 4
 
 
 def test_unreachable_lengths_are_never_aligned() -> None:

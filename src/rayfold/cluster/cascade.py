@@ -52,15 +52,17 @@ def concat_columns(parts: list[Columns]) -> Columns:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def _tries(member: np.ndarray, centre: np.ndarray, shared: np.ndarray, priority: np.ndarray,
-           limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(member, centre, attempt): each member's best `limit` centres (most shared, then best centre)."""
-    order = np.lexsort((centre, priority[centre], -shared, member))
-    member, centre = member[order], centre[order]
+def best_tries(member: np.ndarray, centre: np.ndarray, shared: np.ndarray, centre_priority: np.ndarray,
+               limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(member, centre, shared, attempt): each member's best `limit` centres, most shared k-mers first, then
+    the better centre (`centre_priority` per row). A centre sharing a single k-mer is tried only
+    first: further tries need two shared k-mers (one is what unrelated fragments share by chance)."""
+    order = np.lexsort((centre, centre_priority, -shared, member))
+    member, centre, shared = member[order], centre[order], shared[order]
     first = np.r_[True, member[1:] != member[:-1]] if len(member) else np.zeros(0, bool)
     attempt = np.arange(len(member)) - np.maximum.accumulate(np.where(first, np.arange(len(member)), 0))
-    keep = attempt < limit
-    return member[keep], centre[keep], attempt[keep]
+    keep = (attempt < limit) & ((attempt == 0) | (shared >= 2))
+    return member[keep], centre[keep], shared[keep], attempt[keep]
 
 
 def kmer_round(members: np.ndarray, candidates: KmerCandidates, aligner: Aligner, lengths: np.ndarray,
@@ -69,7 +71,8 @@ def kmer_round(members: np.ndarray, candidates: KmerCandidates, aligner: Aligner
     member, centre, shared = candidates(members, priority)
     short, long = np.minimum(lengths[member], lengths[centre]), np.maximum(lengths[member], lengths[centre])
     ok = short >= min(config.coverage, config.merge_threshold) * long  # exact, as `rules.reachable`
-    member, centre, attempt = _tries(member[ok], centre[ok], shared[ok], priority, config.centres_per_fragment)
+    member, centre, _, attempt = best_tries(member[ok], centre[ok], shared[ok], priority[centre[ok]],
+                                            config.centres_per_fragment)
     n = len(lengths)
     done = np.zeros(n, bool)
     accepted_member, accepted_centre, accepted_attempt, parts = [], [], [], []

@@ -103,6 +103,7 @@ def _edges_batch(batch: pa.Table, min_ratio: float) -> pa.Table:
 def _tries_batch(batch: pa.Table, limit: int, min_length_ratio: float) -> pa.Table:
     """One member partition: distinct reachable centres with their shared k-mer count, the best `limit`."""
     from rayfold.align.kmers import count_shared
+    from rayfold.cluster.cascade import best_tries
 
     ml, cl = batch.column("member_length").to_numpy(), batch.column("centre_length").to_numpy()
     ok = np.minimum(ml, cl) >= min_length_ratio * np.maximum(ml, cl)
@@ -110,14 +111,8 @@ def _tries_batch(batch: pa.Table, limit: int, min_length_ratio: float) -> pa.Tab
     centre = batch.column("centre").to_numpy()[ok]
     priority = dict(zip(centre.tolist(), batch.column("centre_priority").to_numpy()[ok].tolist()))
     m, c, shared = count_shared(member, centre)
-    p = np.array([priority[x] for x in c.tolist()], np.int64)
-    order = np.lexsort((c, p, -shared, m))
-    m, c, shared = m[order], c[order], shared[order]
-    first = np.r_[True, m[1:] != m[:-1]] if len(m) else np.zeros(0, bool)
-    attempt = np.arange(len(m)) - np.maximum.accumulate(np.where(first, np.arange(len(m)), 0))
-    keep = attempt < limit
-    return pa.table({"member": m[keep].astype(np.int32), "centre": c[keep].astype(np.int32),
-                     "shared": shared[keep].astype(np.int32)})
+    m, c, shared, _ = best_tries(m, c, shared, np.array([priority[x] for x in c.tolist()], np.int64), limit)
+    return pa.table({"member": m.astype(np.int32), "centre": c.astype(np.int32), "shared": shared.astype(np.int32)})
 
 
 def _foldseek_input(parts: list) -> FragmentSet:

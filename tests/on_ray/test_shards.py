@@ -1,0 +1,90 @@
+"""The built-in engine's distributed pieces on a real local Ray: shards read by tasks from part files,
+blocked TM-align, and the k-mer round's Ray Data shuffle against the same computation in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from conftest import EXAMPLES_AFDB
+from rayfold.align.kmers import local_candidates
+from rayfold.align.tmalign import align_pairs
+from rayfold.cluster.cascade import centre_priority
+from rayfold.cluster.rules import ClusterConfig
+from rayfold.config import FragmentConfig
+from rayfold.fragment.stage import FragmentStage
+from rayfold.io.storage import list_inputs, parquet_parts, write_parquet
+from rayfold.model.fragset import FragmentSet
+from rayfold.runtime.clustering import RayAligner, RayKmerCandidates, load_fragments
+from rayfold.runtime.shards import shard_in_memory
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def fragments_table() -> pa.Table:
+    paths = sorted(str(p) for p in EXAMPLES_AFDB.iterdir() if p.name.endswith(".gz"))
+    table = FragmentStage(FragmentConfig()).process(list_inputs(paths)).fragments
+    assert table.num_rows > 20
+    return table
+
+
+def write_parts(table: pa.Table, folder: Path, rows_per_part: int, seed: int) -> None:
+    """The same rows in parts of another size and order (as other unit sizes would write them)."""
+    order = np.random.default_rng(seed).permutation(table.num_rows)
+    for k, start in enumerate(range(0, table.num_rows, rows_per_part)):
+        write_parquet(table.take(pa.array(order[start:start + rows_per_part])), str(folder / f"part-{k:03d}.parquet"))
+
+
+def test_shards_hold_the_passed_fragments_whatever_the_part_layout(ray_local, fragments_table, tmp_path):
+    import ray
+
+    expected = FragmentSet.from_table(fragments_table, passed_only=True)
+    for rows_per_part, shard_size in ((7, 5), (50, 1000)):
+        folder = tmp_path / f"parts{rows_per_part}"
+        write_parts(fragments_table, folder, rows_per_part, seed=rows_per_part)
+        assert len(parquet_parts(str(folder))) == -(-fragments_table.num_rows // rows_per_part)
+        sharded = load_fragments(str(folder), shard_size=shard_size)
+        assert sharded.index.ids == expected.ids
+        assert sharded.index.lengths.tolist() == expected.lengths.tolist()
+        assert sharded.n_shards == -(-len(expected) // shard_size)
+        for g in (0, len(expected) // 2, len(expected) - 1):
+            shard = ray.get(sharded.refs[sharded.shard_of[g]])
+            p = int(sharded.position[g])
+            assert shard.ids[p] == expected.ids[g]
+            assert np.allclose(shard.coords[p], expected.coords[g])
+            assert shard.states_3di[p] == expected.states_3di[g]
+
+
+def test_blocked_alignment_equals_one_process(ray_local, fragments_table):
+    fs = FragmentSet.from_table(fragments_table, passed_only=True)
+    rng = np.random.default_rng(0)
+    pairs = rng.integers(0, len(fs), size=(40, 2))
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    got = RayAligner(shard_in_memory(fs, 6), pairs_per_task=4, progress=False).align(pairs, desc="test")
+    want = align_pairs(fs, pairs)
+    assert got["i"].tolist() == pairs[:, 0].tolist() and got["j"].tolist() == pairs[:, 1].tolist()
+    for key in ("tm_a", "tm_b", "cov_a", "cov_b"):
+        assert np.allclose(got[key], want[key])
+
+
+def test_the_ray_data_shuffle_gives_the_in_process_candidates(ray_local, fragments_table):
+    fs = FragmentSet.from_table(fragments_table, passed_only=True)
+    config = ClusterConfig(kmer_size=5, kmers_per_fragment=40, centres_per_fragment=2)
+    priority = centre_priority(fs.lengths, fs.mean_plddt, fs.ids)
+    members = np.arange(len(fs))
+    member, centre, shared = RayKmerCandidates(shard_in_memory(fs, 7), config, progress=False)(members, priority)
+    assert len(member) > 0, "the example set has no shared k-mers at all: the test would prove nothing"
+    m, c, s = local_candidates(fs.states_3di, fs.lengths, config.kmer_config(), config.coverage)(members, priority)
+    short, long = np.minimum(fs.lengths[m], fs.lengths[c]), np.maximum(fs.lengths[m], fs.lengths[c])
+    ok = short >= min(config.coverage, config.merge_threshold) * long
+    m, c, s = m[ok], c[ok], s[ok]
+    expected = set()
+    for x in np.unique(m).tolist():
+        rows = sorted(zip(-s[m == x], priority[c[m == x]], c[m == x]))[:config.centres_per_fragment]
+        expected |= {(x, int(cc), int(-ss)) for k, (ss, _, cc) in enumerate(rows) if k == 0 or -ss >= 2}
+    assert set(zip(member.tolist(), centre.tolist(), shared.tolist())) == expected
+    assert (priority[centre] < priority[member]).all()  # every edge points to a better centre
