@@ -60,7 +60,8 @@ def test_a_member_is_aligned_to_its_second_centre_only_when_the_first_refuses() 
     # (2, 1) never aligned: 0 accepted 2; (4, 1) neither: a second try needs two shared k-mers
     assert sorted(aligner.asked) == [(2, 0), (3, 0), (3, 1), (4, 0)]
     assert rep_of.tolist() == [0, 1, 0, 1, 4]
-    assert len(columns["i"]) == 4
+    # failed tries are not kept (the driver's memory grows with the edges, not the tries)
+    assert sorted(zip(columns["i"].tolist(), columns["j"].tolist())) == [(2, 0), (3, 1)]
 
 
 def test_unreachable_lengths_are_never_aligned() -> None:
@@ -89,7 +90,8 @@ def test_cascade_rounds_merge_representatives_and_stop_when_nothing_shrinks() ->
         np.arange(5), ClusterConfig(cascade_rounds=3))
     assert rep_of.tolist() == [0, 0, 0, 0, 4]
     assert rounds == [3, 2, 2]  # the third round removed nothing, so none more
-    assert len(columns["i"]) == 2 + 3 + 1
+    assert aligner.calls == 2 + 3 + 1  # k-mer round, round 2 (reps 0, 1, 4), round 3 (reps 0, 4)
+    assert sorted(zip(columns["i"].tolist(), columns["j"].tolist())) == [(0, 1), (2, 0), (3, 1)]
 
     rep_of, _, rounds = cascade_first_pass(np.arange(5), edges([]), no_search, Scores({}), np.full(5, 100),
                                            np.arange(5), np.arange(5), ClusterConfig(cascade_rounds=3))

@@ -6,9 +6,10 @@ tables. Steps, in order:
 1. new fragments join existing first-pass clusters (the first pass's own test against the
    representative, as Foldseek's clusterupdate);
 2. the rest are clustered among themselves: the engine's own first pass (Foldseek) or the
-   built-in one (candidates, exact length pruning, TM-align, Foldseek's representative rule,
-   greedy set cover);
-3. representative audit: new representatives against all representatives;
+   built-in one (by default the linear cascade of `rayfold.cluster.cascade`: a k-mer round, then
+   search rounds on representatives; exact length pruning, TM-align, Foldseek's representative rule);
+3. representative audit: new representatives against all representatives (pairs the cascade
+   aligned already are reused);
 4. the linkage decides which merge evidence joins clusters (`rayfold.cluster.linkage`);
 5. cohesion: a seeded sample of each cluster's members against its representative;
 6. singleton audit: a seeded sample of fragments still alone, searched and confirmed, reported.
@@ -27,7 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from rayfold.cluster import rules as algo
-from rayfold.cluster.cascade import KmerCandidates, cascade_first_pass, centre_priority
+from rayfold.cluster.cascade import KmerCandidates, cascade_first_pass, centre_priority, concat_columns
 from rayfold.cluster.cohesion import cohesion_pairs, summarise
 from rayfold.cluster.linkage import MERGED, link_clusters, pair_key
 from rayfold.cluster.rules import ClusterConfig, PreviousClusters
@@ -82,8 +83,6 @@ def min_tm(aligner: Aligner, pairs: np.ndarray, *, desc: str) -> np.ndarray:
 def align_once(pairs: np.ndarray, done: list[Columns], aligner: Aligner, *, desc: str) -> Columns:
     """Columns for `pairs`: rows already in `done` (the cascade aligned most representative pairs) are
     reused, oriented as asked; only the others are aligned."""
-    from rayfold.cluster.cascade import concat_columns
-
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     have = concat_columns(done)
     if not len(have["i"]) or not len(pairs):

@@ -43,6 +43,17 @@ def centre_priority(lengths: np.ndarray, mean_plddt: np.ndarray, ids: list[str])
     return priority
 
 
+def worth_keeping(columns: Columns, config: ClusterConfig) -> Columns:
+    """The alignment rows later steps can use: first-pass edges, and pairs at min-TM >= the guard
+    (possible merge evidence, guard and cohesion scores). A failed try is dropped, so the driver's
+    memory grows with the edges, not with the tries."""
+    tm = np.minimum(columns["tm_a"], columns["tm_b"])
+    covered = (columns["cov_a"] >= config.coverage) & (columns["cov_b"] >= config.coverage)
+    edge = covered & (np.maximum(columns["tm_a"], columns["tm_b"]) >= config.tm_threshold)
+    keep = edge | (tm >= min(config.guard_threshold, config.merge_threshold))
+    return {k: v[keep] for k, v in columns.items()}
+
+
 def concat_columns(parts: list[Columns]) -> Columns:
     parts = [p for p in parts if p is not None and len(p["i"])]
     if not parts:
@@ -67,7 +78,7 @@ def best_tries(member: np.ndarray, centre: np.ndarray, shared: np.ndarray, centr
 
 def kmer_round(members: np.ndarray, candidates: KmerCandidates, aligner: Aligner, lengths: np.ndarray,
                priority: np.ndarray, config: ClusterConfig) -> tuple[np.ndarray, Columns]:
-    """(rep_of over `members`, global indices; every alignment done) of the k-mer round."""
+    """(rep_of over `members`, global indices; the alignments worth keeping) of the k-mer round."""
     member, centre, shared = candidates(members, priority)
     short, long = np.minimum(lengths[member], lengths[centre]), np.maximum(lengths[member], lengths[centre])
     ok = short >= min(config.coverage, config.merge_threshold) * long  # exact, as `rules.reachable`
@@ -81,7 +92,7 @@ def kmer_round(members: np.ndarray, candidates: KmerCandidates, aligner: Aligner
         if not sel.any():
             break
         columns = aligner.align(np.column_stack([member[sel], centre[sel]]), desc=f"k-mer round, try {t + 1}")
-        parts.append(columns)
+        parts.append(worth_keeping(columns, config))
         rule = ((columns["tm_b"] >= config.tm_threshold) & (columns["cov_a"] >= config.coverage)
                 & (columns["cov_b"] >= config.coverage))
         accepted_member.append(member[sel][rule])
@@ -124,7 +135,8 @@ def resolve_greedy(members: np.ndarray, member: np.ndarray, centre: np.ndarray, 
 
 def search_round(reps: np.ndarray, search: CandidateSearch, aligner: Aligner, lengths: np.ndarray,
                  rank: np.ndarray, config: ClusterConfig, *, desc: str) -> tuple[np.ndarray, Columns]:
-    """(rep_of over `reps`, the alignments): sensitive search, TM-align, the first-pass rule, set cover."""
+    """(rep_of over `reps`, the alignments worth keeping): sensitive search, TM-align, the first-pass
+    rule, set cover."""
     pairs = algo.reachable(search(reps, reps, desc=f"{desc} search"), lengths,
                            min(config.coverage, config.merge_threshold))
     columns = aligner.align(pairs, desc=desc)
@@ -133,13 +145,13 @@ def search_round(reps: np.ndarray, search: CandidateSearch, aligner: Aligner, le
     local = np.full(len(lengths), -1, np.int64)
     local[reps] = np.arange(len(reps))
     local_rep_of = algo.greedy_set_cover(len(reps), local[rep_ends], local[covered], rank[reps])
-    return reps[local_rep_of], columns
+    return reps[local_rep_of], worth_keeping(columns, config)
 
 
 def cascade_first_pass(members: np.ndarray, candidates: KmerCandidates, search: CandidateSearch,
                        aligner: Aligner, lengths: np.ndarray, priority: np.ndarray, rank: np.ndarray,
                        config: ClusterConfig) -> tuple[np.ndarray, Columns, list[int]]:
-    """(rep_of over `members`, all alignments, representatives after each round)."""
+    """(rep_of over `members`, the alignments worth keeping, representatives after each round)."""
     rep_of, columns = kmer_round(members, candidates, aligner, lengths, priority, config)
     parts = [columns]
     counts = [int(len(np.unique(rep_of)))]
