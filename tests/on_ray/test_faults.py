@@ -69,7 +69,7 @@ def reference(ray_local, inputs, tmp_path_factory) -> Path:
 def own_ray_workers() -> list[psutil.Process]:
     """Worker processes of the Ray instance this test process started (`ray_local`): the children
     of its own raylet, found from this process down. Never a search by name across the machine:
-    other jobs' Ray workers there carry the same titles (ray::_align_chunk, ray::FragmentWorker)."""
+    other jobs' Ray workers there carry the same titles (ray::_align_block, ray::FragmentWorker)."""
     import psutil
 
     workers = []
@@ -112,7 +112,7 @@ class Killer(threading.Thread):
 
 
 def test_killed_actor_and_alignment_worker_change_nothing(ray_local, inputs, reference, tmp_path):
-    killer = Killer(["FragmentWorker", "_align_chunk"])
+    killer = Killer(["FragmentWorker", "_align_block"])
     killer.start()
     out = tmp_path / "out"
     try:
@@ -123,7 +123,7 @@ def test_killed_actor_and_alignment_worker_change_nothing(ray_local, inputs, ref
         killer.stop.set()
         killer.join()
     # an empty dict here means no own raylet was found (Ray attached to a cluster this test did not start)
-    assert set(killer.killed) == {"FragmentWorker", "_align_chunk"}, killer.killed
+    assert set(killer.killed) == {"FragmentWorker", "_align_block"}, killer.killed
     assert_same_tables(out, reference)
 
 
