@@ -80,8 +80,7 @@ def kmer_round(members: np.ndarray, candidates: KmerCandidates, aligner: Aligner
                priority: np.ndarray, config: ClusterConfig) -> tuple[np.ndarray, Columns]:
     """(rep_of over `members`, global indices; the alignments worth keeping) of the k-mer round."""
     member, centre, shared = candidates(members, priority)
-    short, long = np.minimum(lengths[member], lengths[centre]), np.maximum(lengths[member], lengths[centre])
-    ok = short >= min(config.coverage, config.merge_threshold) * long  # exact, as `rules.reachable`
+    ok = algo.within_reach(member, centre, lengths, min(config.coverage, config.merge_threshold))
     member, centre, _, attempt = best_tries(member[ok], centre[ok], shared[ok], priority[centre[ok]],
                                             config.centres_per_fragment)
     n = len(lengths)

@@ -208,11 +208,16 @@ class PreviousClusters:
         return np.unique(self.rep_of[self.rep_of >= 0])
 
 
+def within_reach(a: np.ndarray, b: np.ndarray, lengths: np.ndarray, min_length_ratio: float) -> np.ndarray:
+    """Mask of the pairs (a[k], b[k]) whose Lshort/Llong can still reach the threshold (exact: TM <= Lshort/Llong)."""
+    la, lb = lengths[a], lengths[b]
+    return np.minimum(la, lb) >= min_length_ratio * np.maximum(la, lb)
+
+
 def reachable(pairs: np.ndarray, lengths: np.ndarray, min_length_ratio: float) -> np.ndarray:
-    """The rows of `pairs` whose Lshort/Llong can still reach the threshold (exact: TM <= Lshort/Llong)."""
+    """The rows of `pairs` that are `within_reach`."""
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    a, b = lengths[pairs[:, 0]], lengths[pairs[:, 1]]
-    return pairs[np.minimum(a, b) >= min_length_ratio * np.maximum(a, b)]
+    return pairs[within_reach(pairs[:, 0], pairs[:, 1], lengths, min_length_ratio)]
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ from rayfold.runtime.session import WORKER_ENV, ray_remote, ray_session, run_tas
 from rayfold.runtime.shards import (
     ShardedFragments,
     fragment_catalogue,
+    gather,
     load_sharded,
     shard_in_memory,
-    subset_pair,
 )
 
 FOLDSEEK_RESOURCE = "foldseek"  # custom resource of cluster.yaml's large node type
@@ -69,7 +69,7 @@ def _align_block(shard_a: FragmentSet, rows_a: np.ndarray, shard_b: FragmentSet,
 
     ua, ia = np.unique(rows_a, return_inverse=True)
     ub, ib = np.unique(rows_b, return_inverse=True)
-    both = subset_pair(shard_a, ua, shard_b, ub)
+    both = gather([(shard_a, ua), (shard_b, ub)])
     return align_pairs(both, np.column_stack([ia, len(ua) + ib]))
 
 
@@ -93,23 +93,20 @@ def _edges_batch(batch: pa.Table, min_ratio: float) -> pa.Table:
     priority = batch.column("priority").to_numpy()
     length = batch.column("length").to_numpy()
     m, c = centre_edges(kmer, member, priority, length, min_ratio)
-    by_member = dict(zip(member.tolist(), zip(priority.tolist(), length.tolist())))
+    priority_of = dict(zip(member.tolist(), priority.tolist()))
     return pa.table({"member": m, "centre": c,
-                     "centre_priority": np.array([by_member[x][0] for x in c.tolist()], np.int64),
-                     "member_length": np.array([by_member[x][1] for x in m.tolist()], np.int32),
-                     "centre_length": np.array([by_member[x][1] for x in c.tolist()], np.int32)})
+                     "centre_priority": np.array([priority_of[x] for x in c.tolist()], np.int64)})
 
 
-def _tries_batch(batch: pa.Table, limit: int, min_length_ratio: float) -> pa.Table:
-    """One member partition: distinct reachable centres with their shared k-mer count, the best `limit`."""
+def _tries_batch(batch: pa.Table, limit: int) -> pa.Table:
+    """One member partition: distinct centres with their shared k-mer count, the best `limit` (every
+    centre is within length reach already: `centre_edges` picks it so)."""
     from rayfold.align.kmers import count_shared
     from rayfold.cluster.cascade import best_tries
 
-    ml, cl = batch.column("member_length").to_numpy(), batch.column("centre_length").to_numpy()
-    ok = np.minimum(ml, cl) >= min_length_ratio * np.maximum(ml, cl)
-    member = batch.column("member").to_numpy()[ok]
-    centre = batch.column("centre").to_numpy()[ok]
-    priority = dict(zip(centre.tolist(), batch.column("centre_priority").to_numpy()[ok].tolist()))
+    member = batch.column("member").to_numpy()
+    centre = batch.column("centre").to_numpy()
+    priority = dict(zip(centre.tolist(), batch.column("centre_priority").to_numpy().tolist()))
     m, c, shared = count_shared(member, centre)
     m, c, shared, _ = best_tries(m, c, shared, np.array([priority[x] for x in c.tolist()], np.int64), limit)
     return pa.table({"member": m.astype(np.int32), "centre": c.astype(np.int32), "shared": shared.astype(np.int32)})
@@ -119,11 +116,7 @@ def _foldseek_input(parts: list) -> FragmentSet:
     """The fragments of (shard ref, rows) parts in one set (on the Foldseek node)."""
     import ray
 
-    sets = [ray.get(ref).subset(rows) for ref, rows in parts]
-    return FragmentSet.from_arrays(
-        [i for s in sets for i in s.ids], [c for s in sets for c in s.coords],
-        [q for s in sets for q in s.sequences], np.concatenate([s.mean_plddt for s in sets] or [np.zeros(0)]),
-        [x for s in sets for x in (s.states_3di or [None] * len(s))])
+    return gather([(ray.get(ref), rows) for ref, rows in parts])
 
 
 def _foldseek_first_pass(parts: list, binary: str, threads: int) -> list:
@@ -260,8 +253,7 @@ class RayKmerCandidates:
                                 fn_kwargs={"min_ratio": config.coverage})
                    .repartition(partitions, keys=["member"])
                    .map_batches(_tries_batch, batch_format="pyarrow", batch_size=None,  # type: ignore[arg-type]
-                                fn_kwargs={"limit": config.centres_per_fragment,
-                                           "min_length_ratio": min(config.coverage, config.merge_threshold)}))
+                                fn_kwargs={"limit": config.centres_per_fragment}))
         tables = [t for t in ray.get(dataset.to_arrow_refs()) if t.num_rows]
         if not tables:
             return empty, empty, empty

@@ -123,11 +123,13 @@ def fragment_catalogue(parts: Sequence[str], storage_options: dict | None = None
     return pa.concat_tables(tables, promote_options="default")
 
 
-def subset_pair(a: FragmentSet, rows_a: np.ndarray, b: FragmentSet, rows_b: np.ndarray) -> FragmentSet:
-    """One set of a's rows then b's rows (a task's working copy of the fragments it needs)."""
-    sa, sb = a.subset(rows_a), b.subset(rows_b)
-    plddt = np.concatenate([sa.mean_plddt, sb.mean_plddt])
-    states = (sa.states_3di + sb.states_3di) if sa.states_3di is not None and sb.states_3di is not None else None
-    return FragmentSet.from_arrays(sa.ids + sb.ids, sa.coords + sb.coords, sa.sequences + sb.sequences,
-                                   plddt, states)
+def gather(parts: Sequence[tuple[FragmentSet, np.ndarray]]) -> FragmentSet:
+    """One set of the given rows of each set, in order (a task's working copy of what it needs)."""
+    sets = [fs.subset(rows) for fs, rows in parts]
+    states = ([x for s in sets for x in s.states_3di]  # type: ignore[union-attr]
+              if all(s.states_3di is not None for s in sets) else None)
+    return FragmentSet.from_arrays(
+        [i for s in sets for i in s.ids], [c for s in sets for c in s.coords],
+        [q for s in sets for q in s.sequences], np.concatenate([s.mean_plddt for s in sets] or [np.zeros(0)]),
+        states)
 
