@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rayfold.align.alphabet import encode_fragment
-from rayfold.align.prefilter import PrefilterConfig, candidate_pairs, candidate_pairs_scored, search
+from rayfold.align.prefilter import PrefilterConfig, candidate_pairs, candidate_pairs_scored, search, search_scored
 from rayfold.io.structure import read_structure_file
 from rayfold.model.fragset import FragmentSet
 
@@ -142,6 +142,18 @@ def test_search_query_target_semantics(shared_data: Path) -> None:
     # no targets or no queries: empty, well-formed
     assert search(queries, targets.subset([])).shape == (0, 2)
     assert search(queries.subset([]), targets).shape == (0, 2)
+
+
+def test_scored_search_ranks_true_pairs_above_the_rest(shared_data: Path) -> None:
+    globins, pos, neg = _reference_set(shared_data, "scop_globins_foldseek_example")
+    pairs, scores = search_scored(globins, globins)
+    np.testing.assert_array_equal(pairs, search(globins, globins))  # the same pairs, one score each
+    assert len(scores) == len(pairs) and (scores >= PrefilterConfig().min_score).all()
+    score = {(min(a, b), max(a, b)): s for (a, b), s in zip(pairs.tolist(), scores.tolist())}
+    true = [score[p] for p in pos if p in score]
+    false = [score[p] for p in neg if p in score]
+    # the cascade tries the best estimates first: they must say something about the real TM
+    assert true and false and np.median(true) > np.median(false)
 
 
 def test_missing_3di_states(shared_data: Path) -> None:

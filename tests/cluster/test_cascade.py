@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rayfold.cluster.cascade import cascade_first_pass, centre_priority, kmer_round, resolve_greedy
+from rayfold.cluster.cascade import cascade_first_pass, centre_priority, kmer_round, resolve_greedy, search_round
 from rayfold.cluster.rules import ClusterConfig
 
 COLUMNS = ("i", "j", "tm_a", "tm_b", "rmsd", "aligned_length", "seq_identity", "cov_a", "cov_b")
@@ -31,16 +31,27 @@ class Scores:
                 "cov_a": cov, "cov_b": cov.copy()}
 
 
-def edges(rows: list[tuple[int, int, int]]):  # noqa: ANN201
-    def candidates(members: np.ndarray, priority: np.ndarray):  # noqa: ANN202
+def edges(rows: list[tuple[int, int, int]], seeds: list[int] | None = None):  # noqa: ANN201
+    """Fixed k-mer edges; `seeds` records the min-hash seed of every round that asked."""
+    def candidates(members: np.ndarray, priority: np.ndarray, seed: int = 0):  # noqa: ANN202
+        if seeds is not None:
+            seeds.append(seed)
         keep = [r for r in rows if r[0] in set(members.tolist()) and r[1] in set(members.tolist())]
         arr = np.array(keep, dtype=np.int64).reshape(-1, 3)
         return arr[:, 0], arr[:, 1], arr[:, 2]
     return candidates
 
 
-def no_search(queries: np.ndarray, targets: np.ndarray, *, desc: str) -> np.ndarray:
-    return np.zeros((0, 2), np.int64)
+def no_search(queries: np.ndarray, targets: np.ndarray, *, desc: str) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((0, 2), np.int64), np.zeros(0)
+
+
+def scored_pairs(estimates: dict[tuple[int, int], float]):  # noqa: ANN201
+    """A search proposing every pair among the queries, with a fixed estimated TM (0.4 unless listed)."""
+    def search(queries: np.ndarray, targets: np.ndarray, *, desc: str) -> tuple[np.ndarray, np.ndarray]:
+        pairs = np.array([(q, t) for q in queries.tolist() for t in targets.tolist() if q < t], np.int64).reshape(-1, 2)
+        return pairs, np.array([estimates.get(tuple(p), 0.4) for p in pairs.tolist()])
+    return search
 
 
 LENGTHS = np.full(6, 100)
@@ -80,22 +91,35 @@ def test_greedy_resolution_needs_the_centre_to_stay_a_representative() -> None:
 
 
 def test_cascade_rounds_merge_representatives_and_stop_when_nothing_shrinks() -> None:
-    def all_pairs(queries: np.ndarray, targets: np.ndarray, *, desc: str) -> np.ndarray:
-        return np.array([(q, t) for q in queries.tolist() for t in targets.tolist() if q < t], np.int64).reshape(-1, 2)
-
-    # k-mer round: 2 -> 0 and 3 -> 1; the search round then finds 0 ~ 1
-    aligner = Scores({(2, 0): 0.8, (3, 1): 0.8, (0, 1): 0.75})
+    # k-mer round: 2 -> 0 and 3 -> 1; a second k-mer round (another seed) finds nothing new, so the
+    # search rounds begin: 0 ~ 1; the next search round removes nothing, so none more
+    aligner, seeds = Scores({(2, 0): 0.8, (3, 1): 0.8, (0, 1): 0.75}), []
     rep_of, columns, rounds = cascade_first_pass(
-        np.arange(5), edges([(2, 0, 3), (3, 1, 3)]), all_pairs, aligner, np.full(5, 100), np.arange(5),
-        np.arange(5), ClusterConfig(cascade_rounds=3))
+        np.arange(5), edges([(2, 0, 3), (3, 1, 3)], seeds), scored_pairs({}), aligner, np.full(5, 100),
+        np.arange(5), np.arange(5), ClusterConfig(kmer_rounds=3, search_rounds=3, seed=7))
     assert rep_of.tolist() == [0, 0, 0, 0, 4]
-    assert rounds == [3, 2, 2]  # the third round removed nothing, so none more
-    assert aligner.calls == 2 + 3 + 1  # k-mer round, round 2 (reps 0, 1, 4), round 3 (reps 0, 4)
+    assert seeds == [7, 8]  # each k-mer round draws its own k-mers
+    assert rounds == [3, 3, 2, 2]
+    # k-mer rounds: 2 then 0 (no edges among 0, 1, 4); search round 1: (0, 1) accepted, (0, 4) and
+    # then (1, 4) refused; search round 2 (reps 0, 4): (0, 4) once more
+    assert aligner.calls == 2 + 0 + 3 + 1
     assert sorted(zip(columns["i"].tolist(), columns["j"].tolist())) == [(0, 1), (2, 0), (3, 1)]
 
     rep_of, _, rounds = cascade_first_pass(np.arange(5), edges([]), no_search, Scores({}), np.full(5, 100),
-                                           np.arange(5), np.arange(5), ClusterConfig(cascade_rounds=3))
+                                           np.arange(5), np.arange(5), ClusterConfig(kmer_rounds=3, search_rounds=3))
     assert rep_of.tolist() == list(range(5)) and rounds == [5, 5]
+
+
+def test_a_search_round_tries_the_best_estimates_first_and_aligns_each_pair_once() -> None:
+    aligner = Scores({(3, 1): 0.8, (3, 0): 0.8, (1, 0): 0.8})
+    estimates = {(0, 3): 0.35, (1, 3): 0.6, (2, 3): 0.9, (0, 1): 0.3, (0, 2): 0.3, (1, 2): 0.3}
+    rep_of, _ = search_round(np.arange(4), scored_pairs(estimates), aligner, np.full(4, 100), np.arange(4),
+                             ClusterConfig(centres_per_fragment=2), desc="test")
+    # try 1, each end's best estimate: 0-3, 1-3, 2-3 (asked by both 2 and 3: aligned once); 0, 1 and 3
+    # are then coverable, so only 2 tries again (its 2nd best, 0); 0-1 would succeed but is never needed
+    assert sorted(aligner.asked) == [(0, 2), (0, 3), (1, 3), (2, 3)]
+    # set cover: 3 covers 0 and 1 (the most), 2 stays alone
+    assert rep_of.tolist() == [3, 3, 2, 3]
 
 
 def test_no_members_no_work() -> None:

@@ -21,7 +21,7 @@ rows by k-mer, and runs `centre_edges` and `count_shared` per partition.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -159,9 +159,10 @@ def local_candidates(states: list[str], lengths: np.ndarray, config: KmerConfig,
     """The k-mer candidate source over strings held in this process (tests, small sets): (members,
     centre priority) -> (member, centre, shared); the Ray engine does the same over shards with a shuffle."""
 
-    def candidates(members: np.ndarray, priority: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def candidates(members: np.ndarray, priority: np.ndarray,
+                   seed: int = config.seed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         members = np.asarray(members, dtype=np.int64)
-        kmer, owner = select_kmers([states[m] for m in members.tolist()], members, config)
+        kmer, owner = select_kmers([states[m] for m in members.tolist()], members, replace(config, seed=seed))
         member, centre = centre_edges(kmer, owner, priority[owner], lengths[owner], min_ratio)
         return count_shared(member, centre)
 

@@ -921,8 +921,22 @@ def search(
     For new fragments against existing representatives: every query is searched against every
     target (a fragment present in both sets is not skipped).
     """
-    q, t, _ = _run(queries, targets, config, self_search=False)
-    return _as_pairs(q, t)
+    return search_scored(queries, targets, config)[0]
+
+
+def search_scored(
+    queries: FragmentSet, targets: FragmentSet, config: PrefilterConfig = PrefilterConfig()
+) -> tuple[np.ndarray, np.ndarray]:
+    """`search` plus each pair's estimated TM (normalised by the longer; NaN when the structural
+    check is off): the cascade tries the most promising centres first."""
+    q, t, s = _run(queries, targets, config, self_search=False)
+    pairs = _as_pairs(q, t)
+    if not len(pairs):
+        return pairs, np.zeros(0, np.float32)
+    o = np.lexsort((t, q))
+    q, t, s = q[o], t[o], s[o]
+    first = np.r_[True, (q[1:] != q[:-1]) | (t[1:] != t[:-1])]
+    return pairs, np.maximum.reduceat(s, np.flatnonzero(first)) if len(s) else s
 
 
 def _as_pairs(q: np.ndarray, t: np.ndarray) -> np.ndarray:

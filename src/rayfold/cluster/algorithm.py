@@ -28,7 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from rayfold.cluster import rules as algo
-from rayfold.cluster.cascade import KmerCandidates, cascade_first_pass, centre_priority, concat_columns
+from rayfold.cluster.cascade import KmerCandidates, ScoredSearch, cascade_first_pass, centre_priority, concat_columns
 from rayfold.cluster.cohesion import cohesion_pairs, summarise
 from rayfold.cluster.linkage import MERGED, link_clusters, pair_key
 from rayfold.cluster.rules import ClusterConfig, PreviousClusters
@@ -65,7 +65,8 @@ class Engine:
     search: CandidateSearch  # audit, singleton audit and the built-in first pass
     prefilter: CandidateSearch  # new fragments against existing representatives (built-in for every engine)
     first_pass: FirstPass | None = None  # the engine's own first pass; None: the built-in one
-    kmer_candidates: KmerCandidates | None = None  # the built-in cascade's k-mer round; None: all pairs
+    kmer_candidates: KmerCandidates | None = None  # the built-in cascade's k-mer rounds; None: all pairs
+    scored_search: ScoredSearch | None = None  # the cascade's search rounds (`search` with estimated TMs)
 
 
 def unique_pairs(pairs: np.ndarray) -> np.ndarray:
@@ -73,6 +74,20 @@ def unique_pairs(pairs: np.ndarray) -> np.ndarray:
     pairs = np.sort(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), axis=1)
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
     return np.unique(pairs, axis=0) if len(pairs) else pairs
+
+
+def unique_scored_pairs(pairs: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`unique_pairs` with the best score of each pair (a pair found from both sides keeps the higher)."""
+    pairs = np.sort(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), axis=1)
+    scores = np.nan_to_num(np.asarray(scores, np.float32), nan=0.0)
+    keep = pairs[:, 0] != pairs[:, 1]
+    pairs, scores = pairs[keep], scores[keep]
+    if not len(pairs):
+        return pairs, scores
+    order = np.lexsort((-scores, pairs[:, 1], pairs[:, 0]))
+    pairs, scores = pairs[order], scores[order]
+    first = np.r_[True, (pairs[1:] != pairs[:-1]).any(axis=1)]
+    return pairs[first], scores[first]
 
 
 def min_tm(aligner: Aligner, pairs: np.ndarray, *, desc: str) -> np.ndarray:
@@ -132,10 +147,10 @@ def builtin_first_pass(fragments: Fragments, members: np.ndarray, rank: np.ndarr
 
     cascade (default): the k-mer round and search rounds on representatives (`cluster.cascade`);
     allpairs: the sensitive search over all members at once, TM-align, set cover."""
-    if config.first_pass == "cascade" and engine.kmer_candidates is not None:
+    if config.first_pass == "cascade" and engine.kmer_candidates is not None and engine.scored_search is not None:
         priority = centre_priority(fragments.lengths, fragments.mean_plddt, fragments.ids)
-        return cascade_first_pass(members, engine.kmer_candidates, engine.search, aligner, fragments.lengths,
-                                  priority, rank, config)
+        return cascade_first_pass(members, engine.kmer_candidates, engine.scored_search, aligner,
+                                  fragments.lengths, priority, rank, config)
     pairs = engine.search(members, members, desc="prefilter")
     # pairs that could be a first-pass edge (length ratio >= coverage) or merge evidence (>= merge threshold)
     pairs = algo.reachable(pairs, fragments.lengths, min(config.coverage, config.merge_threshold))

@@ -1,17 +1,20 @@
-"""The built-in first pass at linear cost: a k-mer round, then cascaded search rounds on representatives.
+"""The built-in first pass at linear cost: k-mer rounds, then search rounds on representatives.
 
-1. **k-mer round** (Linclust's idea; `rayfold.align.kmers`): every fragment gets candidate edges to
+1. **k-mer rounds** (Linclust's idea; `rayfold.align.kmers`): every fragment gets candidate edges to
    at most `centres_per_fragment` k-mer group centres, most shared k-mers first. Tries are aligned
    in turns: try t+1 is aligned only for members that no earlier try accepted, so a family member
    costs about one TM-align. A try is accepted by the first pass's own rule (TM normalised by the
    centre >= 0.7, both coverages >= 0.8). Members are then resolved in centre-priority order (greedy
    incremental, like CD-HIT): a member joins the first accepting centre that is itself a
    representative, else it becomes one. Every edge points to a strictly better centre, so one pass
-   over the priority order decides everything.
-2. **Cascade**: the representatives are searched against each other with the sensitive search (the
-   built-in prefilter) and clustered with the same rule and greedy set cover; members follow their
-   representative (as Foldseek's cascaded clustering). Rounds repeat while the representatives
-   shrink by at least `min_shrink` and at most `cascade_rounds` times.
+   over the priority order decides everything. Another round on the representatives, with another
+   min-hash seed, draws other k-mers (at most `kmer_rounds`, while they shrink by `min_shrink`).
+2. **Search rounds**: the representatives are searched against each other with the sensitive search
+   (the built-in prefilter, with its estimated TM per pair); each representative's best few
+   partners by that estimate are TM-aligned in turns, and Foldseek's rule in both directions plus
+   greedy set cover over those and the alignments already known decide; members follow their
+   representative (as Foldseek's cascaded clustering). The work per representative is bounded, so
+   a big family costs its size, never its square. At most `search_rounds`, while they shrink.
 
 Pure code over the algorithm's protocols; Ray implements the candidate sources.
 """
@@ -27,10 +30,12 @@ from rayfold.cluster import rules as algo
 from rayfold.cluster.rules import ClusterConfig
 
 if TYPE_CHECKING:
-    from rayfold.cluster.algorithm import Aligner, CandidateSearch, Columns
+    from rayfold.cluster.algorithm import Aligner, Columns
 
-# (members, centre priority) -> (member, centre, shared k-mers) rows, both ends among `members`
-KmerCandidates = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+# (members, centre priority, min-hash seed) -> (member, centre, shared k-mers) rows, both ends among `members`
+KmerCandidates = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
+# (queries, targets, *, desc) -> (unordered pairs i < j, estimated TM per pair)
+ScoredSearch = Callable[..., tuple[np.ndarray, np.ndarray]]
 
 
 def centre_priority(lengths: np.ndarray, mean_plddt: np.ndarray, ids: list[str]) -> np.ndarray:
@@ -63,34 +68,40 @@ def concat_columns(parts: list[Columns]) -> Columns:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def best_tries(member: np.ndarray, centre: np.ndarray, shared: np.ndarray, centre_priority: np.ndarray,
-               limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(member, centre, shared, attempt): each member's best `limit` centres, most shared k-mers first, then
-    the better centre (`centre_priority` per row). A centre sharing a single k-mer is tried only
-    first: further tries need two shared k-mers (one is what unrelated fragments share by chance)."""
-    order = np.lexsort((centre, centre_priority, -shared, member))
-    member, centre, shared = member[order], centre[order], shared[order]
+def ranked_tries(member: np.ndarray, centre: np.ndarray, strength: np.ndarray, centre_priority: np.ndarray,
+                 limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(member, centre, strength, attempt): each member's `limit` strongest centres, ties to the better
+    centre (`centre_priority` per row); attempt 0 is tried first."""
+    order = np.lexsort((centre, centre_priority, -strength, member))
+    member, centre, strength = member[order], centre[order], strength[order]
     first = np.r_[True, member[1:] != member[:-1]] if len(member) else np.zeros(0, bool)
     attempt = np.arange(len(member)) - np.maximum.accumulate(np.where(first, np.arange(len(member)), 0))
-    keep = (attempt < limit) & ((attempt == 0) | (shared >= 2))
+    keep = attempt < limit
+    return member[keep], centre[keep], strength[keep], attempt[keep]
+
+
+def best_tries(member: np.ndarray, centre: np.ndarray, shared: np.ndarray, centre_priority: np.ndarray,
+               limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The k-mer round's tries: the centres sharing the most k-mers first. A centre sharing a single
+    k-mer is tried only first: further tries need two shared k-mers (one is what unrelated fragments
+    share by chance)."""
+    member, centre, shared, attempt = ranked_tries(member, centre, shared, centre_priority, limit)
+    keep = (attempt == 0) | (shared >= 2)
     return member[keep], centre[keep], shared[keep], attempt[keep]
 
 
-def kmer_round(members: np.ndarray, candidates: KmerCandidates, aligner: Aligner, lengths: np.ndarray,
-               priority: np.ndarray, config: ClusterConfig) -> tuple[np.ndarray, Columns]:
-    """(rep_of over `members`, global indices; the alignments worth keeping) of the k-mer round."""
-    member, centre, shared = candidates(members, priority)
-    ok = algo.within_reach(member, centre, lengths, min(config.coverage, config.merge_threshold))
-    member, centre, _, attempt = best_tries(member[ok], centre[ok], shared[ok], priority[centre[ok]],
-                                            config.centres_per_fragment)
-    n = len(lengths)
-    done = np.zeros(n, bool)
+def confirm_tries(members: np.ndarray, member: np.ndarray, centre: np.ndarray, attempt: np.ndarray,
+                  aligner: Aligner, priority: np.ndarray, config: ClusterConfig, *,
+                  desc: str) -> tuple[np.ndarray, Columns]:
+    """(rep_of over `members`, the alignments worth keeping): tries TM-aligned in turns (try t+1 only for
+    members no earlier try accepted), accepted by the first pass's rule, resolved greedily."""
+    done = np.zeros(len(priority), bool)
     accepted_member, accepted_centre, accepted_attempt, parts = [], [], [], []
-    for t in range(config.centres_per_fragment):
+    for t in range(int(attempt.max()) + 1 if len(attempt) else 0):
         sel = (attempt == t) & ~done[member]
         if not sel.any():
-            break
-        columns = aligner.align(np.column_stack([member[sel], centre[sel]]), desc=f"k-mer round, try {t + 1}")
+            continue
+        columns = aligner.align(np.column_stack([member[sel], centre[sel]]), desc=f"{desc}, try {t + 1}")
         parts.append(worth_keeping(columns, config))
         rule = ((columns["tm_b"] >= config.tm_threshold) & (columns["cov_a"] >= config.coverage)
                 & (columns["cov_b"] >= config.coverage))
@@ -98,10 +109,21 @@ def kmer_round(members: np.ndarray, candidates: KmerCandidates, aligner: Aligner
         accepted_centre.append(centre[sel][rule])
         accepted_attempt.append(np.full(int(rule.sum()), t, np.int64))
         done[member[sel][rule]] = True
-    rep_of = resolve_greedy(members, np.concatenate(accepted_member or [np.zeros(0, np.int64)]),
-                            np.concatenate(accepted_centre or [np.zeros(0, np.int64)]),
-                            np.concatenate(accepted_attempt or [np.zeros(0, np.int64)]), priority)
+    none = [np.zeros(0, np.int64)]
+    rep_of = resolve_greedy(members, np.concatenate(accepted_member or none), np.concatenate(accepted_centre or none),
+                            np.concatenate(accepted_attempt or none), priority)
     return rep_of, concat_columns(parts)
+
+
+def kmer_round(members: np.ndarray, candidates: KmerCandidates, aligner: Aligner, lengths: np.ndarray,
+               priority: np.ndarray, config: ClusterConfig, *, seed: int = 0,
+               desc: str = "k-mer round") -> tuple[np.ndarray, Columns]:
+    """(rep_of over `members`, global indices; the alignments worth keeping) of one k-mer round."""
+    member, centre, shared = candidates(members, priority, seed)
+    ok = algo.within_reach(member, centre, lengths, min(config.coverage, config.merge_threshold))
+    member, centre, _, attempt = best_tries(member[ok], centre[ok], shared[ok], priority[centre[ok]],
+                                            config.centres_per_fragment)
+    return confirm_tries(members, member, centre, attempt, aligner, priority, config, desc=desc)
 
 
 def resolve_greedy(members: np.ndarray, member: np.ndarray, centre: np.ndarray, attempt: np.ndarray,
@@ -132,37 +154,82 @@ def resolve_greedy(members: np.ndarray, member: np.ndarray, centre: np.ndarray, 
     return rep[members]
 
 
-def search_round(reps: np.ndarray, search: CandidateSearch, aligner: Aligner, lengths: np.ndarray,
-                 rank: np.ndarray, config: ClusterConfig, *, desc: str) -> tuple[np.ndarray, Columns]:
-    """(rep_of over `reps`, the alignments worth keeping): sensitive search, TM-align, the first-pass
-    rule, set cover."""
-    pairs = algo.reachable(search(reps, reps, desc=f"{desc} search"), lengths,
-                           min(config.coverage, config.merge_threshold))
-    columns = aligner.align(pairs, desc=desc)
-    rep_ends, covered = algo.first_pass_edges(columns["i"], columns["j"], columns["tm_a"], columns["tm_b"],
-                                              columns["cov_a"], columns["cov_b"], config)
-    local = np.full(len(lengths), -1, np.int64)
+def search_round(reps: np.ndarray, search: ScoredSearch, aligner: Aligner, lengths: np.ndarray,
+                 rank: np.ndarray, config: ClusterConfig, *, desc: str,
+                 known: Columns | None = None) -> tuple[np.ndarray, Columns]:
+    """(rep_of over `reps`, the alignments worth keeping): the sensitive search among representatives;
+    each one's `centres_per_fragment` best partners by the search's estimated TM, TM-aligned in turns
+    (a representative that some alignment already showed coverable is not tried further; a pair is
+    aligned once for both ends, and never when `known` has it); then Foldseek's rule in both
+    directions over these and the `known` alignments among the representatives, and greedy set cover
+    (so an edge the k-mer rounds' longest-first order could not use, a shorter fragment covering a
+    longer one, still counts)."""
+    n = len(lengths)
+    is_rep = np.zeros(n, bool)
+    is_rep[reps] = True
+    known = concat_columns([known] if known is not None else [])
+    among = is_rep[known["i"]] & is_rep[known["j"]]
+    known = {k: v[among] for k, v in known.items()}
+    r, m = algo.first_pass_edges(known["i"], known["j"], known["tm_a"], known["tm_b"], known["cov_a"],
+                                 known["cov_b"], config)
+    rep_ends, member_ends, parts = [r], [m], []
+    covered = np.zeros(n, bool)
+    covered[m] = True
+    aligned = np.unique(np.minimum(known["i"], known["j"]) * n + np.maximum(known["i"], known["j"]))
+    pairs, estimate = search(reps, reps, desc=f"{desc} search")
+    # pairs aligned already are not tried again: a later round's tries reach further down the list.
+    # Pairs in merge reach but not coverage reach can never be an edge; they are tried as merge
+    # evidence for the audit (both ends would otherwise never meet again once either is a member)
+    ok = (algo.within_reach(pairs[:, 0], pairs[:, 1], lengths, min(config.coverage, config.merge_threshold))
+          & ~np.isin(pairs[:, 0] * n + pairs[:, 1], aligned))
+    a, b, estimate = pairs[ok, 0], pairs[ok, 1], np.nan_to_num(np.asarray(estimate, np.float64)[ok])
+    end, partner, _, attempt = ranked_tries(np.r_[a, b], np.r_[b, a], np.r_[estimate, estimate],
+                                            rank[np.r_[b, a]], config.centres_per_fragment)
+    for t in range(config.centres_per_fragment):
+        sel = (attempt == t) & ~covered[end]
+        key = np.unique(np.minimum(end[sel], partner[sel]) * n + np.maximum(end[sel], partner[sel]))
+        key = key[~np.isin(key, aligned)]
+        if not len(key):
+            continue
+        aligned = np.union1d(aligned, key)
+        columns = aligner.align(np.column_stack([key // n, key % n]), desc=f"{desc}, try {t + 1}")
+        parts.append(worth_keeping(columns, config))
+        r, m = algo.first_pass_edges(columns["i"], columns["j"], columns["tm_a"], columns["tm_b"],
+                                     columns["cov_a"], columns["cov_b"], config)
+        rep_ends.append(r)
+        member_ends.append(m)
+        covered[m] = True
+    local = np.full(n, -1, np.int64)
     local[reps] = np.arange(len(reps))
-    local_rep_of = algo.greedy_set_cover(len(reps), local[rep_ends], local[covered], rank[reps])
-    return reps[local_rep_of], worth_keeping(columns, config)
+    local_rep_of = algo.greedy_set_cover(len(reps), local[np.concatenate(rep_ends)],
+                                         local[np.concatenate(member_ends)], rank[reps])
+    return reps[local_rep_of], concat_columns(parts)
 
 
-def cascade_first_pass(members: np.ndarray, candidates: KmerCandidates, search: CandidateSearch,
+def cascade_first_pass(members: np.ndarray, candidates: KmerCandidates, search: ScoredSearch,
                        aligner: Aligner, lengths: np.ndarray, priority: np.ndarray, rank: np.ndarray,
                        config: ClusterConfig) -> tuple[np.ndarray, Columns, list[int]]:
-    """(rep_of over `members`, the alignments worth keeping, representatives after each round)."""
-    rep_of, columns = kmer_round(members, candidates, aligner, lengths, priority, config)
-    parts = [columns]
-    counts = [int(len(np.unique(rep_of)))]
+    """(rep_of over `members`, the alignments worth keeping, representatives after each round).
+
+    k-mer rounds (each with its own min-hash seed) while they shrink the representatives by
+    `min_shrink`, at most `kmer_rounds`; then search rounds on the same terms, at least one."""
+    rep_of = np.asarray(members, dtype=np.int64).copy()
+    parts: list[Columns] = []
+    counts: list[int] = []
     position = np.full(len(lengths), -1, np.int64)
-    for round_no in range(2, config.cascade_rounds + 1):
-        reps = np.unique(rep_of)
-        new_rep, columns = search_round(reps, search, aligner, lengths, rank, config,
-                                        desc=f"cascade round {round_no}")
-        parts.append(columns)
-        position[reps] = np.arange(len(reps))
-        rep_of = new_rep[position[rep_of]]
-        counts.append(int(len(np.unique(rep_of))))
-        if counts[-1] > (1.0 - config.min_shrink) * counts[-2]:
-            break
+    for stage, limit in (("kmer", config.kmer_rounds), ("search", config.search_rounds)):
+        for round_no in range(limit):
+            reps = np.unique(rep_of)
+            if stage == "kmer":
+                new_rep, columns = kmer_round(reps, candidates, aligner, lengths, priority, config,
+                                              seed=config.seed + round_no, desc=f"k-mer round {round_no + 1}")
+            else:
+                new_rep, columns = search_round(reps, search, aligner, lengths, rank, config,
+                                                desc=f"search round {round_no + 1}", known=concat_columns(parts))
+            parts.append(columns)
+            position[reps] = np.arange(len(reps))
+            rep_of = new_rep[position[rep_of]]
+            counts.append(int(len(np.unique(rep_of))))
+            if counts[-1] > (1.0 - config.min_shrink) * len(reps):
+                break
     return rep_of, concat_columns(parts), counts

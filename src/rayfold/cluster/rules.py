@@ -55,8 +55,9 @@ class ClusterConfig:
     kmer_alphabet: int = 13  # reduced 3Di letters
     kmer_min_states: int = 3  # k-mers with fewer distinct reduced states are not used
     centres_per_fragment: int = 3  # centres a fragment is TM-aligned to at most, in turns
-    cascade_rounds: int = 3  # rounds in all, the k-mer round included (Foldseek: three)
-    min_shrink: float = 0.1  # another round only when the last one removed this share of representatives
+    kmer_rounds: int = 3  # k-mer rounds at most, each with its own min-hash seed
+    search_rounds: int = 3  # then search rounds on the representatives at most (at least one)
+    min_shrink: float = 0.1  # another round of a kind only when the last one removed this share of representatives
     shard_size: int = 4096  # fragments per object-store shard (~4 kB each); a task holds two at most
 
     def kmer_config(self):  # noqa: ANN201 - rayfold.align.kmers.KmerConfig (kept out of this module's imports)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from rayfold.cluster.algorithm import Columns, Engine, cluster, unique_pairs
+from rayfold.cluster.algorithm import Columns, Engine, cluster, unique_pairs, unique_scored_pairs
 from rayfold.cluster.rules import ClusterConfig, PreviousClusters
 from rayfold.io.storage import exists, join_uri, parquet_parts, write_parquet
 from rayfold.model.errors import InputError
@@ -52,15 +52,17 @@ class ClusterSummary:
 
 def _search_block(query_shard: FragmentSet, query_rows: np.ndarray, query_ids: np.ndarray,
                   target_shard: FragmentSet, target_rows: np.ndarray, target_ids: np.ndarray,
-                  prefilter_config: Any) -> np.ndarray:
-    """Candidate (query, target) global index pairs of one query shard against one target shard."""
-    from rayfold.align.prefilter import search
+                  prefilter_config: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate (query, target) global index pairs of one query shard against one target shard, and
+    their estimated TMs."""
+    from rayfold.align.prefilter import search_scored
 
-    pairs = search(query_shard.subset(query_rows), target_shard.subset(target_rows), prefilter_config)
+    pairs, scores = search_scored(query_shard.subset(query_rows), target_shard.subset(target_rows), prefilter_config)
     if not len(pairs):
-        return np.zeros((0, 2), np.int64)
+        return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
     pairs = np.column_stack([query_ids[pairs[:, 0]], target_ids[pairs[:, 1]]])
-    return pairs[pairs[:, 0] != pairs[:, 1]]
+    keep = pairs[:, 0] != pairs[:, 1]
+    return pairs[keep], scores[keep]
 
 
 def _align_block(shard_a: FragmentSet, rows_a: np.ndarray, shard_b: FragmentSet, rows_b: np.ndarray) -> Columns:
@@ -199,10 +201,14 @@ class RayPrefilter:
         self.remote = ray_remote(_search_block, runtime_env={"env_vars": WORKER_ENV})
 
     def __call__(self, queries: np.ndarray, targets: np.ndarray, *, desc: str) -> np.ndarray:
+        return self.scored(queries, targets, desc=desc)[0]
+
+    def scored(self, queries: np.ndarray, targets: np.ndarray, *, desc: str) -> tuple[np.ndarray, np.ndarray]:
+        """Unordered pairs (i < j, unique) and the best estimated TM of each."""
         queries = np.unique(np.asarray(queries, dtype=np.int64))
         targets = np.unique(np.asarray(targets, dtype=np.int64))
         if not len(queries) or not len(targets):
-            return np.zeros((0, 2), np.int64)
+            return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
         shards, cpus = self.fragments, _cpus()
         chunk = self.chunk or int(np.clip(-(-len(queries) // (4 * cpus)), 64, 2000))
         target_shards = [targets[shards.shard_of[targets] == s] for s in range(shards.n_shards)]
@@ -217,7 +223,9 @@ class RayPrefilter:
                             shards.refs[qs], shards.position[q], q, shards.refs[ts], shards.position[t], t,
                             self.prefilter_config))
         parts = run_tasks(submissions, desc=desc, progress=self.progress, max_in_flight=max(8, cpus))
-        return unique_pairs(np.concatenate(parts)) if parts else np.zeros((0, 2), np.int64)
+        if not parts:
+            return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
+        return unique_scored_pairs(np.concatenate([p for p, _ in parts]), np.concatenate([s for _, s in parts]))
 
 
 class RayKmerCandidates:
@@ -229,17 +237,21 @@ class RayKmerCandidates:
         self.fragments, self.config, self.progress = fragments, config, progress
         self.remote = ray_remote(_shard_kmers, runtime_env={"env_vars": WORKER_ENV})
 
-    def __call__(self, members: np.ndarray, priority: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def __call__(self, members: np.ndarray, priority: np.ndarray,
+                 seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         import ray
+        from dataclasses import replace
 
         members = np.unique(np.asarray(members, dtype=np.int64))
         shards, config = self.fragments, self.config
+        kmer_config = config.kmer_config()
+        kmer_config = kmer_config if seed is None else replace(kmer_config, seed=seed)
         refs = []
         for s in range(shards.n_shards):
             m = members[shards.shard_of[members] == s]
             if len(m):
                 refs.append(self.remote.remote(shards.refs[s], shards.position[m], m, priority[m],
-                                               shards.index.lengths[m], config.kmer_config()))
+                                               shards.index.lengths[m], kmer_config))
         empty = np.zeros(0, np.int64)
         if not refs:
             return empty, empty, empty
@@ -334,7 +346,7 @@ def ray_engine(fragments: ShardedFragments, config: ClusterConfig, prefilter_con
         tool = RayFoldseek(fragments, binary, config)
         return Engine("foldseek", foldseek_version(binary), tool.search, prefilter, tool.first_pass)
     return Engine("builtin", f"rayfold {rayfold.__version__}", prefilter, prefilter,
-                  kmer_candidates=RayKmerCandidates(fragments, config, progress))
+                  kmer_candidates=RayKmerCandidates(fragments, config, progress), scored_search=prefilter.scored)
 
 
 def cluster_fragments(
