@@ -239,8 +239,9 @@ class RayKmerCandidates:
 
     def __call__(self, members: np.ndarray, priority: np.ndarray,
                  seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        import ray
         from dataclasses import replace
+
+        import ray
 
         members = np.unique(np.asarray(members, dtype=np.int64))
         shards, config = self.fragments, self.config
