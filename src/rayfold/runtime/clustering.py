@@ -9,7 +9,7 @@ resource. The algorithm itself (which pairs, which merges) is pure and lives in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -239,8 +239,6 @@ class RayKmerCandidates:
 
     def __call__(self, members: np.ndarray, priority: np.ndarray,
                  seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        from dataclasses import replace
-
         import ray
 
         members = np.unique(np.asarray(members, dtype=np.int64))
