@@ -65,7 +65,8 @@ class Engine:
     search: CandidateSearch  # audit, singleton audit and the built-in first pass
     prefilter: CandidateSearch  # new fragments against existing representatives (built-in for every engine)
     first_pass: FirstPass | None = None  # the engine's own first pass; None: the built-in one
-    kmer_candidates: KmerCandidates | None = None  # the built-in cascade's k-mer rounds; None: all pairs
+    # the built-in cascade needs both; with either missing the built-in first pass is all pairs
+    kmer_candidates: KmerCandidates | None = None  # the cascade's k-mer rounds
     scored_search: ScoredSearch | None = None  # the cascade's search rounds (`search` with estimated TMs)
 
 
