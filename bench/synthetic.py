@@ -142,7 +142,6 @@ def write_set(pool: list, n: int, out: Path, seed: int = 0) -> dict:
     order = rng.permutation(len(pool))
     sizes = family_sizes(n, len(pool), seed)
     rows: list[dict] = []
-    family_of: list[int] = []
     part = 0
 
     def flush() -> None:
@@ -162,13 +161,12 @@ def write_set(pool: list, n: int, out: Path, seed: int = 0) -> dict:
                          "mean_plddt": float(np.clip(plddt + member_rng.normal(scale=2.0), 65, 100)),
                          "passed": True, "sequence": s, "states_3di": st,
                          "ca_coords": xyz.astype(np.float32).tolist(), "source": name})
-            family_of.append(family)
             if len(rows) >= PART_ROWS:
                 flush()
     flush()
     sizes_sorted = np.sort(sizes)[::-1]
     return {"fragments": n, "families": int((sizes > 0).sum()), "largest": int(sizes_sorted[0]),
-            "top1000_share": float(sizes_sorted[:1000].sum() / n), "family_of": np.array(family_of)}
+            "top1000_share": float(sizes_sorted[:1000].sum() / n)}
 
 
 SCHEMA = pa.schema([
