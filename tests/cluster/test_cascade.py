@@ -42,13 +42,15 @@ def edges(rows: list[tuple[int, int, int]], seeds: list[int] | None = None):  # 
     return candidates
 
 
-def no_search(queries: np.ndarray, targets: np.ndarray, *, desc: str) -> tuple[np.ndarray, np.ndarray]:
+def no_search(queries: np.ndarray, targets: np.ndarray, *, desc: str,
+              limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros((0, 2), np.int64), np.zeros(0)
 
 
 def scored_pairs(estimates: dict[tuple[int, int], float]):  # noqa: ANN201
     """A search proposing every pair among the queries, with a fixed estimated TM (0.4 unless listed)."""
-    def search(queries: np.ndarray, targets: np.ndarray, *, desc: str) -> tuple[np.ndarray, np.ndarray]:
+    def search(queries: np.ndarray, targets: np.ndarray, *, desc: str,
+               limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         pairs = np.array([(q, t) for q in queries.tolist() for t in targets.tolist() if q < t], np.int64).reshape(-1, 2)
         return pairs, np.array([estimates.get(tuple(p), 0.4) for p in pairs.tolist()])
     return search
@@ -113,8 +115,16 @@ def test_cascade_rounds_merge_representatives_and_stop_when_nothing_shrinks() ->
 def test_a_search_round_tries_the_best_estimates_first_and_aligns_each_pair_once() -> None:
     aligner = Scores({(3, 1): 0.8, (3, 0): 0.8, (1, 0): 0.8})
     estimates = {(0, 3): 0.35, (1, 3): 0.6, (2, 3): 0.9, (0, 1): 0.3, (0, 2): 0.3, (1, 2): 0.3}
-    rep_of, _ = search_round(np.arange(4), scored_pairs(estimates), aligner, np.full(4, 100), np.arange(4),
-                             ClusterConfig(centres_per_fragment=2), desc="test")
+    limits: list = []
+    search = scored_pairs(estimates)
+
+    def recording(queries: np.ndarray, targets: np.ndarray, *, desc: str, limit: int | None = None):  # noqa: ANN202
+        limits.append(limit)
+        return search(queries, targets, desc=desc)
+
+    rep_of, _ = search_round(np.arange(4), recording, aligner, np.full(4, 100), np.arange(4),
+                             ClusterConfig(centres_per_fragment=2, search_candidates=7), desc="test")
+    assert limits == [7]  # the structural check runs on each representative's best 7 seeds per shard
     # try 1, each end's best estimate: 0-3, 1-3, 2-3 (asked by both 2 and 3: aligned once); 0, 1 and 3
     # are then coverable, so only 2 tries again (its 2nd best, 0); 0-1 would succeed but is never needed
     assert sorted(aligner.asked) == [(0, 2), (0, 3), (1, 3), (2, 3)]

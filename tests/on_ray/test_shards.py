@@ -88,3 +88,31 @@ def test_the_ray_data_shuffle_gives_the_in_process_candidates(ray_local, fragmen
         expected |= {(x, int(cc), int(-ss)) for k, (ss, _, cc) in enumerate(rows) if k == 0 or -ss >= 2}
     assert set(zip(member.tolist(), centre.tolist(), shared.tolist())) == expected
     assert (priority[centre] < priority[member]).all()  # every edge points to a better centre
+
+
+def test_the_sharded_scored_search_checks_at_most_limit_candidates_per_query_and_target_shard(ray_local,
+                                                                                               fragments_table):
+    from dataclasses import replace
+
+    from rayfold.align.prefilter import PrefilterConfig, search_scored
+    from rayfold.cluster.algorithm import unique_scored_pairs
+    from rayfold.runtime.clustering import RayPrefilter
+
+    fs = FragmentSet.from_table(fragments_table, passed_only=True)
+    everyone = np.arange(len(fs))
+    prefilter = RayPrefilter(shard_in_memory(fs, 5), PrefilterConfig(), progress=False)
+    full, full_tm = prefilter.scored(everyone, everyone, desc="test")
+    assert len(full) > 2, "the example set has no candidate pairs: the test would prove nothing"
+    limited, limited_tm = prefilter.scored(everyone, everyone, desc="test", limit=1)
+    # the same search, block by block in this process: each (query, target shard) keeps its best seed
+    want_pairs, want_tm = [], []
+    for start in range(0, len(fs), 5):
+        targets = everyone[start:start + 5]
+        pairs, tm = search_scored(fs, fs.subset(targets), replace(PrefilterConfig(), max_candidates=1))
+        pairs = np.column_stack([pairs[:, 0], targets[pairs[:, 1]]])
+        keep = pairs[:, 0] != pairs[:, 1]
+        want_pairs.append(pairs[keep])
+        want_tm.append(tm[keep])
+    want, want_score = unique_scored_pairs(np.concatenate(want_pairs), np.concatenate(want_tm))
+    assert limited.tolist() == want.tolist() and np.allclose(limited_tm, want_score)
+    assert len(limited) < len(full)

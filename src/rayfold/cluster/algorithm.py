@@ -30,7 +30,8 @@ import numpy as np
 from rayfold.cluster import rules as algo
 from rayfold.cluster.cascade import KmerCandidates, ScoredSearch, cascade_first_pass, centre_priority, concat_columns
 from rayfold.cluster.cohesion import cohesion_pairs, summarise
-from rayfold.cluster.linkage import MERGED, link_clusters, pair_key
+from rayfold.cluster.linkage import MERGED, link_clusters
+from rayfold.cluster.pairscores import PairScores
 from rayfold.cluster.rules import ClusterConfig, PreviousClusters
 from rayfold.cluster.tables import cluster_tables
 from rayfold.model.fragset import Fragments
@@ -124,22 +125,20 @@ def align_once(pairs: np.ndarray, done: list[Columns], aligner: Aligner, *, desc
     return out
 
 
-def known_scores(column_sets: list[Columns]) -> dict[tuple[int, int], float]:
-    """pair_key -> min-TM of every alignment already done (the guard and cohesion reuse them)."""
-    known: dict[tuple[int, int], float] = {}
-    for columns in column_sets:
-        scores = np.minimum(columns["tm_a"], columns["tm_b"]).tolist()
-        for a, b, tm in zip(columns["i"].tolist(), columns["j"].tolist(), scores):
-            known[pair_key(int(a), int(b))] = tm
-    return known
+def known_scores(column_sets: list[Columns]) -> PairScores:
+    """min-TM of every alignment already done (the guard and cohesion reuse them)."""
+    return PairScores.from_columns(column_sets)
 
 
-def scores_of(pairs: np.ndarray, known: dict, aligner: Aligner, *, desc: str) -> np.ndarray:
-    """min-TM per pair: from `known` where it was aligned already, else aligned now."""
-    keys = [pair_key(int(a), int(b)) for a, b in pairs.tolist()]
-    todo = sorted({k for k in keys if k not in known})
-    fresh = dict(zip(todo, min_tm(aligner, np.array(todo, dtype=np.int64), desc=desc).tolist()))
-    return np.array([known[k] if k in known else fresh[k] for k in keys], dtype=np.float64)
+def scores_of(pairs: np.ndarray, known: PairScores, aligner: Aligner, *, desc: str) -> np.ndarray:
+    """min-TM per pair: from `known` where it was aligned already, else aligned now (each pair once)."""
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    found, scores = known.lookup(pairs[:, 0], pairs[:, 1])
+    if not found.all():
+        todo = unique_pairs(pairs[~found])
+        fresh = PairScores(todo[:, 0], todo[:, 1], min_tm(aligner, todo, desc=desc))
+        scores[~found] = fresh.lookup(pairs[~found, 0], pairs[~found, 1])[1]
+    return scores
 
 
 def builtin_first_pass(fragments: Fragments, members: np.ndarray, rank: np.ndarray, engine: Engine,
@@ -240,18 +239,27 @@ def cluster(fragments: Fragments, engine: Engine, aligner: Aligner, config: Clus
         member_evidence.append(columns)
     rep_of[rest] = rest_rep_of
     first_reps = np.unique(rep_of)
+    # of the first pass's alignments, later steps need their min-TM (guard, cohesion), the merge
+    # evidence, and the rows between representatives (the audit reuses them): the columns of the
+    # rest (~one per fragment, 72 B each) leave the driver here
+    members_known = known_scores(member_evidence)
+    members_found = [algo.merge_evidence(c, rep_of, config.merge_threshold, source="members") for c in member_evidence]
+    is_rep = np.zeros(n, bool)
+    is_rep[first_reps] = True
+    between_reps = [{k: v[is_rep[c["i"]] & is_rep[c["j"]]] for k, v in c.items()} for c in member_evidence]
+    del member_evidence, columns
 
     # 3. representative audit: new representatives against all representatives
     rep_pairs = algo.reachable(engine.search(np.unique(rest_rep_of), first_reps, desc="audit prefilter"),
                                fragments.lengths, config.merge_threshold)
-    audit = align_once(rep_pairs, member_evidence, aligner, desc="representative audit")
+    audit = align_once(rep_pairs, between_reps, aligner, desc="representative audit")
     evidence = algo.merge_evidence(audit, rep_of, config.merge_threshold, source="representatives")
-    for columns in member_evidence:
-        evidence = algo.concat_evidence(
-            evidence, algo.merge_evidence(columns, rep_of, config.merge_threshold, source="members"))
+    for found in members_found:
+        evidence = algo.concat_evidence(evidence, found)
 
     # 4. the linkage decides which evidence joins clusters; earlier releases' merges are evidence too
-    known = known_scores([audit, *member_evidence])
+    known = known_scores([audit])
+    known.absorb(members_known)
     before, tick = aligner.calls, time.perf_counter()
     kept = previous.merge_pairs
     new_rows = len(evidence["rep_a"])

@@ -21,7 +21,7 @@ Pure code over the algorithm's protocols; Ray implements the candidate sources.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,15 +34,14 @@ if TYPE_CHECKING:
 
 # (members, centre priority, min-hash seed) -> (member, centre, shared k-mers) rows, both ends among `members`
 KmerCandidates = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
-# (queries, targets, *, desc) -> (unordered pairs i < j, estimated TM per pair)
+# (queries, targets, *, desc, limit) -> (unordered pairs i < j, estimated TM per pair); limit: candidates
+# per query and target shard whose structural check runs (None: the search's own)
 ScoredSearch = Callable[..., tuple[np.ndarray, np.ndarray]]
 
 
-def centre_priority(lengths: np.ndarray, mean_plddt: np.ndarray, ids: list[str]) -> np.ndarray:
+def centre_priority(lengths: np.ndarray, mean_plddt: np.ndarray, ids: Sequence[str]) -> np.ndarray:
     """priority[i]: 0 for the best k-mer group centre (longest, then higher mean pLDDT, then smaller id)."""
-    id_rank = np.empty(len(ids), np.int64)
-    id_rank[np.argsort(np.array(ids, dtype=object), kind="stable")] = np.arange(len(ids))
-    order = np.lexsort((id_rank, -np.round(np.asarray(mean_plddt, np.float64), 3), -np.asarray(lengths)))
+    order = np.lexsort((algo.id_rank(ids), -np.round(np.asarray(mean_plddt, np.float64), 3), -np.asarray(lengths)))
     priority = np.empty(len(ids), np.int64)
     priority[order] = np.arange(len(ids))
     return priority
@@ -135,19 +134,18 @@ def resolve_greedy(members: np.ndarray, member: np.ndarray, centre: np.ndarray, 
     member, centre = member[order], centre[order]
     is_rep = np.zeros(n, bool)
     rep = np.full(n, -1, np.int64)
-    # edges of one member are contiguous after the sort (priorities are distinct)
-    bounds: dict[int, tuple[int, int]] = {}
+    # edges of one member are contiguous after the sort (priorities are distinct): rows [start, end)
+    start = np.zeros(n, np.int64)
+    end = np.zeros(n, np.int64)
     if len(member):
         firsts = np.flatnonzero(np.r_[True, member[1:] != member[:-1]])
-        ends = np.r_[firsts[1:], len(member)]
-        bounds = dict(zip(member[firsts].tolist(), zip(firsts.tolist(), ends.tolist())))
+        start[member[firsts]] = firsts
+        end[member[firsts]] = np.r_[firsts[1:], len(member)]
     for x in members[np.argsort(priority[members], kind="stable")].tolist():
-        span = bounds.get(x)
-        if span is not None:
-            for c in centre[span[0]:span[1]].tolist():
-                if is_rep[c]:
-                    rep[x] = c
-                    break
+        for c in centre[start[x]:end[x]].tolist():
+            if is_rep[c]:
+                rep[x] = c
+                break
         if rep[x] < 0:
             rep[x] = x
             is_rep[x] = True
@@ -176,7 +174,7 @@ def search_round(reps: np.ndarray, search: ScoredSearch, aligner: Aligner, lengt
     covered = np.zeros(n, bool)
     covered[m] = True
     aligned = np.unique(np.minimum(known["i"], known["j"]) * n + np.maximum(known["i"], known["j"]))
-    pairs, estimate = search(reps, reps, desc=f"{desc} search")
+    pairs, estimate = search(reps, reps, desc=f"{desc} search", limit=config.search_candidates)
     # pairs aligned already are not tried again: a later round's tries reach further down the list.
     # Pairs in merge reach but not coverage reach can never be an edge; they are tried as merge
     # evidence for the audit (both ends would otherwise never meet again once either is a member)

@@ -28,7 +28,7 @@ def cohesion_pairs(cluster_rep: np.ndarray, ids: Sequence[str], per_cluster: int
     members = np.flatnonzero(cluster_rep != np.arange(len(cluster_rep)))
     if per_cluster <= 0 or not len(members):
         return np.zeros((0, 2), np.int64)
-    hashes = np.array([seeded_hash(seed, ids[m]) for m in members.tolist()], dtype=np.uint64)
+    hashes = np.fromiter((seeded_hash(seed, ids[m]) for m in members.tolist()), np.uint64, len(members))
     order = np.lexsort((hashes, cluster_rep[members]))  # by cluster, then hash
     members = members[order]
     reps = cluster_rep[members]

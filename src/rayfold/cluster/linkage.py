@@ -25,11 +25,12 @@ A merged cluster's representative is the representative of its largest first-pas
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from rayfold.cluster.pairscores import PairScores
 from rayfold.model.unionfind import UnionFind
 
 LINKAGES = ("guarded", "single", "method")
@@ -75,7 +76,7 @@ def link_clusters(
     linkage: str = "guarded",
     guard: float = 0.5,
     score: Scorer | None = None,
-    known: dict[tuple[int, int], float] | None = None,
+    known: PairScores | Mapping[tuple[int, int], float] | None = None,
     previous_rep: np.ndarray | None = None,
     prefetch: int = 2048,
     pair_i: np.ndarray | None = None,
@@ -85,9 +86,9 @@ def link_clusters(
 
     `previous_rep` (last release's final representative per fragment, -1 for new ones) starts the
     clusters as they were and lets their representatives win. `known` holds min-TM scores already
-    computed (pair_key -> score); `score` aligns the missing ones the guard needs. `pair_i`,
-    `pair_j` are the evidence pairs' own fragments (default: the representatives), which the
-    guarded linkage may reassign when a merge is refused.
+    computed (a PairScores, or a dict pair_key -> score); `score` aligns the missing ones the guard
+    needs. `pair_i`, `pair_j` are the evidence pairs' own fragments (default: the representatives),
+    which the guarded linkage may reassign when a merge is refused.
     """
     if linkage not in LINKAGES:
         raise ValueError(f"unknown linkage {linkage!r}: one of {', '.join(LINKAGES)}")
@@ -118,7 +119,7 @@ def link_clusters(
             if c >= 0 and c != r and rep_of[c] == c:
                 _join(forest, head, reps_of, r, c, winner=c)
 
-    scores = _Scores(dict(known or {}), score)
+    scores = _Scores(PairScores.of(known), score)
     usable = np.ones(rows, bool) if linkage != "method" else (np.asarray(source) == "representatives")
     decision[~usable] = IGNORED
     order = [int(k) for k in evidence_order(tm_min, rep_a, rep_b, rank) if usable[k]]
@@ -166,7 +167,8 @@ def link_clusters(
         decision[k] = MERGED
         position += 1
 
-    label = np.array([head[forest.find(int(r))] for r in rep_of.tolist()], dtype=np.int64)
+    first_reps, first_rep_index = np.unique(rep_of, return_inverse=True)
+    label = np.array([head[forest.find(r)] for r in first_reps.tolist()], dtype=np.int64)[first_rep_index]
     if previous_rep is not None:  # members the last release moved stay where they went
         old = np.asarray(previous_rep, dtype=np.int64)
         moved = np.flatnonzero((old >= 0) & (rep_of != np.arange(n)))
@@ -184,19 +186,19 @@ def link_clusters(
 class _Scores:
     """min-TM scores known so far; `fill` aligns the missing ones in one batch and counts it."""
 
-    cache: dict[tuple[int, int], float]
+    cache: PairScores
     score: Scorer | None
     alignments: int = 0
     rounds: int = 0
 
     def fill(self, pairs: Iterable[tuple[int, int]]) -> None:
-        todo = np.array(sorted(set(pairs) - self.cache.keys()), dtype=np.int64).reshape(-1, 2)
+        todo = np.array(sorted(set(pairs)), dtype=np.int64).reshape(-1, 2)
+        todo = todo[~self.cache.lookup(todo[:, 0], todo[:, 1])[0]]
         if not len(todo):
             return
         if self.score is None:
             raise ValueError("guarded linkage needs a scorer for scores not yet known")
-        tms = np.asarray(self.score(todo), dtype=np.float64).tolist()
-        self.cache.update(((int(a), int(b)), tm) for (a, b), tm in zip(todo.tolist(), tms))
+        self.cache.update(todo[:, 0], todo[:, 1], np.asarray(self.score(todo), dtype=np.float64))
         self.alignments += len(todo)
         self.rounds += 1
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -58,6 +59,9 @@ class ClusterConfig:
     kmer_rounds: int = 3  # k-mer rounds at most, each with its own min-hash seed
     search_rounds: int = 3  # then search rounds on the representatives at most (at least one)
     min_shrink: float = 0.1  # another round of a kind only when the last one removed this share of representatives
+    # search rounds: the structural check runs on each representative's best `search_candidates` by
+    # k-mer seed score per target shard (a round tries its best 3 by the check; the audit keeps 100)
+    search_candidates: int = 16
     shard_size: int = 4096  # fragments per object-store shard (~4 kB each); a task holds two at most
 
     def kmer_config(self):  # noqa: ANN201 - rayfold.align.kmers.KmerConfig (kept out of this module's imports)
@@ -68,11 +72,22 @@ class ClusterConfig:
                           seed=self.seed)
 
 
-def priority_order(mean_plddt: np.ndarray, lengths: np.ndarray, ids: list[str]) -> np.ndarray:
+def id_rank(ids: Sequence[str]) -> np.ndarray:
+    """rank[i]: the place of ids[i] in sorted order (ids unique). A set already in id order (the
+    sharded engine's global index) costs one pass of comparisons and no Python objects."""
+    n = len(ids)
+    if all(ids[k] < ids[k + 1] for k in range(n - 1)):
+        return np.arange(n, dtype=np.int64)
+    rank = np.empty(n, np.int64)
+    rank[np.argsort(np.array(ids, dtype=object), kind="stable")] = np.arange(n)
+    return rank
+
+
+def priority_order(mean_plddt: np.ndarray, lengths: np.ndarray, ids: Sequence[str]) -> np.ndarray:
     """rank[i]: 0 for the best representative candidate (higher pLDDT, then longer, then smaller id)."""
-    order = sorted(range(len(ids)), key=lambda i: (-float(mean_plddt[i]), -int(lengths[i]), ids[i]))
+    order = np.lexsort((id_rank(ids), -np.asarray(lengths, np.int64), -np.asarray(mean_plddt, np.float64)))
     rank = np.empty(len(ids), dtype=np.int64)
-    rank[np.array(order, dtype=np.int64)] = np.arange(len(ids))
+    rank[order] = np.arange(len(ids))
     return rank
 
 
@@ -151,9 +166,9 @@ def sample_singletons(cluster_rep: np.ndarray, sample_size: int, seed: int, ids:
     if len(singletons) <= sample_size:
         return singletons
     names = ids if ids is not None else [str(i) for i in range(len(cluster_rep))]
-    keys = [(seeded_hash(seed, names[i]), names[i]) for i in singletons.tolist()]
-    order = sorted(range(len(keys)), key=keys.__getitem__)[:sample_size]
-    return np.sort(singletons[np.array(order, dtype=np.int64)])
+    hashes = np.fromiter((seeded_hash(seed, names[i]) for i in singletons.tolist()), np.uint64, len(singletons))
+    order = np.lexsort((id_rank(names)[singletons], hashes))[:sample_size]
+    return np.sort(singletons[order])
 
 
 def seeded_hash(seed: int, name: str) -> int:

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 from rayfold.cluster.cohesion import Cohesion
-from rayfold.cluster.rules import SingletonAudit
+from rayfold.cluster.rules import SingletonAudit, id_rank
 from rayfold.model import schema
 from rayfold.model.fragset import Fragments
 
@@ -20,38 +20,37 @@ def cluster_tables(
     cohesion: Cohesion,
 ) -> dict[str, pa.Table]:
     """clusters, members, merges and singleton_audit tables, sorted by their keys."""
-    ids = np.array(fragments.ids, dtype=object)
-    n = len(ids)
+    # one Arrow copy of the ids, taken from: no Python list per column
+    names = pa.array(fragments.ids, pa.string())
+    in_id_order = id_rank(fragments.ids)
+    n = len(names)
     sizes = np.bincount(cluster_rep, minlength=n)
     reps = np.unique(cluster_rep)
     first_pass_per_cluster = np.bincount(cluster_rep[np.unique(rep_of)], minlength=n)
-    order = np.argsort(ids[reps].astype(str), kind="stable")
-    reps = reps[order]
+    reps = reps[np.argsort(in_id_order[reps], kind="stable")]
     lengths = fragments.lengths
     min_length = np.full(n, np.iinfo(np.int64).max, np.int64)
     max_length = np.zeros(n, np.int64)
     np.minimum.at(min_length, cluster_rep, lengths)
     np.maximum.at(max_length, cluster_rep, lengths)
     clusters = pa.Table.from_arrays(
-        [pa.array(ids[reps].tolist()), pa.array(ids[reps].tolist()), pa.array(sizes[reps]),
+        [names.take(pa.array(reps)), names.take(pa.array(reps)), pa.array(sizes[reps]),
          pa.array(first_pass_per_cluster[reps]), pa.array(min_length[reps]), pa.array(max_length[reps]),
          pa.array(cohesion.sampled[reps]),
          pa.array(cohesion.min_tm[reps], type=pa.float64(), from_pandas=True),
          pa.array(cohesion.median_tm[reps], type=pa.float64(), from_pandas=True)],
         schema=schema.CLUSTERS,
     )
-    members = pa.Table.from_arrays(
-        [pa.array(ids.tolist()), pa.array(ids[cluster_rep].tolist()), pa.array(ids[rep_of].tolist())],
-        schema=schema.MEMBERS,
-    )
+    members = pa.Table.from_arrays([names, names.take(pa.array(cluster_rep)), names.take(pa.array(rep_of))],
+                                   schema=schema.MEMBERS)
     e = evidence
 
-    def names(index: np.ndarray) -> pa.Array:
-        return pa.array(ids[np.asarray(index, dtype=np.int64)].tolist(), type=pa.string())
+    def named(index: np.ndarray) -> pa.Array:
+        return names.take(pa.array(np.asarray(index, dtype=np.int64)))
 
     merges = pa.Table.from_arrays(
         [
-            names(e["rep_a"]), names(e["rep_b"]), names(e["i"]), names(e["j"]),
+            named(e["rep_a"]), named(e["rep_b"]), named(e["i"]), named(e["j"]),
             pa.array(e["source"].tolist(), type=pa.string()),
             pa.array(e["tm_a"], type=pa.float64()),
             pa.array(e["tm_b"], type=pa.float64()),
@@ -66,11 +65,13 @@ def cluster_tables(
     ).sort_by([("representative_a", "ascending"), ("representative_b", "ascending"),
                ("fragment_a", "ascending"), ("fragment_b", "ascending")])
     sampled = singletons.sampled
-    component_ids = ids[singletons.component].tolist() if len(sampled) else []
+    component_ids = named(singletons.component) if len(sampled) else pa.array([], pa.string())
     singleton_audit = pa.Table.from_arrays(
-        [pa.array(ids[sampled].tolist(), type=pa.string()), pa.array(component_ids, type=pa.string()),
+        [named(sampled), component_ids,
          pa.array(singletons.sizes.astype(np.int64), type=pa.int64())],
         schema=schema.SINGLETON_AUDIT,
     )
-    return {"clusters": clusters, "members": members.sort_by("fragment_id"), "merges": merges,
+    if not np.array_equal(in_id_order, np.arange(n)):
+        members = members.take(pa.array(np.argsort(in_id_order)))
+    return {"clusters": clusters, "members": members, "merges": merges,
             "singleton_audit": singleton_audit}

@@ -203,8 +203,11 @@ class RayPrefilter:
     def __call__(self, queries: np.ndarray, targets: np.ndarray, *, desc: str) -> np.ndarray:
         return self.scored(queries, targets, desc=desc)[0]
 
-    def scored(self, queries: np.ndarray, targets: np.ndarray, *, desc: str) -> tuple[np.ndarray, np.ndarray]:
-        """Unordered pairs (i < j, unique) and the best estimated TM of each."""
+    def scored(self, queries: np.ndarray, targets: np.ndarray, *, desc: str,
+               limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Unordered pairs (i < j, unique) and the best estimated TM of each; `limit`: candidates per
+        query and target shard that get the structural check (default: the prefilter's own)."""
+        prefilter_config = replace(self.prefilter_config, max_candidates=limit) if limit else self.prefilter_config
         queries = np.unique(np.asarray(queries, dtype=np.int64))
         targets = np.unique(np.asarray(targets, dtype=np.int64))
         if not len(queries) or not len(targets):
@@ -221,7 +224,7 @@ class RayPrefilter:
                     if len(t):
                         submissions.append(lambda q=q, qs=qs, t=t, ts=ts: self.remote.remote(
                             shards.refs[qs], shards.position[q], q, shards.refs[ts], shards.position[t], t,
-                            self.prefilter_config))
+                            prefilter_config))
         parts = run_tasks(submissions, desc=desc, progress=self.progress, max_in_flight=max(8, cpus))
         if not parts:
             return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)

@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+
+from rayfold.cluster.algorithm import known_scores, scores_of
+from rayfold.cluster.linkage import pair_key
+from rayfold.cluster.pairscores import PairScores
+from rayfold.cluster.rules import id_rank, priority_order
+
+
+def columns(i, j, tm_a, tm_b):
+    return {"i": np.array(i), "j": np.array(j), "tm_a": np.array(tm_a, float), "tm_b": np.array(tm_b, float)}
+
+
+def test_pair_scores_are_unordered_and_the_last_score_of_a_pair_wins_as_in_a_dict():
+    sets = [columns([0, 5], [3, 2], [0.9, 0.4], [0.8, 0.6]), columns([3], [0], [0.75], [0.7])]
+    known = known_scores(sets)
+    reference: dict = {}
+    for c in sets:
+        for a, b, x, y in zip(c["i"], c["j"], c["tm_a"], c["tm_b"]):
+            reference[pair_key(int(a), int(b))] = min(x, y)
+    assert len(known) == len(reference) == 2
+    for (a, b), tm in reference.items():
+        assert known[(a, b)] == known[(b, a)] == tm
+    assert (0, 3) in known and (3, 0) in known and (0, 2) not in known
+    with pytest.raises(KeyError):
+        known[(1, 4)]
+    found, tm = known.lookup(np.array([2, 1]), np.array([5, 4]))
+    assert found.tolist() == [True, False] and tm[0] == 0.4 and np.isnan(tm[1])
+    assert known.nbytes == 32  # two pairs: an int64 key and a float64 score each
+    copy = PairScores.of(reference)
+    assert copy.lookup(np.array([0, 2]), np.array([3, 5]))[1].tolist() == [0.7, 0.4]
+    assert len(PairScores.of(None)) == 0 and not PairScores().lookup(np.array([1]), np.array([2]))[0][0]
+
+
+class Counting:
+    def __init__(self, tm):
+        self.tm, self.calls, self.asked = tm, 0, []
+
+    def align(self, pairs, *, desc):
+        self.calls += len(pairs)
+        self.asked += [tuple(p) for p in pairs.tolist()]
+        tm = self.tm[pairs[:, 0], pairs[:, 1]]
+        return {"i": pairs[:, 0], "j": pairs[:, 1], "tm_a": tm, "tm_b": tm}
+
+
+def test_scores_of_aligns_only_unknown_pairs_once_each():
+    tm = np.arange(36, dtype=float).reshape(6, 6) / 100
+    tm = np.minimum(tm, tm.T)
+    known = PairScores(np.array([0]), np.array([1]), np.array([0.99]))
+    aligner = Counting(tm)
+    got = scores_of(np.array([[1, 0], [2, 3], [3, 2], [4, 5]]), known, aligner, desc="t")
+    assert got.tolist() == [0.99, tm[2, 3], tm[2, 3], tm[4, 5]]
+    assert aligner.asked == [(2, 3), (4, 5)]
+
+
+def test_priority_order_matches_a_python_sort_whatever_the_id_order():
+    rng = np.random.default_rng(3)
+    ids = [f"f{k:03d}" for k in rng.permutation(300)]
+    plddt = rng.choice([70.0, 80.5, 90.0], 300)
+    lengths = rng.choice([50, 60], 300)
+    order = sorted(range(300), key=lambda i: (-plddt[i], -lengths[i], ids[i]))
+    expected = np.empty(300, np.int64)
+    expected[order] = np.arange(300)
+    assert priority_order(plddt, lengths, ids).tolist() == expected.tolist()
+    assert id_rank(sorted(ids)).tolist() == list(range(300))
+    assert [sorted(ids)[r] for r in id_rank(ids)] == ids
