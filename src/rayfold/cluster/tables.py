@@ -24,6 +24,10 @@ def cluster_tables(
     names = pa.array(fragments.ids, pa.string())
     in_id_order = id_rank(fragments.ids)
     n = len(names)
+
+    def named(index: np.ndarray) -> pa.Array:
+        return names.take(pa.array(np.asarray(index, dtype=np.int64)))
+
     sizes = np.bincount(cluster_rep, minlength=n)
     reps = np.unique(cluster_rep)
     first_pass_per_cluster = np.bincount(cluster_rep[np.unique(rep_of)], minlength=n)
@@ -34,20 +38,16 @@ def cluster_tables(
     np.minimum.at(min_length, cluster_rep, lengths)
     np.maximum.at(max_length, cluster_rep, lengths)
     clusters = pa.Table.from_arrays(
-        [names.take(pa.array(reps)), names.take(pa.array(reps)), pa.array(sizes[reps]),
+        [named(reps), named(reps), pa.array(sizes[reps]),
          pa.array(first_pass_per_cluster[reps]), pa.array(min_length[reps]), pa.array(max_length[reps]),
          pa.array(cohesion.sampled[reps]),
          pa.array(cohesion.min_tm[reps], type=pa.float64(), from_pandas=True),
          pa.array(cohesion.median_tm[reps], type=pa.float64(), from_pandas=True)],
         schema=schema.CLUSTERS,
     )
-    members = pa.Table.from_arrays([names, names.take(pa.array(cluster_rep)), names.take(pa.array(rep_of))],
+    members = pa.Table.from_arrays([names, named(cluster_rep), named(rep_of)],
                                    schema=schema.MEMBERS)
     e = evidence
-
-    def named(index: np.ndarray) -> pa.Array:
-        return names.take(pa.array(np.asarray(index, dtype=np.int64)))
-
     merges = pa.Table.from_arrays(
         [
             named(e["rep_a"]), named(e["rep_b"]), named(e["i"]), named(e["j"]),
@@ -65,9 +65,8 @@ def cluster_tables(
     ).sort_by([("representative_a", "ascending"), ("representative_b", "ascending"),
                ("fragment_a", "ascending"), ("fragment_b", "ascending")])
     sampled = singletons.sampled
-    component_ids = named(singletons.component) if len(sampled) else pa.array([], pa.string())
     singleton_audit = pa.Table.from_arrays(
-        [named(sampled), component_ids,
+        [named(sampled), named(singletons.component),
          pa.array(singletons.sizes.astype(np.int64), type=pa.int64())],
         schema=schema.SINGLETON_AUDIT,
     )
