@@ -2,8 +2,10 @@
 
 Runs `python -m rayfold cluster FRAGMENTS --out OUT --engine builtin` as a child process, samples
 its RSS every 0.25 s, and attributes each sample to the stage whose progress bar appeared last (the
-`desc` of `run_tasks`: "k-mer round 1, try 1", "search round 2 search", "representative audit" ...).
+`desc` of `iter_tasks`: "k-mer round 1, try 1", "search round 2 search", "representative audit" ...).
 This is where the driver's per-fragment growth (`bench/linear_engine.py`) has to be looked for.
+Resident memory is split as the kernel counts it: private (RssAnon: the driver's own heap) and
+shared (RssShmem: pages of Ray's object store the driver has mapped while it reads a result).
 
     python bench/driver_memory.py /tmp/lin/n10000 /tmp/driver-memory-out
 """
@@ -17,8 +19,6 @@ import sys
 import threading
 import time
 
-import psutil
-
 STAGE = re.compile(rb"\s*([A-Za-z][A-Za-z0-9 ,\-]+?):")
 
 
@@ -30,14 +30,14 @@ def main() -> None:
     child = subprocess.Popen([sys.executable, "-m", "rayfold", "cluster", args.fragments, "--out", args.out,
                               "--engine", "builtin"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
     assert child.stderr is not None
-    process, start = psutil.Process(child.pid), time.monotonic()
-    samples: list[tuple[float, float]] = []
+    start = time.monotonic()
+    samples: list[tuple[float, float, float, float]] = []  # (t, rss, private, shared) in MB
 
     def sample() -> None:
         while child.poll() is None:
             try:
-                samples.append((time.monotonic() - start, process.memory_info().rss / 1e6))
-            except psutil.Error:
+                samples.append((time.monotonic() - start, *resident(child.pid)))
+            except (OSError, KeyError):
                 return
             time.sleep(0.25)
 
@@ -53,12 +53,25 @@ def main() -> None:
                 seen.add(match.group(1))
                 stages.append((time.monotonic() - start, match.group(1).decode()))
     child.wait()
-    print("| from | stage | driver RSS max (MB) |\n|---|---|---|")
+    print("| from | stage | RSS max (MB) | private max | shared max |\n|---|---|---|---|---|")
     for (begin, name), (end, _) in zip(stages, [*stages[1:], (float("inf"), "")]):
-        rss = [r for t, r in samples if begin <= t < end]
-        if rss:
-            print(f"| {begin:.0f} s | {name} | {max(rss):.1f} |")
-    print(f"\npeak {max(r for _, r in samples):.1f} MB; exit status {child.returncode}")
+        rows = [s[1:] for s in samples if begin <= s[0] < end]
+        if rows:
+            rss, private, shared = (max(c) for c in zip(*rows))
+            print(f"| {begin:.0f} s | {name} | {rss:.1f} | {private:.1f} | {shared:.1f} |")
+    peaks = [max(c) for c in zip(*(s[1:] for s in samples))]
+    print(f"\npeak RSS {peaks[0]:.1f} MB, private {peaks[1]:.1f} MB, shared {peaks[2]:.1f} MB; "
+          f"exit status {child.returncode}")
+
+
+def resident(pid: int) -> tuple[float, float, float]:
+    """(RSS, private, shared) in MB from /proc/PID/status (Linux)."""
+    fields = {}
+    for line in open(f"/proc/{pid}/status"):
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssShmem"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields["VmRSS"], fields["RssAnon"], fields["RssShmem"]
 
 
 if __name__ == "__main__":

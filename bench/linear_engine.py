@@ -124,7 +124,8 @@ def check_clusters(folder: Path, pairs: int, seed: int) -> dict:
 
 
 class Sampler(threading.Thread):
-    """Peak RSS of the driver and of the largest worker, and CPU seconds of the whole process tree."""
+    """Peak RSS of the driver (the kernel's high-water mark, VmHWM, so no transient peak between two
+    samples is missed) and of the largest worker (sampled), and CPU seconds of the whole process tree."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -145,12 +146,21 @@ class Sampler(threading.Thread):
                     times = p.cpu_times()
                     self.cpu[p.pid] = times.user + times.system + times.children_user + times.children_system
                     if p.pid == self.root.pid:
-                        self.driver_peak = max(self.driver_peak, rss)
+                        self.driver_peak = max(self.driver_peak, rss, high_water_mark(p.pid))
                     elif "ray::" in " ".join(p.cmdline()[:1]):
                         self.worker_peak = max(self.worker_peak, rss)
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                except (psutil.NoSuchProcess, psutil.AccessDenied, OSError):
                     continue
             time.sleep(1.0)
+
+
+def high_water_mark(pid: int) -> int:
+    """The process's peak resident memory so far, in bytes (Linux /proc)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def cluster(fragments: Path, out: Path) -> dict:

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from rayfold.cluster.cascade import cascade_first_pass, centre_priority, kmer_round, resolve_greedy, search_round
+from rayfold.cluster.algorithm import unique_scored_pairs
+from rayfold.cluster.cascade import (
+    BestPartners,
+    cascade_first_pass,
+    centre_priority,
+    kmer_round,
+    ranked_tries,
+    resolve_greedy,
+    search_round,
+)
 from rayfold.cluster.rules import ClusterConfig
 
 COLUMNS = ("i", "j", "tm_a", "tm_b", "rmsd", "aligned_length", "seq_identity", "cov_a", "cov_b")
@@ -43,16 +52,20 @@ def edges(rows: list[tuple[int, int, int]], seeds: list[int] | None = None):  # 
 
 
 def no_search(queries: np.ndarray, targets: np.ndarray, *, desc: str,
-              limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    return np.zeros((0, 2), np.int64), np.zeros(0)
+              limit: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    return []
 
 
 def scored_pairs(estimates: dict[tuple[int, int], float]):  # noqa: ANN201
-    """A search proposing every pair among the queries, with a fixed estimated TM (0.4 unless listed)."""
+    """A search proposing every pair among the queries, with a fixed estimated TM (0.4 unless listed),
+    one block per query."""
     def search(queries: np.ndarray, targets: np.ndarray, *, desc: str,
-               limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        pairs = np.array([(q, t) for q in queries.tolist() for t in targets.tolist() if q < t], np.int64).reshape(-1, 2)
-        return pairs, np.array([estimates.get(tuple(p), 0.4) for p in pairs.tolist()])
+               limit: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        blocks = []
+        for q in queries.tolist():
+            pairs = np.array([(q, t) for t in targets.tolist() if q < t], np.int64).reshape(-1, 2)
+            blocks.append((pairs, np.array([estimates.get(tuple(p), 0.4) for p in pairs.tolist()])))
+        return blocks
     return search
 
 
@@ -137,3 +150,31 @@ def test_no_members_no_work() -> None:
     rep_of, columns, rounds = cascade_first_pass(np.zeros(0, np.int64), edges([]), no_search, aligner,
                                                  LENGTHS, np.arange(6), np.arange(6), CONFIG)
     assert len(rep_of) == 0 and aligner.calls == 0
+
+
+def test_best_partners_folded_block_by_block_equal_the_ranking_of_all_candidates_at_once() -> None:
+    rng = np.random.default_rng(3)
+    n = 300
+    rank = rng.permutation(n)
+    pairs = rng.integers(0, n, size=(20_000, 2))  # repeats, both orientations and self pairs included
+    estimate = np.round(rng.random(len(pairs)), 2).astype(np.float32)  # ties on purpose (the search gives float32)
+    estimate[::97] = np.nan
+    admitted = (pairs[:, 0] + pairs[:, 1]) % 5 != 0
+
+    def admit(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (a + b) % 5 != 0
+
+    # the whole candidate list at once, as the search rounds ranked it before folding
+    u, s = unique_scored_pairs(pairs[admitted], estimate[admitted])
+    expected = ranked_tries(np.r_[u[:, 0], u[:, 1]], np.r_[u[:, 1], u[:, 0]], np.r_[s, s],
+                            rank[np.r_[u[:, 1], u[:, 0]]], 3)
+    for block_size, seed in ((50, 0), (700, 1), (20_000, 2)):
+        order = np.random.default_rng(seed).permutation(len(pairs))
+        best = BestPartners(3, rank, admit)
+        for start in range(0, len(order), block_size):
+            rows = order[start:start + block_size]
+            best.add(pairs[rows], estimate[rows])
+        got = best.tries()
+        for g, e in zip(got, expected):
+            np.testing.assert_array_equal(g, e)
+    assert np.bincount(expected[0], minlength=n).max() == 3  # the limit bound something

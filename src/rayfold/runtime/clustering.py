@@ -9,6 +9,7 @@ resource. The algorithm itself (which pairs, which merges) is pure and lives in
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,7 +21,7 @@ from rayfold.cluster.rules import ClusterConfig, PreviousClusters
 from rayfold.io.storage import exists, join_uri, parquet_parts, write_parquet
 from rayfold.model.errors import InputError
 from rayfold.model.fragset import FragmentSet
-from rayfold.runtime.session import WORKER_ENV, ray_remote, ray_session, run_tasks
+from rayfold.runtime.session import WORKER_ENV, iter_tasks, ray_remote, ray_session
 from rayfold.runtime.shards import (
     ShardedFragments,
     fragment_catalogue,
@@ -86,6 +87,13 @@ def _shard_kmers(shard: FragmentSet, rows: np.ndarray, members: np.ndarray, prio
                      "length": lengths[owner].astype(np.int32)})
 
 
+def value_of(wanted: np.ndarray, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """values[k] of the row k where keys[k] == each wanted key (every wanted key is among `keys`, and
+    a key has one value): sorted arrays, not a dict of Python ints over a partition's rows."""
+    unique, first = np.unique(keys, return_index=True)
+    return np.asarray(values, dtype=np.int64)[first[np.searchsorted(unique, wanted)]]
+
+
 def _edges_batch(batch: pa.Table, min_ratio: float) -> pa.Table:
     """One k-mer partition: every member's edge to its group's centre (all rows of a k-mer are here)."""
     from rayfold.align.kmers import centre_edges
@@ -95,9 +103,7 @@ def _edges_batch(batch: pa.Table, min_ratio: float) -> pa.Table:
     priority = batch.column("priority").to_numpy()
     length = batch.column("length").to_numpy()
     m, c = centre_edges(kmer, member, priority, length, min_ratio)
-    priority_of = dict(zip(member.tolist(), priority.tolist()))
-    return pa.table({"member": m, "centre": c,
-                     "centre_priority": np.array([priority_of[x] for x in c.tolist()], np.int64)})
+    return pa.table({"member": m, "centre": c, "centre_priority": value_of(c, member, priority)})
 
 
 def _tries_batch(batch: pa.Table, limit: int) -> pa.Table:
@@ -108,9 +114,8 @@ def _tries_batch(batch: pa.Table, limit: int) -> pa.Table:
 
     member = batch.column("member").to_numpy()
     centre = batch.column("centre").to_numpy()
-    priority = dict(zip(centre.tolist(), batch.column("centre_priority").to_numpy().tolist()))
     m, c, shared = count_shared(member, centre)
-    m, c, shared, _ = best_tries(m, c, shared, np.array([priority[x] for x in c.tolist()], np.int64), limit)
+    m, c, shared, _ = best_tries(m, c, shared, value_of(c, centre, batch.column("centre_priority").to_numpy()), limit)
     return pa.table({"member": m.astype(np.int32), "centre": c.astype(np.int32), "shared": shared.astype(np.int32)})
 
 
@@ -170,7 +175,8 @@ class RayAligner:
         self.remote = ray_remote(_align_block, runtime_env={"env_vars": WORKER_ENV})
 
     def align(self, pairs: np.ndarray, *, desc: str) -> Columns:
-        """Columns of all alignments, in pair order."""
+        """Columns of all alignments, in pair order. Each block's result is copied into its rows as it
+        arrives and let go: the driver never holds every block's result besides the columns."""
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         self.calls += len(pairs)
         shards = self.fragments
@@ -178,14 +184,13 @@ class RayAligner:
         submissions = [(lambda a=a, b=b, rows=rows: self.remote.remote(
             shards.refs[a], shards.position[pairs[rows, 0]], shards.refs[b], shards.position[pairs[rows, 1]]))
             for a, b, rows in blocks]
-        parts = run_tasks(submissions, desc=desc, progress=self.progress, max_in_flight=self.max_in_flight)
-        empty = {"i": np.int64, "j": np.int64, "aligned_length": np.int64}
-        if not parts:
-            return {k: np.zeros(0, empty.get(k, np.float64)) for k in ALIGNMENT_COLUMNS}
-        rows = np.concatenate([r for _, _, r in blocks])
-        inverse = np.empty(len(rows), np.int64)
-        inverse[rows] = np.arange(len(rows))
-        columns = {k: np.concatenate([c[k] for c in parts])[inverse] for k in ALIGNMENT_COLUMNS}
+        dtypes = {"i": np.int64, "j": np.int64, "aligned_length": np.int32}  # as `align_pairs` gives them
+        columns = {k: np.zeros(len(pairs), dtypes.get(k, np.float64)) for k in ALIGNMENT_COLUMNS}
+        for index, part in iter_tasks(submissions, desc=desc, progress=self.progress,
+                                      max_in_flight=self.max_in_flight):
+            rows = blocks[index][2]
+            for k in ALIGNMENT_COLUMNS[2:]:
+                columns[k][rows] = part[k]
         columns["i"], columns["j"] = pairs[:, 0].copy(), pairs[:, 1].copy()
         return columns
 
@@ -207,11 +212,21 @@ class RayPrefilter:
                limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Unordered pairs (i < j, unique) and the best estimated TM of each; `limit`: candidates per
         query and target shard that get the structural check (default: the prefilter's own)."""
+        parts = list(self.blocks(queries, targets, desc=desc, limit=limit))
+        if not parts:
+            return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
+        return unique_scored_pairs(np.concatenate([p for p, _ in parts]), np.concatenate([s for _, s in parts]))
+
+    def blocks(self, queries: np.ndarray, targets: np.ndarray, *, desc: str,
+               limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(query, target) pairs and estimated TMs of each (query chunk, target shard) block as it
+        finishes (a pair may come from both of its ends): the cascade keeps each end's best few as
+        they arrive instead of every candidate of every block at once."""
         prefilter_config = replace(self.prefilter_config, max_candidates=limit) if limit else self.prefilter_config
         queries = np.unique(np.asarray(queries, dtype=np.int64))
         targets = np.unique(np.asarray(targets, dtype=np.int64))
         if not len(queries) or not len(targets):
-            return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
+            return
         shards, cpus = self.fragments, _cpus()
         chunk = self.chunk or int(np.clip(-(-len(queries) // (4 * cpus)), 64, 2000))
         target_shards = [targets[shards.shard_of[targets] == s] for s in range(shards.n_shards)]
@@ -225,10 +240,8 @@ class RayPrefilter:
                         submissions.append(lambda q=q, qs=qs, t=t, ts=ts: self.remote.remote(
                             shards.refs[qs], shards.position[q], q, shards.refs[ts], shards.position[t], t,
                             prefilter_config))
-        parts = run_tasks(submissions, desc=desc, progress=self.progress, max_in_flight=max(8, cpus))
-        if not parts:
-            return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
-        return unique_scored_pairs(np.concatenate([p for p, _ in parts]), np.concatenate([s for _, s in parts]))
+        for _, block in iter_tasks(submissions, desc=desc, progress=self.progress, max_in_flight=max(8, cpus)):
+            yield block
 
 
 class RayKmerCandidates:
@@ -348,7 +361,7 @@ def ray_engine(fragments: ShardedFragments, config: ClusterConfig, prefilter_con
         tool = RayFoldseek(fragments, binary, config)
         return Engine("foldseek", foldseek_version(binary), tool.search, prefilter, tool.first_pass)
     return Engine("builtin", f"rayfold {rayfold.__version__}", prefilter, prefilter,
-                  kmer_candidates=RayKmerCandidates(fragments, config, progress), scored_search=prefilter.scored)
+                  kmer_candidates=RayKmerCandidates(fragments, config, progress), scored_search=prefilter.blocks)
 
 
 def cluster_fragments(

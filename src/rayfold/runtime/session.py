@@ -83,23 +83,27 @@ def ray_remote(fn: Callable, **options: Any) -> Any:
     return ray.remote(**options)(fn) if options else ray.remote(fn)
 
 
-def run_tasks(submissions: Sequence[Callable[[], Any]], *, desc: str, progress: bool, max_in_flight: int) -> list:
-    """Run (callable -> ObjectRef) thunks with bounded in-flight tasks; results in submission order."""
+def iter_tasks(submissions: Sequence[Callable[[], Any]], *, desc: str, progress: bool,
+               max_in_flight: int) -> Iterator[tuple[int, Any]]:
+    """(submission index, result) of (callable -> ObjectRef) thunks as they finish, with bounded
+    in-flight tasks: a caller that folds results holds one at a time, never all of them."""
     import ray
     from tqdm.auto import tqdm
 
     submissions = list(submissions)
-    results: list = [None] * len(submissions)
     pending: dict = {}
     bar = tqdm(total=len(submissions), desc=desc, unit="task", disable=not progress)
     next_index = 0
-    while next_index < len(submissions) or pending:
-        while next_index < len(submissions) and len(pending) < max_in_flight:
-            pending[submissions[next_index]()] = next_index
-            next_index += 1
-        done, _ = ray.wait(list(pending), num_returns=1)
-        for ref in done:
-            results[pending.pop(ref)] = ray.get(ref)
-            bar.update(1)
-    bar.close()
-    return results
+    try:
+        while next_index < len(submissions) or pending:
+            while next_index < len(submissions) and len(pending) < max_in_flight:
+                pending[submissions[next_index]()] = next_index
+                next_index += 1
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                index = pending.pop(ref)
+                result = ray.get(ref)
+                bar.update(1)
+                yield index, result
+    finally:
+        bar.close()
