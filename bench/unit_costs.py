@@ -353,7 +353,7 @@ def clustering_run(fs: FragmentSet) -> dict:
     evidence.update(decision=linked.decision, guard_tm=linked.guard_tm)
     times["union_find_final"] = time.perf_counter() - t
     audit_result = algo.singleton_components(np.zeros(0, dtype=np.int64), forest_from_edges(np.zeros(0), np.zeros(0)))
-    cohesion = summarise(np.zeros((0, 2), np.int64), np.zeros(0), n)
+    cohesion = summarise(np.zeros((0, 2), np.int64), np.zeros(0))
     tables = cluster_tables(fs, rep_of, cluster_rep, evidence, audit_result, cohesion)
     calls = len(pairs) + len(rep_pairs)
     singletons = int((np.bincount(cluster_rep, minlength=n)[np.unique(cluster_rep)] == 1).sum())

@@ -15,6 +15,7 @@ from rayfold.cluster.cascade import (
     resolve_greedy,
     search_round,
 )
+from rayfold.cluster.evidence import Evidence
 from rayfold.cluster.rules import ClusterConfig
 
 COLUMNS = ("i", "j", "tm_a", "tm_b", "rmsd", "aligned_length", "seq_identity", "cov_a", "cov_b")
@@ -81,8 +82,10 @@ def test_centre_priority_is_longest_then_plddt_then_id() -> None:
 def test_a_member_is_aligned_to_its_second_centre_only_when_the_first_refuses() -> None:
     # 2, 3 and 4 share k-mers with centres 0 (more) and 1; 2 fits 0, 3 and 4 fit only 1
     aligner = Scores({(2, 0): 0.8, (3, 1): 0.8, (4, 1): 0.8})
-    rep_of, columns = kmer_round(np.arange(5), edges([(2, 0, 5), (2, 1, 2), (3, 0, 4), (3, 1, 2), (4, 0, 3),
-                                                      (4, 1, 1)]), aligner, LENGTHS[:5], np.arange(5), CONFIG)
+    evidence = Evidence()
+    rep_of = kmer_round(np.arange(5), edges([(2, 0, 5), (2, 1, 2), (3, 0, 4), (3, 1, 2), (4, 0, 3), (4, 1, 1)]),
+                        aligner, LENGTHS[:5], np.arange(5), CONFIG, evidence)
+    columns = evidence.rows()
     # (2, 1) never aligned: 0 accepted 2; (4, 1) neither: a second try needs two shared k-mers
     assert sorted(aligner.asked) == [(2, 0), (3, 0), (3, 1), (4, 0)]
     assert rep_of.tolist() == [0, 1, 0, 1, 4]
@@ -92,7 +95,8 @@ def test_a_member_is_aligned_to_its_second_centre_only_when_the_first_refuses() 
 
 def test_unreachable_lengths_are_never_aligned() -> None:
     aligner = Scores({})
-    rep_of, _ = kmer_round(np.arange(2), edges([(1, 0, 9)]), aligner, np.array([200, 100]), np.arange(2), CONFIG)
+    rep_of = kmer_round(np.arange(2), edges([(1, 0, 9)]), aligner, np.array([200, 100]), np.arange(2), CONFIG,
+                        Evidence())
     assert aligner.calls == 0 and rep_of.tolist() == [0, 1]
 
 
@@ -108,10 +112,11 @@ def test_greedy_resolution_needs_the_centre_to_stay_a_representative() -> None:
 def test_cascade_rounds_merge_representatives_and_stop_when_nothing_shrinks() -> None:
     # k-mer round: 2 -> 0 and 3 -> 1; a second k-mer round (another seed) finds nothing new, so the
     # search rounds begin: 0 ~ 1; the next search round removes nothing, so none more
-    aligner, seeds = Scores({(2, 0): 0.8, (3, 1): 0.8, (0, 1): 0.75}), []
-    rep_of, columns, rounds = cascade_first_pass(
+    aligner, seeds, evidence = Scores({(2, 0): 0.8, (3, 1): 0.8, (0, 1): 0.75}), [], Evidence()
+    rep_of, rounds = cascade_first_pass(
         np.arange(5), edges([(2, 0, 3), (3, 1, 3)], seeds), scored_pairs({}), aligner, np.full(5, 100),
-        np.arange(5), np.arange(5), ClusterConfig(kmer_rounds=3, search_rounds=3, seed=7))
+        np.arange(5), np.arange(5), ClusterConfig(kmer_rounds=3, search_rounds=3, seed=7), evidence)
+    columns = evidence.rows()
     assert rep_of.tolist() == [0, 0, 0, 0, 4]
     assert seeds == [7, 8]  # each k-mer round draws its own k-mers
     assert rounds == [3, 3, 2, 2]
@@ -120,8 +125,9 @@ def test_cascade_rounds_merge_representatives_and_stop_when_nothing_shrinks() ->
     assert aligner.calls == 2 + 0 + 3 + 1
     assert sorted(zip(columns["i"].tolist(), columns["j"].tolist())) == [(0, 1), (2, 0), (3, 1)]
 
-    rep_of, _, rounds = cascade_first_pass(np.arange(5), edges([]), no_search, Scores({}), np.full(5, 100),
-                                           np.arange(5), np.arange(5), ClusterConfig(kmer_rounds=3, search_rounds=3))
+    rep_of, rounds = cascade_first_pass(np.arange(5), edges([]), no_search, Scores({}), np.full(5, 100),
+                                        np.arange(5), np.arange(5), ClusterConfig(kmer_rounds=3, search_rounds=3),
+                                        Evidence())
     assert rep_of.tolist() == list(range(5)) and rounds == [5, 5]
 
 
@@ -135,8 +141,8 @@ def test_a_search_round_tries_the_best_estimates_first_and_aligns_each_pair_once
         limits.append(limit)
         return search(queries, targets, desc=desc)
 
-    rep_of, _ = search_round(np.arange(4), recording, aligner, np.full(4, 100), np.arange(4),
-                             ClusterConfig(centres_per_fragment=2, search_candidates=7), desc="test")
+    rep_of = search_round(np.arange(4), recording, aligner, np.full(4, 100), np.arange(4),
+                          ClusterConfig(centres_per_fragment=2, search_candidates=7), Evidence(), desc="test")
     assert limits == [7]  # the structural check runs on each representative's best 7 seeds per shard
     # try 1, each end's best estimate: 0-3, 1-3, 2-3 (asked by both 2 and 3: aligned once); 0, 1 and 3
     # are then coverable, so only 2 tries again (its 2nd best, 0); 0-1 would succeed but is never needed
@@ -147,8 +153,8 @@ def test_a_search_round_tries_the_best_estimates_first_and_aligns_each_pair_once
 
 def test_no_members_no_work() -> None:
     aligner = Scores({})
-    rep_of, columns, rounds = cascade_first_pass(np.zeros(0, np.int64), edges([]), no_search, aligner,
-                                                 LENGTHS, np.arange(6), np.arange(6), CONFIG)
+    rep_of, rounds = cascade_first_pass(np.zeros(0, np.int64), edges([]), no_search, aligner,
+                                        LENGTHS, np.arange(6), np.arange(6), CONFIG, Evidence())
     assert len(rep_of) == 0 and aligner.calls == 0
 
 

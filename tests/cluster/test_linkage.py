@@ -140,10 +140,11 @@ def test_cohesion_samples_members_per_cluster_and_summarises():
     big = np.zeros(50, np.int64)  # one cluster of 50: the sample follows the seed
     names = [f"g{i}" for i in range(50)]
     assert cohesion_pairs(big, names, 5, seed=3).tolist() != cohesion_pairs(big, names, 5, seed=4).tolist()
-    summary = summarise(pairs, np.array([0.6, 0.8, 0.9]), 8)
-    assert summary.sampled.tolist() == [2, 0, 0, 0, 0, 1, 0, 0]
-    assert summary.min_tm[0] == pytest.approx(0.6) and summary.median_tm[0] == pytest.approx(0.7)
-    assert summary.min_tm[5] == pytest.approx(0.9) and np.isnan(summary.min_tm[7])
+    sampled, low, mid = summarise(pairs, np.array([0.6, 0.8, 0.9])).of(np.arange(8))
+    assert sampled.tolist() == [2, 0, 0, 0, 0, 1, 0, 0]
+    assert low[0] == pytest.approx(0.6) and mid[0] == pytest.approx(0.7)
+    assert low[5] == pytest.approx(0.9) and np.isnan(low[7]) and np.isnan(mid[1])
+    assert summarise(np.zeros((0, 2), np.int64), np.zeros(0)).of(np.arange(3))[0].tolist() == [0, 0, 0]
 
 
 def test_a_refused_pair_is_kept_by_moving_one_member_within_the_guard():

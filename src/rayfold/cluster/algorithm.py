@@ -28,16 +28,15 @@ from typing import Protocol
 import numpy as np
 
 from rayfold.cluster import rules as algo
-from rayfold.cluster.cascade import KmerCandidates, ScoredSearch, cascade_first_pass, centre_priority, concat_columns
+from rayfold.cluster.cascade import KmerCandidates, ScoredSearch, cascade_first_pass, centre_priority
 from rayfold.cluster.cohesion import cohesion_pairs, summarise
+from rayfold.cluster.evidence import Across, Among, Columns, Either, Evidence, OfPairs, concat_columns, take_rows
 from rayfold.cluster.linkage import MERGED, link_clusters
 from rayfold.cluster.pairscores import PairScores
 from rayfold.cluster.rules import ClusterConfig, PreviousClusters
 from rayfold.cluster.tables import cluster_tables
 from rayfold.model.fragset import Fragments
 from rayfold.model.unionfind import forest_from_edges
-
-Columns = dict[str, np.ndarray]  # i, j, tm_a, tm_b, rmsd, aligned_length, seq_identity, cov_a, cov_b
 
 
 class Aligner(Protocol):
@@ -142,25 +141,26 @@ def scores_of(pairs: np.ndarray, known: PairScores, aligner: Aligner, *, desc: s
 
 
 def builtin_first_pass(fragments: Fragments, members: np.ndarray, rank: np.ndarray, engine: Engine,
-                       aligner: Aligner, config: ClusterConfig) -> tuple[np.ndarray, Columns, list[int]]:
-    """(rep_of over `members`, the alignment columns, representatives per round).
+                       aligner: Aligner, config: ClusterConfig, evidence: Evidence) -> tuple[np.ndarray, list[int]]:
+    """(rep_of over `members`, representatives per round); its alignments go to `evidence`.
 
     cascade (default): the k-mer round and search rounds on representatives (`cluster.cascade`);
     allpairs: the sensitive search over all members at once, TM-align, set cover."""
     if config.first_pass == "cascade" and engine.kmer_candidates is not None and engine.scored_search is not None:
         priority = centre_priority(fragments.lengths, fragments.mean_plddt, fragments.ids)
         return cascade_first_pass(members, engine.kmer_candidates, engine.scored_search, aligner,
-                                  fragments.lengths, priority, rank, config)
+                                  fragments.lengths, priority, rank, config, evidence)
     pairs = engine.search(members, members, desc="prefilter")
     # pairs that could be a first-pass edge (length ratio >= coverage) or merge evidence (>= merge threshold)
     pairs = algo.reachable(pairs, fragments.lengths, min(config.coverage, config.merge_threshold))
     columns = aligner.align(pairs, desc="first pass")
+    evidence.add(columns)
     reps, covered = algo.first_pass_edges(columns["i"], columns["j"], columns["tm_a"], columns["tm_b"],
                                           columns["cov_a"], columns["cov_b"], config)
     local = np.full(len(fragments), -1, np.int64)
     local[members] = np.arange(len(members))
     local_rep_of = algo.greedy_set_cover(len(members), local[reps], local[covered], rank[members])
-    return members[local_rep_of], columns, [int(len(np.unique(local_rep_of)))]
+    return members[local_rep_of], [int(len(np.unique(local_rep_of)))]
 
 
 def assign_new(fragments: Fragments, new: np.ndarray, previous: PreviousClusters, rank: np.ndarray,
@@ -209,8 +209,9 @@ class Clustering:
 
 
 def cluster(fragments: Fragments, engine: Engine, aligner: Aligner, config: ClusterConfig = ClusterConfig(),
-            previous: PreviousClusters | None = None) -> Clustering:
-    """Cluster `fragments` (only the new ones when `previous` holds the last release's clustering)."""
+            previous: PreviousClusters | None = None, evidence: Evidence | None = None) -> Clustering:
+    """Cluster `fragments` (only the new ones when `previous` holds the last release's clustering).
+    `evidence`: where the alignments later steps may read are kept (default: in memory)."""
     started = time.perf_counter()
     n = len(fragments)
     previous = previous or PreviousClusters.none(n)
@@ -218,14 +219,15 @@ def cluster(fragments: Fragments, engine: Engine, aligner: Aligner, config: Clus
     rep_of = previous.rep_of.copy()
     old_reps = previous.representatives
     new = np.flatnonzero(~previous.clustered)
-    member_evidence: list[Columns] = []  # alignments whose cross-cluster pairs at min-TM >= 0.7 are evidence
+    evidence = evidence if evidence is not None else Evidence()
 
     # 1. new fragments join existing first-pass clusters
     assigned, columns = assign_new(fragments, new, previous, rank, engine, aligner, config)
     for member, rep in assigned.items():
         rep_of[member] = rep
     if columns is not None:
-        member_evidence.append(columns)
+        evidence.add(columns)
+    del columns
 
     # 2. the rest are clustered among themselves
     rest = new[~np.isin(new, np.fromiter(assigned, np.int64, len(assigned)))]
@@ -235,58 +237,66 @@ def cluster(fragments: Fragments, engine: Engine, aligner: Aligner, config: Clus
     elif engine.first_pass is not None:
         rest_rep_of = engine.first_pass(rest)
     else:
-        rest_rep_of, columns, rounds = builtin_first_pass(fragments, rest, rank, engine, aligner, config)
-        member_evidence.append(columns)
+        rest_rep_of, rounds = builtin_first_pass(fragments, rest, rank, engine, aligner, config, evidence)
     rep_of[rest] = rest_rep_of
     first_reps = np.unique(rep_of)
-    # of the first pass's alignments, later steps need their min-TM (guard, cohesion), the merge
-    # evidence, and the rows between representatives (the audit reuses them): the columns of the
-    # rest (~one per fragment, 72 B each) leave the driver here
-    members_known = known_scores(member_evidence)
-    members_found = [algo.merge_evidence(c, rep_of, config.merge_threshold, source="members") for c in member_evidence]
+    # of the alignments kept so far, later steps read two slices, each in one scan: the merge
+    # evidence (pairs across first-pass clusters at min-TM >= the merge threshold), and the rows
+    # among the representatives and that evidence's fragments (the audit reuses them, the guard and
+    # reassignment look their scores up). The rest (~one row per fragment) is never read back
     is_rep = np.zeros(n, bool)
     is_rep[first_reps] = True
-    between_reps = [{k: v[is_rep[c["i"]] & is_rep[c["j"]]] for k, v in c.items()} for c in member_evidence]
-    del member_evidence, columns
+    across = Across(rep_of, config.merge_threshold)
+    flagged = is_rep.copy()
+    ends = evidence.select(across)
+    flagged[ends["i"]] = True
+    flagged[ends["j"]] = True
+    near = evidence.select(Either((across, Among(flagged))))
+    del ends, flagged
+    members_known = known_scores([near])
+    members_found = algo.merge_evidence(near, rep_of, config.merge_threshold, source="members")
+    between_reps = [take_rows(near, is_rep[near["i"]] & is_rep[near["j"]])]
+    del near
 
     # 3. representative audit: new representatives against all representatives
     rep_pairs = algo.reachable(engine.search(np.unique(rest_rep_of), first_reps, desc="audit prefilter"),
                                fragments.lengths, config.merge_threshold)
     audit = align_once(rep_pairs, between_reps, aligner, desc="representative audit")
-    evidence = algo.merge_evidence(audit, rep_of, config.merge_threshold, source="representatives")
-    for found in members_found:
-        evidence = algo.concat_evidence(evidence, found)
+    merges = algo.concat_evidence(algo.merge_evidence(audit, rep_of, config.merge_threshold,
+                                                      source="representatives"), members_found)
 
     # 4. the linkage decides which evidence joins clusters; earlier releases' merges are evidence too
     known = known_scores([audit])
     known.absorb(members_known)
     before, tick = aligner.calls, time.perf_counter()
     kept = previous.merge_pairs
-    new_rows = len(evidence["rep_a"])
+    new_rows = len(merges["rep_a"])
     linked = link_clusters(
         rep_of,
-        np.concatenate([evidence["rep_a"], kept[:, 0]]), np.concatenate([evidence["rep_b"], kept[:, 1]]),
-        np.concatenate([np.minimum(evidence["tm_a"], evidence["tm_b"]), previous.merge_tm]),
-        np.concatenate([evidence["source"], np.array(["representatives"] * len(kept), dtype=object)]),
+        np.concatenate([merges["rep_a"], kept[:, 0]]), np.concatenate([merges["rep_b"], kept[:, 1]]),
+        np.concatenate([np.minimum(merges["tm_a"], merges["tm_b"]), previous.merge_tm]),
+        np.concatenate([merges["source"], np.array(["representatives"] * len(kept), dtype=object)]),
         rank, linkage=config.linkage, guard=config.guard_threshold,
         score=lambda pairs: min_tm(aligner, pairs, desc="linkage guard"), known=known,
         previous_rep=previous.cluster_rep if len(old_reps) else None,
-        pair_i=np.concatenate([evidence["i"], kept[:, 0]]), pair_j=np.concatenate([evidence["j"], kept[:, 1]]))
+        pair_i=np.concatenate([merges["i"], kept[:, 0]]), pair_j=np.concatenate([merges["j"], kept[:, 1]]))
     cluster_rep = linked.cluster_rep
-    evidence["decision"] = linked.decision[:new_rows]
-    evidence["guard_tm"] = linked.guard_tm[:new_rows]
+    merges["decision"] = linked.decision[:new_rows]
+    merges["guard_tm"] = linked.guard_tm[:new_rows]
     guard_alignments, linkage_seconds = aligner.calls - before, time.perf_counter() - tick
 
     # 5. cohesion
     before = aligner.calls
     pairs = cohesion_pairs(cluster_rep, fragments.ids, config.cohesion_sample, config.seed)
-    cohesion = summarise(pairs, scores_of(pairs, known, aligner, desc="cohesion"), n)
+    if len(pairs):  # the sampled pairs the first pass aligned already (one scan of the evidence)
+        known.absorb(known_scores([evidence.select(OfPairs.of(pairs))]))
+    cohesion = summarise(pairs, scores_of(pairs, known, aligner, desc="cohesion"))
     cohesion_alignments = aligner.calls - before
 
     # 6. singleton audit
     audit_result, links = singleton_audit(fragments, cluster_rep, previous, engine, aligner, config)
 
-    tables = cluster_tables(fragments, rep_of, cluster_rep, evidence, audit_result, cohesion)
+    tables = cluster_tables(fragments, rep_of, cluster_rep, merges, audit_result, cohesion)
     old_cluster_ids = set(previous.cluster_rep[previous.cluster_rep >= 0].tolist())
     run = dict(
         engine=engine.name,
@@ -295,7 +305,7 @@ def cluster(fragments: Fragments, engine: Engine, aligner: Aligner, config: Clus
         first_pass_clusters=int(len(first_reps)),
         first_pass_rounds=" > ".join(str(c) for c in rounds),
         clusters=int(len(np.unique(cluster_rep))),
-        merges=int((evidence["decision"] == MERGED).sum()),
+        merges=int((merges["decision"] == MERGED).sum()),
         alignments=aligner.calls,
         guard_alignments=guard_alignments,
         cohesion_alignments=cohesion_alignments,

@@ -27,10 +27,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rayfold.cluster import rules as algo
+from rayfold.cluster.evidence import (
+    J_REPRESENTS_I,
+    Among,
+    Evidence,
+    edge_bits,
+    edges_of,
+    worth_keeping,
+)
 from rayfold.cluster.rules import ClusterConfig
 
 if TYPE_CHECKING:
-    from rayfold.cluster.algorithm import Aligner, Columns
+    from rayfold.cluster.algorithm import Aligner
 
 # (members, centre priority, min-hash seed) -> (member, centre, shared k-mers) rows, both ends among `members`
 KmerCandidates = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -48,24 +56,17 @@ def centre_priority(lengths: np.ndarray, mean_plddt: np.ndarray, ids: Sequence[s
     return priority
 
 
-def worth_keeping(columns: Columns, config: ClusterConfig) -> Columns:
-    """The alignment rows later steps can use: first-pass edges, and pairs at min-TM >= the guard
-    (possible merge evidence, guard and cohesion scores). A failed try is dropped, so the driver's
-    memory grows with the edges, not with the tries."""
-    tm = np.minimum(columns["tm_a"], columns["tm_b"])
-    covered = (columns["cov_a"] >= config.coverage) & (columns["cov_b"] >= config.coverage)
-    edge = covered & (np.maximum(columns["tm_a"], columns["tm_b"]) >= config.tm_threshold)
-    keep = edge | (tm >= min(config.guard_threshold, config.merge_threshold))
-    return {k: v[keep] for k, v in columns.items()}
-
-
-def concat_columns(parts: list[Columns]) -> Columns:
-    parts = [p for p in parts if p is not None and len(p["i"])]
-    if not parts:
-        ints = ("i", "j", "aligned_length")
-        return {k: np.zeros(0, np.int64 if k in ints else np.float64)
-                for k in ("i", "j", "tm_a", "tm_b", "rmsd", "aligned_length", "seq_identity", "cov_a", "cov_b")}
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+def align_kept(aligner: Aligner, pairs: np.ndarray, config: ClusterConfig, evidence: Evidence, *,
+               desc: str) -> np.ndarray:
+    """`edge_bits` per pair; the rows worth keeping go to `evidence`, not back to the caller. An
+    aligner with its own `align_kept` (Ray's: block by block as its tasks finish, so the driver never
+    holds a whole round's columns) is used as it is."""
+    own = getattr(aligner, "align_kept", None)
+    if own is not None:
+        return own(pairs, config, evidence, desc=desc)
+    columns = aligner.align(pairs, desc=desc)
+    evidence.add(columns, worth_keeping(columns, config))
+    return edge_bits(columns, config)
 
 
 def ranked_tries(member: np.ndarray, centre: np.ndarray, strength: np.ndarray, centre_priority: np.ndarray,
@@ -91,39 +92,39 @@ def best_tries(member: np.ndarray, centre: np.ndarray, shared: np.ndarray, centr
 
 
 def confirm_tries(members: np.ndarray, member: np.ndarray, centre: np.ndarray, attempt: np.ndarray,
-                  aligner: Aligner, priority: np.ndarray, config: ClusterConfig, *,
-                  desc: str) -> tuple[np.ndarray, Columns]:
-    """(rep_of over `members`, the alignments worth keeping): tries TM-aligned in turns (try t+1 only for
-    members no earlier try accepted), accepted by the first pass's rule, resolved greedily."""
+                  aligner: Aligner, priority: np.ndarray, config: ClusterConfig, evidence: Evidence, *,
+                  desc: str) -> np.ndarray:
+    """rep_of over `members`: tries TM-aligned in turns (try t+1 only for members no earlier try
+    accepted), accepted by the first pass's rule, resolved greedily; the rows worth keeping go to
+    `evidence`."""
     done = np.zeros(len(priority), bool)
-    accepted_member, accepted_centre, accepted_attempt, parts = [], [], [], []
+    accepted_member, accepted_centre, accepted_attempt = [], [], []
     for t in range(int(attempt.max()) + 1 if len(attempt) else 0):
         sel = (attempt == t) & ~done[member]
         if not sel.any():
             continue
-        columns = aligner.align(np.column_stack([member[sel], centre[sel]]), desc=f"{desc}, try {t + 1}")
-        parts.append(worth_keeping(columns, config))
-        rule = ((columns["tm_b"] >= config.tm_threshold) & (columns["cov_a"] >= config.coverage)
-                & (columns["cov_b"] >= config.coverage))
+        bits = align_kept(aligner, np.column_stack([member[sel], centre[sel]]), config, evidence,
+                          desc=f"{desc}, try {t + 1}")
+        rule = (bits & J_REPRESENTS_I) > 0  # the centre (j) represents the member
         accepted_member.append(member[sel][rule])
         accepted_centre.append(centre[sel][rule])
         accepted_attempt.append(np.full(int(rule.sum()), t, np.int64))
         done[member[sel][rule]] = True
     none = [np.zeros(0, np.int64)]
-    rep_of = resolve_greedy(members, np.concatenate(accepted_member or none), np.concatenate(accepted_centre or none),
-                            np.concatenate(accepted_attempt or none), priority)
-    return rep_of, concat_columns(parts)
+    return resolve_greedy(members, np.concatenate(accepted_member or none), np.concatenate(accepted_centre or none),
+                          np.concatenate(accepted_attempt or none), priority)
 
 
 def kmer_round(members: np.ndarray, candidates: KmerCandidates, aligner: Aligner, lengths: np.ndarray,
-               priority: np.ndarray, config: ClusterConfig, *, seed: int = 0,
-               desc: str = "k-mer round") -> tuple[np.ndarray, Columns]:
-    """(rep_of over `members`, global indices; the alignments worth keeping) of one k-mer round."""
+               priority: np.ndarray, config: ClusterConfig, evidence: Evidence, *, seed: int = 0,
+               desc: str = "k-mer round") -> np.ndarray:
+    """rep_of over `members` (global indices) of one k-mer round; its alignments worth keeping go to
+    `evidence`."""
     member, centre, shared = candidates(members, priority, seed)
     ok = algo.within_reach(member, centre, lengths, min(config.coverage, config.merge_threshold))
     member, centre, _, attempt = best_tries(member[ok], centre[ok], shared[ok], priority[centre[ok]],
                                             config.centres_per_fragment)
-    return confirm_tries(members, member, centre, attempt, aligner, priority, config, desc=desc)
+    return confirm_tries(members, member, centre, attempt, aligner, priority, config, evidence, desc=desc)
 
 
 class BestPartners:
@@ -199,27 +200,26 @@ def resolve_greedy(members: np.ndarray, member: np.ndarray, centre: np.ndarray, 
 
 
 def search_round(reps: np.ndarray, search: ScoredSearch, aligner: Aligner, lengths: np.ndarray,
-                 rank: np.ndarray, config: ClusterConfig, *, desc: str,
-                 known: Columns | None = None) -> tuple[np.ndarray, Columns]:
-    """(rep_of over `reps`, the alignments worth keeping): the sensitive search among representatives;
-    each one's `centres_per_fragment` best partners by the search's estimated TM, TM-aligned in turns
-    (a representative that some alignment already showed coverable is not tried further; a pair is
-    aligned once for both ends, and never when `known` has it); then Foldseek's rule in both
-    directions over these and the `known` alignments among the representatives, and greedy set cover
-    (so an edge the k-mer rounds' longest-first order could not use, a shorter fragment covering a
-    longer one, still counts)."""
+                 rank: np.ndarray, config: ClusterConfig, evidence: Evidence, *, desc: str,
+                 since: int = 0) -> np.ndarray:
+    """rep_of over `reps`: the sensitive search among representatives; each one's
+    `centres_per_fragment` best partners by the search's estimated TM, TM-aligned in turns (a
+    representative that some alignment already showed coverable is not tried further; a pair is
+    aligned once for both ends, and never when `evidence` has it from row `since` on); then Foldseek's
+    rule in both directions over these and the earlier alignments among the representatives, and
+    greedy set cover (so an edge the k-mer rounds' longest-first order could not use, a shorter
+    fragment covering a longer one, still counts). Its rows worth keeping go to `evidence`."""
     n = len(lengths)
     is_rep = np.zeros(n, bool)
     is_rep[reps] = True
-    known = concat_columns([known] if known is not None else [])
-    among = is_rep[known["i"]] & is_rep[known["j"]]
-    known = {k: v[among] for k, v in known.items()}
+    known = evidence.select(Among(is_rep), since=since)
     r, m = algo.first_pass_edges(known["i"], known["j"], known["tm_a"], known["tm_b"], known["cov_a"],
                                  known["cov_b"], config)
-    rep_ends, member_ends, parts = [r], [m], []
+    rep_ends, member_ends = [r], [m]
     covered = np.zeros(n, bool)
     covered[m] = True
     aligned = np.unique(np.minimum(known["i"], known["j"]) * n + np.maximum(known["i"], known["j"]))
+    del known
 
     # pairs aligned already are not tried again: a later round's tries reach further down the list.
     # Pairs in merge reach but not coverage reach can never be an edge; they are tried as merge
@@ -239,10 +239,9 @@ def search_round(reps: np.ndarray, search: ScoredSearch, aligner: Aligner, lengt
         if not len(key):
             continue
         aligned = np.union1d(aligned, key)
-        columns = aligner.align(np.column_stack([key // n, key % n]), desc=f"{desc}, try {t + 1}")
-        parts.append(worth_keeping(columns, config))
-        r, m = algo.first_pass_edges(columns["i"], columns["j"], columns["tm_a"], columns["tm_b"],
-                                     columns["cov_a"], columns["cov_b"], config)
+        i, j = key // n, key % n
+        r, m = edges_of(i, j, align_kept(aligner, np.column_stack([i, j]), config, evidence,
+                                         desc=f"{desc}, try {t + 1}"))
         rep_ends.append(r)
         member_ends.append(m)
         covered[m] = True
@@ -250,33 +249,33 @@ def search_round(reps: np.ndarray, search: ScoredSearch, aligner: Aligner, lengt
     local[reps] = np.arange(len(reps))
     local_rep_of = algo.greedy_set_cover(len(reps), local[np.concatenate(rep_ends)],
                                          local[np.concatenate(member_ends)], rank[reps])
-    return reps[local_rep_of], concat_columns(parts)
+    return reps[local_rep_of]
 
 
 def cascade_first_pass(members: np.ndarray, candidates: KmerCandidates, search: ScoredSearch,
                        aligner: Aligner, lengths: np.ndarray, priority: np.ndarray, rank: np.ndarray,
-                       config: ClusterConfig) -> tuple[np.ndarray, Columns, list[int]]:
-    """(rep_of over `members`, the alignments worth keeping, representatives after each round).
+                       config: ClusterConfig, evidence: Evidence) -> tuple[np.ndarray, list[int]]:
+    """(rep_of over `members`, representatives after each round); the alignments worth keeping go to
+    `evidence` (the search rounds read back only the rows this first pass added).
 
     k-mer rounds (each with its own min-hash seed) while they shrink the representatives by
     `min_shrink`, at most `kmer_rounds`; then search rounds on the same terms, at least one."""
     rep_of = np.asarray(members, dtype=np.int64).copy()
-    parts: list[Columns] = []
+    since = len(evidence)
     counts: list[int] = []
     position = np.full(len(lengths), -1, np.int64)
     for stage, limit in (("kmer", config.kmer_rounds), ("search", config.search_rounds)):
         for round_no in range(limit):
             reps = np.unique(rep_of)
             if stage == "kmer":
-                new_rep, columns = kmer_round(reps, candidates, aligner, lengths, priority, config,
-                                              seed=config.seed + round_no, desc=f"k-mer round {round_no + 1}")
+                new_rep = kmer_round(reps, candidates, aligner, lengths, priority, config, evidence,
+                                     seed=config.seed + round_no, desc=f"k-mer round {round_no + 1}")
             else:
-                new_rep, columns = search_round(reps, search, aligner, lengths, rank, config,
-                                                desc=f"search round {round_no + 1}", known=concat_columns(parts))
-            parts.append(columns)
+                new_rep = search_round(reps, search, aligner, lengths, rank, config, evidence,
+                                       desc=f"search round {round_no + 1}", since=since)
             position[reps] = np.arange(len(reps))
             rep_of = new_rep[position[rep_of]]
             counts.append(int(len(np.unique(rep_of))))
             if counts[-1] > (1.0 - config.min_shrink) * len(reps):
                 break
-    return rep_of, concat_columns(parts), counts
+    return rep_of, counts

@@ -17,9 +17,23 @@ from rayfold.cluster.rules import seeded_hash
 
 @dataclass(frozen=True)
 class Cohesion:
-    sampled: np.ndarray  # per fragment index that is a representative: members sampled (0 elsewhere)
-    min_tm: np.ndarray  # NaN where nothing was sampled
+    """Per sampled cluster (by representative): members sampled, min and median min-TM. Held per
+    cluster, not per fragment: the driver pays for the clusters it reports, not for the set."""
+
+    reps: np.ndarray  # sorted representatives of the clusters that were sampled
+    sampled: np.ndarray
+    min_tm: np.ndarray
     median_tm: np.ndarray
+
+    def of(self, reps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sampled, min, median) for each representative: 0 and NaN where nothing was sampled."""
+        reps = np.asarray(reps, dtype=np.int64)
+        where = np.minimum(np.searchsorted(self.reps, reps), max(len(self.reps) - 1, 0))
+        found = (self.reps[where] == reps) if len(self.reps) else np.zeros(len(reps), bool)
+        if not len(self.reps):
+            return np.zeros(len(reps), np.int64), np.full(len(reps), np.nan), np.full(len(reps), np.nan)
+        return (np.where(found, self.sampled[where], 0), np.where(found, self.min_tm[where], np.nan),
+                np.where(found, self.median_tm[where], np.nan))
 
 
 def cohesion_pairs(cluster_rep: np.ndarray, ids: Sequence[str], per_cluster: int, seed: int) -> np.ndarray:
@@ -37,18 +51,14 @@ def cohesion_pairs(cluster_rep: np.ndarray, ids: Sequence[str], per_cluster: int
     return np.column_stack([members[keep], reps[keep]])
 
 
-def summarise(pairs: np.ndarray, tm_min: np.ndarray, n: int) -> Cohesion:
-    sampled = np.zeros(n, np.int64)
-    low = np.full(n, np.nan)
-    mid = np.full(n, np.nan)
-    if len(pairs):
-        reps = pairs[:, 1]
-        order = np.argsort(reps, kind="stable")
-        reps, scores = reps[order], np.asarray(tm_min, dtype=np.float64)[order]
-        starts = np.flatnonzero(np.r_[True, reps[1:] != reps[:-1]])
-        for start, stop in zip(starts.tolist(), np.r_[starts[1:], len(reps)].tolist()):
-            r = int(reps[start])
-            sampled[r] = stop - start
-            low[r] = float(scores[start:stop].min())
-            mid[r] = float(np.median(scores[start:stop]))
-    return Cohesion(sampled, low, mid)
+def summarise(pairs: np.ndarray, tm_min: np.ndarray) -> Cohesion:
+    if not len(pairs):
+        return Cohesion(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+    reps = np.asarray(pairs[:, 1], dtype=np.int64)
+    order = np.argsort(reps, kind="stable")
+    reps, scores = reps[order], np.asarray(tm_min, dtype=np.float64)[order]
+    starts = np.flatnonzero(np.r_[True, reps[1:] != reps[:-1]])
+    stops = np.r_[starts[1:], len(reps)]
+    low = np.array([scores[a:b].min() for a, b in zip(starts.tolist(), stops.tolist())], np.float64)
+    mid = np.array([np.median(scores[a:b]) for a, b in zip(starts.tolist(), stops.tolist())], np.float64)
+    return Cohesion(reps[starts], (stops - starts).astype(np.int64), low, mid)

@@ -39,12 +39,13 @@ def cluster_tables(
     del cluster_of
     order = np.argsort(in_id_order[reps], kind="stable")
     reps = reps[order]
+    sampled, low, mid = cohesion.of(reps)
     clusters = pa.Table.from_arrays(
         [named(reps), named(reps), pa.array(sizes[order]),
          pa.array(first_pass_per_cluster[order]), pa.array(min_length[order]), pa.array(max_length[order]),
-         pa.array(cohesion.sampled[reps]),
-         pa.array(cohesion.min_tm[reps], type=pa.float64(), from_pandas=True),
-         pa.array(cohesion.median_tm[reps], type=pa.float64(), from_pandas=True)],
+         pa.array(sampled),
+         pa.array(low, type=pa.float64(), from_pandas=True),
+         pa.array(mid, type=pa.float64(), from_pandas=True)],
         schema=schema.CLUSTERS,
     )
     members = pa.Table.from_arrays([names, named(cluster_rep), named(rep_of)],

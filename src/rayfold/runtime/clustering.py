@@ -9,6 +9,7 @@ resource. The algorithm itself (which pairs, which merges) is pure and lives in
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from rayfold.cluster.algorithm import Columns, Engine, cluster, unique_pairs, unique_scored_pairs
+from rayfold.cluster.evidence import Evidence, edge_bits, take_rows, worth_keeping
 from rayfold.cluster.rules import ClusterConfig, PreviousClusters
 from rayfold.io.storage import exists, join_uri, parquet_parts, write_parquet
 from rayfold.model.errors import InputError
@@ -174,25 +176,49 @@ class RayAligner:
         self.calls = 0
         self.remote = ray_remote(_align_block, runtime_env={"env_vars": WORKER_ENV})
 
-    def align(self, pairs: np.ndarray, *, desc: str) -> Columns:
-        """Columns of all alignments, in pair order. Each block's result is copied into its rows as it
-        arrives and let go: the driver never holds every block's result besides the columns."""
-        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    def _results(self, pairs: np.ndarray, desc: str) -> tuple[list, Iterator[tuple[int, Any]]]:
+        """The (shard a, shard b, rows) blocks of `pairs`, and (block index, columns) as tasks finish."""
         self.calls += len(pairs)
         shards = self.fragments
         blocks = list(shards.blocks(pairs[:, 0], pairs[:, 1], self.pairs_per_task))
         submissions = [(lambda a=a, b=b, rows=rows: self.remote.remote(
             shards.refs[a], shards.position[pairs[rows, 0]], shards.refs[b], shards.position[pairs[rows, 1]]))
             for a, b, rows in blocks]
+        return blocks, iter_tasks(submissions, desc=desc, progress=self.progress, max_in_flight=self.max_in_flight)
+
+    def align(self, pairs: np.ndarray, *, desc: str) -> Columns:
+        """Columns of all alignments, in pair order. Each block's result is copied into its rows as it
+        arrives and let go: the driver never holds every block's result besides the columns."""
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        blocks, results = self._results(pairs, desc)
         dtypes = {"i": np.int64, "j": np.int64, "aligned_length": np.int32}  # as `align_pairs` gives them
         columns = {k: np.zeros(len(pairs), dtypes.get(k, np.float64)) for k in ALIGNMENT_COLUMNS}
-        for index, part in iter_tasks(submissions, desc=desc, progress=self.progress,
-                                      max_in_flight=self.max_in_flight):
+        for index, part in results:
             rows = blocks[index][2]
             for k in ALIGNMENT_COLUMNS[2:]:
                 columns[k][rows] = part[k]
         columns["i"], columns["j"] = pairs[:, 0].copy(), pairs[:, 1].copy()
         return columns
+
+    def align_kept(self, pairs: np.ndarray, config: ClusterConfig, evidence: Evidence, *, desc: str) -> np.ndarray:
+        """`edge_bits` per pair (one byte each), the rows worth keeping added to `evidence` block by
+        block: the driver holds one block's columns at a time, never the round's. Blocks go to
+        `evidence` in block order whatever order their tasks finish in, so its rows are the same on
+        every run."""
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        blocks, results = self._results(pairs, desc)
+        bits = np.zeros(len(pairs), np.uint8)
+        finished: dict[int, Columns] = {}
+        next_block = 0
+        for index, part in results:
+            rows = blocks[index][2]
+            part = {**part, "i": pairs[rows, 0], "j": pairs[rows, 1]}
+            bits[rows] = edge_bits(part, config)
+            finished[index] = take_rows(part, worth_keeping(part, config))
+            while next_block in finished:
+                evidence.add(finished.pop(next_block))
+                next_block += 1
+        return bits
 
 
 class RayPrefilter:
@@ -383,7 +409,9 @@ def cluster_fragments(
     shards = fragments if isinstance(fragments, ShardedFragments) else shard_in_memory(fragments, config.shard_size)
     engine = ray_engine(shards, config, prefilter_config or PrefilterConfig(), foldseek, progress)
     aligner = RayAligner(shards, config.pairs_per_task, progress)
-    result = cluster(shards.index, engine, aligner, config, previous)
+    # the alignments kept for later steps go to files on the driver's disk as they come, not its memory
+    with tempfile.TemporaryDirectory(prefix="rayfold-evidence-") as spill:
+        result = cluster(shards.index, engine, aligner, config, previous, Evidence(spill))
     ids = np.array(shards.index.ids, dtype=object)
     links = result.links
     tables = dict(result.tables)

@@ -1,0 +1,188 @@
+"""The alignments later steps may need, kept where the driver does not hold them: evidence.
+
+The first pass TM-aligns about one pair per fragment (more for a family's hard members) and keeps
+the rows that can still matter (`worth_keeping`: first-pass edges, pairs at min-TM >= the guard).
+Later steps read only small slices of them: the rows among the representatives (search rounds,
+audit, guard), the rows across first-pass clusters at min-TM >= the merge threshold (merge
+evidence), and the few pairs cohesion samples. An `Evidence` store takes rows as they are aligned
+and answers those slices (`select`) by one scan, block by block: the whole of it is never in memory
+at once. With a `spill` folder its blocks are Arrow IPC files there (the runtime's choice: the
+driver's memory stays flat however many fragments there are); without, they stay in memory (tests,
+small runs). Rows keep the order they were added in, so "later rows win" holds for every slice.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from rayfold.cluster.rules import ClusterConfig
+
+Columns = dict[str, np.ndarray]  # i, j, tm_a, tm_b, rmsd, aligned_length, seq_identity, cov_a, cov_b
+COLUMNS = ("i", "j", "tm_a", "tm_b", "rmsd", "aligned_length", "seq_identity", "cov_a", "cov_b")
+_DTYPES = {"i": np.int64, "j": np.int64, "aligned_length": np.int32}  # the rest float64, as `align_pairs` gives
+
+# a row filter over a block of columns
+RowRule = Callable[[Columns], np.ndarray]
+
+I_REPRESENTS_J, J_REPRESENTS_I = np.uint8(1), np.uint8(2)  # bits of `edge_bits`
+
+
+def empty_columns() -> Columns:
+    return {k: np.zeros(0, _DTYPES.get(k, np.float64)) for k in COLUMNS}
+
+
+def concat_columns(parts: list[Columns]) -> Columns:
+    parts = [p for p in parts if p is not None and len(p["i"])]
+    if not parts:
+        return empty_columns()
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def take_rows(columns: Columns, keep: np.ndarray) -> Columns:
+    return {k: v[keep] for k, v in columns.items()}
+
+
+def worth_keeping(columns: Columns, config: ClusterConfig) -> np.ndarray:
+    """The alignment rows later steps can use: first-pass edges, and pairs at min-TM >= the guard
+    (possible merge evidence, guard and cohesion scores). A failed try is dropped."""
+    tm = np.minimum(columns["tm_a"], columns["tm_b"])
+    covered = (columns["cov_a"] >= config.coverage) & (columns["cov_b"] >= config.coverage)
+    edge = covered & (np.maximum(columns["tm_a"], columns["tm_b"]) >= config.tm_threshold)
+    return edge | (tm >= min(config.guard_threshold, config.merge_threshold))
+
+
+def edge_bits(columns: Columns, config: ClusterConfig) -> np.ndarray:
+    """Per row, Foldseek's representative rule both ways (both coverages >= coverage, TM normalised
+    by the representative >= tm_threshold): bit 1 when i can represent j, bit 2 when j can represent i.
+    One byte per pair is all the cascade's decisions need of an alignment."""
+    covered = (columns["cov_a"] >= config.coverage) & (columns["cov_b"] >= config.coverage)
+    i_rep = covered & (columns["tm_a"] >= config.tm_threshold)  # tm_a: normalised by i's length
+    j_rep = covered & (columns["tm_b"] >= config.tm_threshold)
+    return (np.where(i_rep, I_REPRESENTS_J, 0) | np.where(j_rep, J_REPRESENTS_I, 0)).astype(np.uint8)
+
+
+def edges_of(i: np.ndarray, j: np.ndarray, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(representative, member) pairs the bits allow, i as representative first (as `first_pass_edges`)."""
+    i_rep, j_rep = (bits & I_REPRESENTS_J) > 0, (bits & J_REPRESENTS_I) > 0
+    return (np.concatenate([i[i_rep], j[j_rep]]).astype(np.int64),
+            np.concatenate([j[i_rep], i[j_rep]]).astype(np.int64))
+
+
+# --- the slices later steps read ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Among:
+    """Rows whose two fragments are both flagged (e.g. the representatives)."""
+
+    flagged: np.ndarray  # bool per fragment
+
+    def __call__(self, columns: Columns) -> np.ndarray:
+        return self.flagged[columns["i"]] & self.flagged[columns["j"]]
+
+
+@dataclass(frozen=True)
+class Across:
+    """Rows at min-TM >= threshold whose fragments sit in different first-pass clusters."""
+
+    rep_of: np.ndarray
+    threshold: float
+
+    def __call__(self, columns: Columns) -> np.ndarray:
+        return ((np.minimum(columns["tm_a"], columns["tm_b"]) >= self.threshold)
+                & (self.rep_of[columns["i"]] != self.rep_of[columns["j"]]))
+
+
+@dataclass(frozen=True)
+class OfPairs:
+    """Rows of the given unordered pairs (either orientation)."""
+
+    keys: np.ndarray  # sorted unique lower << 32 | higher
+
+    @classmethod
+    def of(cls, pairs: np.ndarray) -> OfPairs:
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        return cls(np.unique((pairs.min(axis=1) << 32) | pairs.max(axis=1)))
+
+    def __call__(self, columns: Columns) -> np.ndarray:
+        i, j = columns["i"].astype(np.int64), columns["j"].astype(np.int64)
+        return np.isin((np.minimum(i, j) << 32) | np.maximum(i, j), self.keys)
+
+
+@dataclass(frozen=True)
+class Either:
+    rules: tuple
+
+    def __call__(self, columns: Columns) -> np.ndarray:
+        keep = np.zeros(len(columns["i"]), bool)
+        for rule in self.rules:
+            keep |= rule(columns)
+        return keep
+
+
+# --- the store ---------------------------------------------------------------------------------
+
+
+class Evidence:
+    """Alignment rows in the order they were added, held in memory or spilled to Arrow IPC files in
+    `spill` (a folder the caller owns) every `block_rows` rows."""
+
+    def __init__(self, spill: str | None = None, block_rows: int = 65_536) -> None:
+        self.spill, self.block_rows = spill, block_rows
+        self.blocks: list[Columns] = []  # in memory: all of them; spilling: the rows not written yet
+        self.files: list[str] = []
+        self.rows_added = 0
+
+    def add(self, columns: Columns, keep: np.ndarray | None = None) -> None:
+        columns = take_rows(columns, keep) if keep is not None else columns
+        if not len(columns["i"]):
+            return
+        self.blocks.append({k: np.asarray(columns[k], dtype=_DTYPES.get(k, np.float64)) for k in COLUMNS})
+        self.rows_added += len(columns["i"])
+        if self.spill is not None and sum(len(b["i"]) for b in self.blocks) >= self.block_rows:
+            self._write()
+
+    def _write(self) -> None:
+        block = concat_columns(self.blocks)
+        self.blocks = []
+        if not len(block["i"]):
+            return
+        path = os.path.join(str(self.spill), f"evidence-{len(self.files):06d}.arrow")
+        table = pa.table(block)
+        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        self.files.append(path)
+
+    def _scan(self) -> Iterator[Columns]:
+        for path in self.files:
+            # read into ordinary buffers (no memory map): only one block is resident at a time
+            with pa.OSFile(path, "rb") as source:
+                table = pa.ipc.open_file(source).read_all()
+            yield {k: table.column(k).to_numpy() for k in COLUMNS}
+            del table
+        yield from self.blocks
+
+    def select(self, rule: RowRule, *, since: int = 0) -> Columns:
+        """The rows `rule` keeps among those added from row `since` on, in the order they were added
+        (one scan)."""
+        parts, start = [], 0
+        for block in self._scan():
+            rows = len(block["i"])
+            if start + rows > since:
+                keep = rule(block)
+                keep[:max(0, since - start)] = False
+                parts.append(take_rows(block, keep))
+            start += rows
+        return concat_columns(parts)
+
+    def rows(self) -> Columns:
+        """Every row (tests and small runs)."""
+        return concat_columns(list(self._scan()))
+
+    def __len__(self) -> int:
+        return self.rows_added
