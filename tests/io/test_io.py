@@ -8,6 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import add_tar_member as _add
@@ -380,11 +381,40 @@ def test_local_parquet_atomic_write_and_dataset(tmp_path: Path) -> None:
 def test_local_write_failure_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import rayfold.io.storage as rio
 
-    def half_write(table: pa.Table, where: str, **kw: object) -> None:
-        Path(where).write_bytes(b"partial")
-        raise OSError("disk full")
+    class HalfWriter:  # opens the file, writes part of it, then the disk is full
+        def __init__(self, where: str, schema: pa.Schema, **kw: object) -> None:
+            Path(where).write_bytes(b"partial")
 
-    monkeypatch.setattr(rio.pq, "write_table", half_write)
+        def __enter__(self) -> HalfWriter:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def write_table(self, table: pa.Table) -> None:
+            raise OSError("disk full")
+
+    monkeypatch.setattr(rio.pq, "ParquetWriter", HalfWriter)
     with pytest.raises(OSError):
         write_parquet(pa.table({"a": [1]}), str(tmp_path / "t.parquet"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dictionary_columns_are_written_plain_a_row_group_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rayfold.io.storage as rio
+
+    monkeypatch.setattr(rio, "ROW_GROUP_ROWS", 4)
+    names = pa.array([f"f{i}" for i in range(10)])
+    field = pa.field("rep", pa.string(), nullable=False)
+    table = pa.Table.from_arrays(
+        [names, pa.DictionaryArray.from_arrays(pa.array([0, 0, 2, 2, 2, 5, 5, 5, 5, 9], pa.int32()), names)],
+        schema=pa.schema([pa.field("id", pa.string()), field.with_type(pa.dictionary(pa.int32(), pa.string()))],
+                         metadata={"rayfold_table": "x"}))
+    write_parquet(table, str(tmp_path / "t.parquet"))
+    back = pq.ParquetFile(tmp_path / "t.parquet")
+    assert back.metadata.num_row_groups == 3
+    read = back.read()
+    assert read.schema.field("rep") == field and read.schema.metadata == {b"rayfold_table": b"x"}
+    assert read.column("rep").to_pylist() == ["f0", "f0", "f2", "f2", "f2", "f5", "f5", "f5", "f5", "f9"]
+    write_parquet(table.slice(0, 0), str(tmp_path / "empty.parquet"))
+    assert pq.read_table(tmp_path / "empty.parquet").schema.field("rep") == field

@@ -12,7 +12,7 @@ import pytest
 from conftest import EXAMPLES_AFDB
 from rayfold.align.kmers import local_candidates
 from rayfold.align.tmalign import align_pairs
-from rayfold.cluster.cascade import centre_priority
+from rayfold.cluster.cascade import best_tries, centre_priority
 from rayfold.cluster.rules import ClusterConfig
 from rayfold.config import FragmentConfig
 from rayfold.fragment.stage import FragmentStage
@@ -88,6 +88,12 @@ def test_the_ray_data_shuffle_gives_the_in_process_candidates(ray_local, fragmen
         expected |= {(x, int(cc), int(-ss)) for k, (ss, _, cc) in enumerate(rows) if k == 0 or -ss >= 2}
     assert set(zip(member.tolist(), centre.tolist(), shared.tolist())) == expected
     assert (priority[centre] < priority[member]).all()  # every edge points to a better centre
+    # ranked in the shuffle's tasks: the tries the driver would rank itself, sorted by member and attempt
+    m, c, a = RayKmerCandidates(shard_in_memory(fs, 7), config, progress=False).ranked(members, priority)
+    want = best_tries(member.astype(np.int64), centre.astype(np.int64), shared, priority[centre],
+                      config.centres_per_fragment)
+    assert list(zip(m.tolist(), a.tolist(), c.tolist())) == sorted(zip(want[0].tolist(), want[3].tolist(),
+                                                                       want[1].tolist()))
 
 
 def test_the_sharded_scored_search_checks_at_most_limit_candidates_per_query_and_target_shard(ray_local,

@@ -230,7 +230,7 @@ def cluster(fragments: Fragments, engine: Engine, aligner: Aligner, config: Clus
     del columns
 
     # 2. the rest are clustered among themselves
-    rest = new[~np.isin(new, np.fromiter(assigned, np.int64, len(assigned)))]
+    rest = new[~np.isin(new, np.fromiter(assigned, np.int64, len(assigned)))] if assigned else new
     rounds: list[int] = []
     if not len(rest):
         rest_rep_of = rest.copy()

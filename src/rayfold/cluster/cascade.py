@@ -51,8 +51,8 @@ ScoredSearch = Callable[..., Iterable[tuple[np.ndarray, np.ndarray]]]
 def centre_priority(lengths: np.ndarray, mean_plddt: np.ndarray, ids: Sequence[str]) -> np.ndarray:
     """priority[i]: 0 for the best k-mer group centre (longest, then higher mean pLDDT, then smaller id)."""
     order = np.lexsort((algo.id_rank(ids), -np.round(np.asarray(mean_plddt, np.float64), 3), -np.asarray(lengths)))
-    priority = np.empty(len(ids), np.int64)
-    priority[order] = np.arange(len(ids))
+    priority = np.empty(len(ids), np.int32)  # 4 bytes a fragment on the driver (2^31 fragments)
+    priority[order] = np.arange(len(ids), dtype=np.int32)
     return priority
 
 
@@ -120,10 +120,14 @@ def kmer_round(members: np.ndarray, candidates: KmerCandidates, aligner: Aligner
                desc: str = "k-mer round") -> np.ndarray:
     """rep_of over `members` (global indices) of one k-mer round; its alignments worth keeping go to
     `evidence`."""
-    member, centre, shared = candidates(members, priority, seed)
-    ok = algo.within_reach(member, centre, lengths, min(config.coverage, config.merge_threshold))
-    member, centre, _, attempt = best_tries(member[ok], centre[ok], shared[ok], priority[centre[ok]],
-                                            config.centres_per_fragment)
+    ranked = getattr(candidates, "ranked", None)
+    if ranked is not None:  # ranked where the candidates are (Ray's: in the shuffle's tasks, as below)
+        member, centre, attempt = ranked(members, priority, seed)
+    else:
+        member, centre, shared = candidates(members, priority, seed)
+        ok = algo.within_reach(member, centre, lengths, min(config.coverage, config.merge_threshold))
+        member, centre, _, attempt = best_tries(member[ok], centre[ok], shared[ok], priority[centre[ok]],
+                                                config.centres_per_fragment)
     return confirm_tries(members, member, centre, attempt, aligner, priority, config, evidence, desc=desc)
 
 
@@ -260,10 +264,10 @@ def cascade_first_pass(members: np.ndarray, candidates: KmerCandidates, search: 
 
     k-mer rounds (each with its own min-hash seed) while they shrink the representatives by
     `min_shrink`, at most `kmer_rounds`; then search rounds on the same terms, at least one."""
-    rep_of = np.asarray(members, dtype=np.int64).copy()
+    rep_of = np.asarray(members, dtype=np.int32)  # 4 bytes a member (2^31 fragments)
     since = len(evidence)
     counts: list[int] = []
-    position = np.full(len(lengths), -1, np.int64)
+    position = np.full(len(lengths), -1, np.int32)
     for stage, limit in (("kmer", config.kmer_rounds), ("search", config.search_rounds)):
         for round_no in range(limit):
             reps = np.unique(rep_of)
@@ -273,8 +277,8 @@ def cascade_first_pass(members: np.ndarray, candidates: KmerCandidates, search: 
             else:
                 new_rep = search_round(reps, search, aligner, lengths, rank, config, evidence,
                                        desc=f"search round {round_no + 1}", since=since)
-            position[reps] = np.arange(len(reps))
-            rep_of = new_rep[position[rep_of]]
+            position[reps] = np.arange(len(reps), dtype=np.int32)
+            rep_of = new_rep.astype(np.int32)[position[rep_of]]
             counts.append(int(len(np.unique(rep_of))))
             if counts[-1] > (1.0 - config.min_shrink) * len(reps):
                 break

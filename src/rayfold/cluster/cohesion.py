@@ -42,7 +42,9 @@ def cohesion_pairs(cluster_rep: np.ndarray, ids: Sequence[str], per_cluster: int
     members = np.flatnonzero(cluster_rep != np.arange(len(cluster_rep)))
     if per_cluster <= 0 or not len(members):
         return np.zeros((0, 2), np.int64)
-    hashes = np.fromiter((seeded_hash(seed, ids[m]) for m in members.tolist()), np.uint64, len(members))
+    # the members' Python ints a slice at a time, never a list of all of them
+    hashes = np.fromiter((seeded_hash(seed, ids[m]) for k in range(0, len(members), 65_536)
+                          for m in members[k:k + 65_536].tolist()), np.uint64, len(members))
     order = np.lexsort((hashes, cluster_rep[members]))  # by cluster, then hash
     members = members[order]
     reps = cluster_rep[members]

@@ -86,8 +86,8 @@ def id_rank(ids: Sequence[str]) -> np.ndarray:
 def priority_order(mean_plddt: np.ndarray, lengths: np.ndarray, ids: Sequence[str]) -> np.ndarray:
     """rank[i]: 0 for the best representative candidate (higher pLDDT, then longer, then smaller id)."""
     order = np.lexsort((id_rank(ids), -np.asarray(lengths, np.int64), -np.asarray(mean_plddt, np.float64)))
-    rank = np.empty(len(ids), dtype=np.int64)
-    rank[order] = np.arange(len(ids))
+    rank = np.empty(len(ids), dtype=np.int32)  # 4 bytes a fragment on the driver (2^31 fragments)
+    rank[order] = np.arange(len(ids), dtype=np.int32)
     return rank
 
 
@@ -212,7 +212,7 @@ class PreviousClusters:
 
     @classmethod
     def none(cls, n: int) -> PreviousClusters:
-        return cls(np.full(n, -1, np.int64), np.full(n, -1, np.int64), np.zeros((0, 2), np.int64),
+        return cls(np.full(n, -1, np.int32), np.full(n, -1, np.int32), np.zeros((0, 2), np.int64),
                    np.zeros(0), np.zeros(n, bool), np.zeros((0, 2), np.int64))
 
     @property

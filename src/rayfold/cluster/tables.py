@@ -10,6 +10,16 @@ from rayfold.cluster.rules import SingletonAudit, id_rank
 from rayfold.model import schema
 from rayfold.model.fragset import Fragments
 
+# the members table as `cluster_tables` holds it: representative columns dictionary-encoded over the ids
+MEMBERS_IN_MEMORY = pa.schema(
+    [f if f.name == "fragment_id" else f.with_type(pa.dictionary(pa.int32(), f.type)) for f in schema.MEMBERS],
+    metadata=schema.MEMBERS.metadata)
+
+
+def indexing(names: pa.Array, index: np.ndarray) -> pa.DictionaryArray:
+    """names[index] as a dictionary array over `names`: int32 indices, the strings not copied."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.asarray(index, dtype=np.int32)), names)
+
 
 def cluster_tables(
     fragments: Fragments,
@@ -48,8 +58,10 @@ def cluster_tables(
          pa.array(mid, type=pa.float64(), from_pandas=True)],
         schema=schema.CLUSTERS,
     )
-    members = pa.Table.from_arrays([names, named(cluster_rep), named(rep_of)],
-                                   schema=schema.MEMBERS)
+    # the two representative columns index the ids (4 bytes a row) instead of copying them: they
+    # are decoded a slice at a time when written (`write_parquet`), and read back as plain strings
+    members = pa.Table.from_arrays([names, indexing(names, cluster_rep), indexing(names, rep_of)],
+                                   schema=MEMBERS_IN_MEMORY)
     e = evidence
     merges = pa.Table.from_arrays(
         [

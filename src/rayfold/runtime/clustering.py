@@ -33,6 +33,9 @@ from rayfold.runtime.shards import (
 )
 
 FOLDSEEK_RESOURCE = "foldseek"  # custom resource of cluster.yaml's large node type
+# the k-mer round's tries as the shuffle's tasks give them (`_tries_batch`)
+TRIES_SCHEMA = pa.schema([("member", pa.int32()), ("centre", pa.int32()), ("shared", pa.int32()),
+                          ("attempt", pa.int8())])
 ALIGNMENT_COLUMNS = ("i", "j", "tm_a", "tm_b", "rmsd", "aligned_length", "seq_identity", "cov_a", "cov_b")
 
 
@@ -117,8 +120,10 @@ def _tries_batch(batch: pa.Table, limit: int) -> pa.Table:
     member = batch.column("member").to_numpy()
     centre = batch.column("centre").to_numpy()
     m, c, shared = count_shared(member, centre)
-    m, c, shared, _ = best_tries(m, c, shared, value_of(c, centre, batch.column("centre_priority").to_numpy()), limit)
-    return pa.table({"member": m.astype(np.int32), "centre": c.astype(np.int32), "shared": shared.astype(np.int32)})
+    m, c, shared, attempt = best_tries(m, c, shared, value_of(c, centre, batch.column("centre_priority").to_numpy()),
+                                       limit)
+    return pa.table({"member": m.astype(np.int32), "centre": c.astype(np.int32), "shared": shared.astype(np.int32),
+                     "attempt": attempt.astype(np.int8)})
 
 
 def _foldseek_input(parts: list) -> FragmentSet:
@@ -281,6 +286,22 @@ class RayKmerCandidates:
 
     def __call__(self, members: np.ndarray, priority: np.ndarray,
                  seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(member, centre, shared k-mers): each member's best `centres_per_fragment` centres."""
+        table = self._tries(members, priority, seed)
+        return tuple(table.column(c).to_numpy().astype(np.int64) for c in ("member", "centre", "shared"))
+
+    def ranked(self, members: np.ndarray, priority: np.ndarray,
+               seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(member, centre, attempt) as `cascade.best_tries` gives them, ranked in the shuffle's tasks
+        (all rows of a member are in one of them): the driver gets 9 bytes a try, sorted by member
+        and attempt (Ray Data's block order may vary; this order does not)."""
+        table = self._tries(members, priority, seed)
+        member = table.column("member").to_numpy()
+        attempt = table.column("attempt").to_numpy()
+        order = np.lexsort((attempt, member))
+        return member[order], table.column("centre").to_numpy()[order], attempt[order]
+
+    def _tries(self, members: np.ndarray, priority: np.ndarray, seed: int | None) -> pa.Table:
         import ray
 
         members = np.unique(np.asarray(members, dtype=np.int64))
@@ -293,12 +314,9 @@ class RayKmerCandidates:
             if len(m):
                 refs.append(self.remote.remote(shards.refs[s], shards.position[m], m, priority[m],
                                                shards.index.lengths[m], kmer_config))
-        empty = np.zeros(0, np.int64)
-        if not refs:
-            return empty, empty, empty
-        source = ray.data.from_arrow_refs(refs)
-        if not source.count():
-            return empty, empty, empty
+        source = ray.data.from_arrow_refs(refs) if refs else None
+        if source is None or not source.count():
+            return TRIES_SCHEMA.empty_table()
         partitions = max(2 * _cpus(), -(-source.count() // 2_000_000))
         dataset = (source
                    .repartition(partitions, keys=["kmer"])
@@ -308,10 +326,7 @@ class RayKmerCandidates:
                    .map_batches(_tries_batch, batch_format="pyarrow", batch_size=None,  # type: ignore[arg-type]
                                 fn_kwargs={"limit": config.centres_per_fragment}))
         tables = [t for t in ray.get(dataset.to_arrow_refs()) if t.num_rows]
-        if not tables:
-            return empty, empty, empty
-        table = pa.concat_tables(tables)
-        return tuple(table.column(c).to_numpy().astype(np.int64) for c in ("member", "centre", "shared"))
+        return pa.concat_tables(tables).combine_chunks() if tables else TRIES_SCHEMA.empty_table()
 
 
 class RayFoldseek:
@@ -412,12 +427,11 @@ def cluster_fragments(
     # the alignments kept for later steps go to files on the driver's disk as they come, not its memory
     with tempfile.TemporaryDirectory(prefix="rayfold-evidence-") as spill:
         result = cluster(shards.index, engine, aligner, config, previous, Evidence(spill))
-    ids = np.array(shards.index.ids, dtype=object)
-    links = result.links
+    ids, links = shards.index.ids, result.links
     tables = dict(result.tables)
     tables["singleton_links"] = pa.Table.from_arrays(
-        [pa.array(ids[links[:, 0]].tolist(), pa.string()), pa.array(ids[links[:, 1]].tolist(), pa.string())],
-        schema=schema.SINGLETON_LINKS)
+        [pa.array([ids[k] for k in links[:, 0].tolist()], pa.string()),
+         pa.array([ids[k] for k in links[:, 1].tolist()], pa.string())], schema=schema.SINGLETON_LINKS)
     tables["cluster_runs"] = result.run
     return tables
 
