@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from rayfold.cluster.pairscores import pair_keys
 from rayfold.cluster.rules import ClusterConfig
 
 Columns = dict[str, np.ndarray]  # i, j, tm_a, tm_b, rmsd, aligned_length, seq_identity, cov_a, cov_b
@@ -102,16 +103,15 @@ class Across:
 class OfPairs:
     """Rows of the given unordered pairs (either orientation)."""
 
-    keys: np.ndarray  # sorted unique lower << 32 | higher
+    keys: np.ndarray  # sorted unique `pair_keys`
 
     @classmethod
     def of(cls, pairs: np.ndarray) -> OfPairs:
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-        return cls(np.unique((pairs.min(axis=1) << 32) | pairs.max(axis=1)))
+        return cls(np.unique(pair_keys(pairs[:, 0], pairs[:, 1])))
 
     def __call__(self, columns: Columns) -> np.ndarray:
-        i, j = columns["i"].astype(np.int64), columns["j"].astype(np.int64)
-        return np.isin((np.minimum(i, j) << 32) | np.maximum(i, j), self.keys)
+        return np.isin(pair_keys(columns["i"], columns["j"]), self.keys)
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ class Evidence:
         self.spill, self.block_rows = spill, block_rows
         self.blocks: list[Columns] = []  # in memory: all of them; spilling: the rows not written yet
         self.files: list[str] = []
-        self.rows_added = 0
+        self.rows_added = self.rows_pending = 0
 
     def add(self, columns: Columns, keep: np.ndarray | None = None) -> None:
         columns = take_rows(columns, keep) if keep is not None else columns
@@ -144,12 +144,13 @@ class Evidence:
             return
         self.blocks.append({k: np.asarray(columns[k], dtype=_DTYPES.get(k, np.float64)) for k in COLUMNS})
         self.rows_added += len(columns["i"])
-        if self.spill is not None and sum(len(b["i"]) for b in self.blocks) >= self.block_rows:
+        self.rows_pending += len(columns["i"])
+        if self.spill is not None and self.rows_pending >= self.block_rows:
             self._write()
 
     def _write(self) -> None:
         block = concat_columns(self.blocks)
-        self.blocks = []
+        self.blocks, self.rows_pending = [], 0
         if not len(block["i"]):
             return
         path = os.path.join(str(self.spill), f"evidence-{len(self.files):06d}.arrow")

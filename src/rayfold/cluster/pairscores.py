@@ -14,7 +14,7 @@ import numpy as np
 _SHIFT = np.int64(32)  # key = lower index << 32 | higher index (indices < 2^31)
 
 
-def _keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def pair_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
     return (np.minimum(a, b) << _SHIFT) | np.maximum(a, b)
 
@@ -49,7 +49,7 @@ class PairScores:
         return out
 
     def update(self, a: np.ndarray, b: np.ndarray, tm: np.ndarray) -> None:
-        self._merge(_keys(a, b), np.asarray(tm, np.float64))
+        self._merge(pair_keys(a, b), np.asarray(tm, np.float64))
 
     def absorb(self, other: PairScores) -> None:
         """`other`'s scores over these (where both have a pair, other's wins)."""
@@ -64,7 +64,7 @@ class PairScores:
 
     def lookup(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(found, min-TM) per pair (a[k], b[k]); min-TM is NaN where not found."""
-        key = _keys(a, b)
+        key = pair_keys(a, b)
         where = np.minimum(np.searchsorted(self._key, key), max(len(self._key) - 1, 0))
         found = (self._key[where] == key) if len(self._key) else np.zeros(len(key), bool)
         return found, np.where(found, self._tm[where] if len(self._tm) else np.nan, np.nan)
