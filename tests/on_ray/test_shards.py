@@ -122,3 +122,31 @@ def test_the_sharded_scored_search_checks_at_most_limit_candidates_per_query_and
     want, want_score = unique_scored_pairs(np.concatenate(want_pairs), np.concatenate(want_tm))
     assert limited.tolist() == want.tolist() and np.allclose(limited_tm, want_score)
     assert len(limited) < len(full)
+
+
+def test_iter_tasks_stays_within_max_ahead_of_a_straggler(ray_local):
+    """A slow first task: later ones finish first, and submissions stop `max_ahead` places after it
+    (what bounds the finished results an in-order caller holds)."""
+    from rayfold.runtime.session import iter_tasks, ray_remote
+
+    def pause(seconds: float) -> float:  # defined here: pickled by value (workers cannot import tests)
+        import time
+
+        time.sleep(seconds)
+        return seconds
+
+    remote = ray_remote(pause)
+    submitted: list[int] = []
+
+    def submit(k: int):
+        submitted.append(k)
+        return remote.remote(3.0 if k == 0 else 0.0)
+
+    order, furthest_before_first = [], None
+    for index, _ in iter_tasks([lambda k=k: submit(k) for k in range(40)], desc="t", progress=False,
+                               max_in_flight=4, max_ahead=6):
+        order.append(index)
+        if index == 0:
+            furthest_before_first = max(submitted)
+    assert sorted(order) == list(range(40)) and order[0] != 0  # the straggler did finish last of its window
+    assert furthest_before_first is not None and furthest_before_first < 6

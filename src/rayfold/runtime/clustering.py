@@ -181,7 +181,8 @@ class RayAligner:
         self.calls = 0
         self.remote = ray_remote(_align_block, runtime_env={"env_vars": WORKER_ENV})
 
-    def _results(self, pairs: np.ndarray, desc: str) -> tuple[list, Iterator[tuple[int, Any]]]:
+    def _results(self, pairs: np.ndarray, desc: str,
+                 max_ahead: int | None = None) -> tuple[list, Iterator[tuple[int, Any]]]:
         """The (shard a, shard b, rows) blocks of `pairs`, and (block index, columns) as tasks finish."""
         self.calls += len(pairs)
         shards = self.fragments
@@ -189,7 +190,8 @@ class RayAligner:
         submissions = [(lambda a=a, b=b, rows=rows: self.remote.remote(
             shards.refs[a], shards.position[pairs[rows, 0]], shards.refs[b], shards.position[pairs[rows, 1]]))
             for a, b, rows in blocks]
-        return blocks, iter_tasks(submissions, desc=desc, progress=self.progress, max_in_flight=self.max_in_flight)
+        return blocks, iter_tasks(submissions, desc=desc, progress=self.progress, max_in_flight=self.max_in_flight,
+                                  max_ahead=max_ahead)
 
     def align(self, pairs: np.ndarray, *, desc: str) -> Columns:
         """Columns of all alignments, in pair order. Each block's result is copied into its rows as it
@@ -207,11 +209,12 @@ class RayAligner:
 
     def align_kept(self, pairs: np.ndarray, config: ClusterConfig, evidence: Evidence, *, desc: str) -> np.ndarray:
         """`edge_bits` per pair (one byte each), the rows worth keeping added to `evidence` block by
-        block: the driver holds one block's columns at a time, never the round's. Blocks go to
-        `evidence` in block order whatever order their tasks finish in, so its rows are the same on
-        every run."""
+        block, never the round's columns at once. Blocks go to `evidence` in block order whatever
+        order their tasks finish in, so its rows are the same on every run; a finished block waits
+        for the blocks before it, and submissions stay within `2 * max_in_flight` places of the
+        oldest unfinished one, so a straggler holds back at most that many blocks' kept rows."""
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-        blocks, results = self._results(pairs, desc)
+        blocks, results = self._results(pairs, desc, max_ahead=2 * self.max_in_flight)
         bits = np.zeros(len(pairs), np.uint8)
         finished: dict[int, Columns] = {}
         next_block = 0

@@ -84,9 +84,13 @@ def ray_remote(fn: Callable, **options: Any) -> Any:
 
 
 def iter_tasks(submissions: Sequence[Callable[[], Any]], *, desc: str, progress: bool,
-               max_in_flight: int) -> Iterator[tuple[int, Any]]:
+               max_in_flight: int, max_ahead: int | None = None) -> Iterator[tuple[int, Any]]:
     """(submission index, result) of (callable -> ObjectRef) thunks as they finish, with bounded
-    in-flight tasks: a caller that folds results holds one at a time, never all of them."""
+    in-flight tasks: a caller that folds results holds one at a time, never all of them.
+
+    `max_ahead`: no submission more than this many places after the oldest unfinished one. A caller
+    that puts results back in submission order then holds fewer than `max_ahead` finished results
+    while it waits for a straggler (without it, everything after the straggler could pile up)."""
     import ray
     from tqdm.auto import tqdm
 
@@ -94,9 +98,15 @@ def iter_tasks(submissions: Sequence[Callable[[], Any]], *, desc: str, progress:
     pending: dict = {}
     bar = tqdm(total=len(submissions), desc=desc, unit="task", disable=not progress)
     next_index = 0
+
+    def may_submit() -> bool:
+        if next_index >= len(submissions) or len(pending) >= max_in_flight:
+            return False
+        return max_ahead is None or not pending or next_index - min(pending.values()) < max_ahead
+
     try:
         while next_index < len(submissions) or pending:
-            while next_index < len(submissions) and len(pending) < max_in_flight:
+            while may_submit():
                 pending[submissions[next_index]()] = next_index
                 next_index += 1
             done, _ = ray.wait(list(pending), num_returns=1)
