@@ -33,6 +33,9 @@ def _add_fragment(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", help="files, folders, globs or URLs")
     p.add_argument("--out", required=True, help="output folder or URL (s3://bucket/prefix)")
+    p.add_argument("--sync", action="store_true",
+                   help="make OUT reflect INPUT... as it is now: inputs no longer listed are withdrawn (their "
+                   "fragments leave the clusters); without it, a release only adds and replaces")
     p.add_argument("--whole-chains", action="store_true", help="no cutting: each chain is one fragment")
     p.add_argument("--export-structures", action="store_true", help="also write OUT/structures/<fragment_id>.pdb")
     p.add_argument("--address", help="Ray cluster address (default: a private local Ray)")
@@ -94,9 +97,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "run",
         help="the whole job: fragment, cluster, audit, statistics (incremental and resumable)",
         description="Bring OUT up to date with INPUT...: only inputs new since the last release are read "
-        "and fragmented; their fragments join existing clusters or form new ones; a killed run "
-        "resumes. Writes OUT/{fragments,chains,errors,manifest,releases,clusters,members,merges,"
-        "singleton_audit,stats,sampling,weights,report}/.",
+        "and fragmented; all current fragments are clustered as one fresh run would, TM-aligning only "
+        "pairs no earlier release aligned; a killed run resumes. Writes OUT/{fragments,chains,errors,"
+        "manifest,releases,alignments,cluster_map,clusters,members,merges,singleton_audit,stats,sampling,"
+        "weights,report}/.",
     )
     p.add_argument("inputs", nargs="+", help="files, folders, globs or URLs; each is a 'source' in the statistics")
     p.add_argument("--out", required=True, help="output folder or URL (s3://bucket/prefix)")
@@ -106,6 +110,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-ids", metavar="URI", help="keep only entries listed in this id table (one id per line)")
     p.add_argument("--keep-mmseqs-clusters", metavar="URI",
                    help="keep only entries in non-singleton clusters of this MMseqs2 cluster TSV")
+    p.add_argument("--sync", action="store_true",
+                   help="make OUT reflect INPUT... as it is now: inputs no longer listed are withdrawn (their "
+                   "fragments leave the clusters); without it, a release only adds and replaces")
     p.add_argument("--whole-chains", action="store_true", help="no cutting: each chain is one fragment")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a private local Ray)")
     p.add_argument("--workers", type=int, help="fragmenting actors (default: the cluster's CPUs)")
@@ -145,7 +152,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         run=RunConfig(unit_size=args.unit_size, num_workers=args.workers, stale_lock_after=args.stale_lock_after),
         entry_filter=entry_filter,
         foldseek=args.foldseek, address=args.address, progress=not args.no_progress,
-        analytics=not args.no_report,
+        analytics=not args.no_report, sync=args.sync,
     )
     print(json.dumps(asdict(summary), indent=2))
     return 0

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.ray
 
 CONFIG = ReleaseConfig(cluster=ClusterConfig(engine="builtin"))
 MODELS = sorted(p for p in EXAMPLES_AFDB.iterdir() if p.name.endswith(".gz"))
+CLUSTERING = ("clusters", "members", "merges", "singleton_audit")
 
 
 def table(out: Path, name: str):
@@ -76,36 +77,43 @@ def test_second_release_reads_only_new_inputs(grown):
     assert set(manifest.filter(pc.field("release") == 2).column("input_uri").to_pylist()) == grown["second"]
     # every input was read exactly once over both releases
     assert sorted(manifest.column("input_uri").to_pylist()) == sorted(str(grown["inputs"] / p.name) for p in MODELS)
-    assert r2.new_fragments < r2.fragments and r2.assigned_to_existing > 0
+    assert r2.new_fragments < r2.fragments and r2.reused_alignments > 0
 
 
 def test_incremental_tables_equal_a_single_run(grown):
-    inc, full = partition(grown["inc"]), partition(grown["full"])
-    assert set(inc) == set(full)  # the same clusters
-    first_ids = set(grown["partition1"].values())
-    for members, cluster_id in inc.items():
-        if cluster_id != full[members]:  # ids differ only where a cluster of release 1 kept its id
-            assert cluster_id in first_ids
+    for name in CLUSTERING:  # the same clusters, representatives, ids, merges and audit, row for row
+        assert table(grown["inc"], name).equals(table(grown["full"], name)), name
     for name in ("fragments", "chains"):
         a = table(grown["inc"], name).sort_by("source_uri").column("source_uri").to_pylist()
         b = table(grown["full"], name).sort_by("source_uri").column("source_uri").to_pylist()
         assert a == b
-    assert grown["r2"].alignments < grown["single"].alignments
+    # release 2 aligned only pairs release 1 had not: together no more than the single run
+    r1, r2, single = grown["r1"], grown["r2"], grown["single"]
+    assert r2.alignments < single.alignments and r2.reused_alignments <= r1.alignments
+    stored = table(grown["inc"], "alignments")
+    assert stored.num_rows == r1.alignments + r2.alignments
 
 
-def test_unchanged_clusters_keep_their_ids(grown):
-    now = partition(grown["inc"])
-    for members, cluster_id in grown["partition1"].items():
-        if members in now:
-            assert now[members] == cluster_id
-        else:  # it grew: it keeps its id; or it merged with other old clusters: one of their ids
-            grown_into = [(m, cid) for m, cid in now.items() if members <= m]
-            assert len(grown_into) == 1
-            bigger, cluster_id_now = grown_into[0]
-            old_ids = {cid for m, cid in grown["partition1"].items() if m <= bigger}
-            assert cluster_id_now in old_ids
-            if old_ids == {cluster_id}:
-                assert cluster_id_now == cluster_id
+def test_cluster_map_says_how_ids_moved(grown):
+    before, now = grown["partition1"], partition(grown["inc"])
+    changes = table(grown["inc"], "cluster_map").filter(pc.field("release") == 2).to_pylist()
+    changed = {r["cluster_id"] for r in changes}
+    for members, cluster_id in now.items():
+        # a cluster has no row exactly when it had the same id and members in release 1
+        assert (before.get(members) == cluster_id) == (cluster_id not in changed)
+    size_then = {cid: len(m) for m, cid in before.items()}
+    size_now = {cid: len(m) for m, cid in now.items()}
+    for cid in changed:  # its rows account for each of its members once
+        assert sum(r["fragments"] for r in changes if r["cluster_id"] == cid) == size_now[cid]
+    for cid in {r["previous_cluster_id"] for r in changes} - {None}:
+        assert sum(r["fragments"] for r in changes if r["previous_cluster_id"] == cid) == size_then[cid]
+    assert {r["change"] for r in changes} <= {"same_id", "moved", "new", "removed"}
+    assert sum(r["fragments"] for r in changes if r["change"] == "new") == grown["r2"].new_fragments
+    assert grown["r2"].changed_clusters == len(changed)
+
+
+def test_only_the_newest_state_is_kept(grown):
+    assert sorted(p.name for p in (grown["inc"] / "state").iterdir()) == ["000002"]
 
 
 def test_rerun_with_nothing_new_writes_nothing(grown):

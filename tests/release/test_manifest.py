@@ -41,6 +41,18 @@ def test_superseded_rows_and_changed_content():
     assert mf.changed_content(touched, 2) == set()  # new mtime, same bytes
 
 
+def test_withdrawals_leave_the_collection_and_can_come_back():
+    gone = mf.withdrawals(["b", "c"], MANIFEST, release=3)
+    assert gone.column("input_uri").to_pylist() == ["a"] and gone.column("withdrawn").to_pylist() == [True]
+    assert mf.withdrawals(["b", "c"], pa.concat_tables([MANIFEST, gone]), release=3).equals(gone)  # a rerun
+    after = pa.concat_tables([MANIFEST, gone])
+    assert sorted(mf.current(after)) == ["b", "c"] and sorted(mf.newest(after)) == ["a", "b", "c"]
+    assert mf.superseded(after) == {"u1": {"a", "b"}}  # its rows leave the unit's parts
+    assert [s.ref.uri for s in mf.diff_inputs([ref("a")], after, release=4).todo] == ["a"]  # listed again: new
+    assert mf.withdrawals(["a", "b", "c"], MANIFEST, release=3).num_rows == 0
+    assert mf.changed_content(after, 3) == set()  # a withdrawal is not new content
+
+
 def test_without_inputs_drops_tar_members_too():
     t = pa.table({"source_uri": ["x.tar#m1.pdb", "y.pdb", "x.tar#m2.pdb"], "v": [1, 2, 3]})
     assert mf.without_inputs(t, {"x.tar"}).column("v").to_pylist() == [2]

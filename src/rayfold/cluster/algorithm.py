@@ -32,6 +32,7 @@ from rayfold.cluster.cascade import KmerCandidates, ScoredSearch, cascade_first_
 from rayfold.cluster.cohesion import cohesion_pairs, summarise
 from rayfold.cluster.evidence import Across, Among, Columns, Either, Evidence, OfPairs, concat_columns, take_rows
 from rayfold.cluster.linkage import MERGED, link_clusters
+from rayfold.cluster.memo import VALUES, oriented
 from rayfold.cluster.pairscores import PairScores
 from rayfold.cluster.rules import ClusterConfig, PreviousClusters
 from rayfold.cluster.tables import cluster_tables
@@ -100,27 +101,12 @@ def align_once(pairs: np.ndarray, done: list[Columns], aligner: Aligner, *, desc
     """Columns for `pairs`: rows already in `done` (the cascade aligned most representative pairs) are
     reused, oriented as asked; only the others are aligned."""
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    have = concat_columns(done)
-    if not len(have["i"]) or not len(pairs):
+    found, out = oriented(pairs, concat_columns(done), flipped=True)
+    if not found.any():
         return aligner.align(pairs, desc=desc)
-    n = int(max(pairs.max(), have["i"].max(), have["j"].max())) + 1
-    key = have["i"] * n + have["j"]
-    order = np.argsort(key, kind="stable")
-    swapped = {"tm_a": "tm_b", "tm_b": "tm_a", "cov_a": "cov_b", "cov_b": "cov_a"}
-    out = {k: np.zeros(len(pairs), v.dtype) for k, v in have.items()}
-    found = np.zeros(len(pairs), bool)
-    for flip in (False, True):
-        a, b = (pairs[:, 1], pairs[:, 0]) if flip else (pairs[:, 0], pairs[:, 1])
-        where = np.searchsorted(key[order], a * n + b)
-        hit = ~found & (where < len(key)) & (key[order][np.minimum(where, len(key) - 1)] == a * n + b)
-        rows = order[where[hit]]
-        for k in out:
-            out[k][hit] = have[swapped.get(k, k) if flip else k][rows]
-        found |= hit
     fresh = aligner.align(pairs[~found], desc=desc)
-    for k in out:
+    for k in VALUES:
         out[k][~found] = fresh[k]
-    out["i"], out["j"] = pairs[:, 0].copy(), pairs[:, 1].copy()
     return out
 
 

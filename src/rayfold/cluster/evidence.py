@@ -159,7 +159,8 @@ class Evidence:
             writer.write_table(table)
         self.files.append(path)
 
-    def _scan(self) -> Iterator[Columns]:
+    def scan(self) -> Iterator[Columns]:
+        """The rows in add order, a block at a time."""
         for path in self.files:
             # read into ordinary buffers (no memory map): only one block is resident at a time
             with pa.OSFile(path, "rb") as source:
@@ -172,7 +173,7 @@ class Evidence:
         """The rows `rule` keeps among those added from row `since` on, in the order they were added
         (one scan)."""
         parts, start = [], 0
-        for block in self._scan():
+        for block in self.scan():
             rows = len(block["i"])
             if start + rows > since:
                 keep = rule(block)
@@ -183,7 +184,7 @@ class Evidence:
 
     def rows(self) -> Columns:
         """Every row (tests and small runs)."""
-        return concat_columns(list(self._scan()))
+        return concat_columns(list(self.scan()))
 
     def __len__(self) -> int:
         return self.rows_added

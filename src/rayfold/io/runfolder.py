@@ -12,7 +12,7 @@ input folder; a command that writes one refuses an --out that is an existing fil
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +24,10 @@ from rayfold.io.storage import (
     join_uri,
     read_bytes,
     read_parquet_dataset,
+    remove_tree,
     write_bytes,
     write_parquet,
+    write_parquet_stream,
 )
 from rayfold.model.errors import InputError
 
@@ -54,6 +56,14 @@ class RunFolder:
 
     def write_table(self, table: pa.Table, *parts: str) -> None:
         write_parquet(table, self.path(*parts), self.storage_options)
+
+    def write_tables(self, schema: pa.Schema, tables: Iterable[pa.Table], *parts: str) -> None:
+        """One Parquet file of `tables` written as they come (`write_parquet_stream`)."""
+        write_parquet_stream(schema, tables, self.path(*parts), self.storage_options)
+
+    def remove(self, *parts: str) -> None:
+        """Delete `OUT/<parts>` and everything under it (nothing when absent)."""
+        remove_tree(self.path(*parts), self.storage_options)
 
     def read_bytes(self, *parts: str) -> bytes:
         return read_bytes(self.path(*parts), self.storage_options)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "3"  # 2: clusters gain length range and cohesion; merges gain decision, guard_tm; 3: first_pass_rounds
+# 2: clusters gain length range and cohesion; merges gain decision, guard_tm; 3: first_pass_rounds;
+# 4: alignments and cluster_map tables; releases: reused_alignments and changed_clusters replace
+# assigned_to_existing (a release clusters everything, as a fresh run)
+SCHEMA_VERSION = "4"
 
 XYZ = pa.list_(pa.float32(), 3)
 
@@ -149,12 +152,16 @@ MANIFEST = pa.schema(
         pa.field("source", pa.string(), nullable=False),  # the INPUT argument it was listed from
         pa.field("size", pa.int64()),
         pa.field("mtime_or_etag", pa.string()),  # S3 ETag, else modification time
-        pa.field("content_sha256", pa.string(), nullable=False),  # over the bytes read (tar: member names and bytes)
+        # over the bytes read (tar: member names and bytes); "" in a withdrawal row
+        pa.field("content_sha256", pa.string(), nullable=False),
         pa.field("unit_id", pa.string(), nullable=False),  # the work unit whose parts hold its rows
         pa.field("release", pa.int64(), nullable=False),  # the release that processed it
         pa.field("structures", pa.int64(), nullable=False),
         pa.field("fragments", pa.int64(), nullable=False),
         pa.field("errors", pa.int64(), nullable=False),
+        # true: a release run with --sync no longer found it listed, and its rows left the tables
+        # (null in run folders from before schema 4: processed)
+        pa.field("withdrawn", pa.bool_()),
     ],
     metadata={"rayfold_table": "manifest", "rayfold_schema_version": SCHEMA_VERSION},
 )
@@ -167,11 +174,13 @@ RELEASES = pa.schema(
         pa.field("inputs", pa.int64(), nullable=False),  # all inputs in the manifest after this release
         pa.field("new_inputs", pa.int64(), nullable=False),  # processed in this release (new or changed)
         pa.field("changed_inputs", pa.int64(), nullable=False),  # of those, seen before with other content
+        pa.field("withdrawn_inputs", pa.int64(), nullable=False),  # no longer listed (--sync): their rows left
         pa.field("fragments", pa.int64(), nullable=False),  # passed fragments clustered, all releases
-        pa.field("new_fragments", pa.int64(), nullable=False),
-        pa.field("assigned_to_existing", pa.int64(), nullable=False),  # new fragments joined to existing clusters
+        pa.field("new_fragments", pa.int64(), nullable=False),  # fragment ids the last release did not have
+        pa.field("reused_alignments", pa.int64(), nullable=False),  # stored alignments it could reuse
         pa.field("clusters", pa.int64(), nullable=False),
-        pa.field("new_clusters", pa.int64(), nullable=False),
+        pa.field("new_clusters", pa.int64(), nullable=False),  # cluster ids the last release did not have
+        pa.field("changed_clusters", pa.int64(), nullable=False),  # clusters with rows in cluster_map
         pa.field("merges", pa.int64(), nullable=False),  # evidence rows that joined clusters, all releases
         pa.field("alignments", pa.int64(), nullable=False),  # TM-align calls in this release
         pa.field("errors", pa.int64(), nullable=False),  # error rows of this release's inputs
@@ -189,6 +198,39 @@ SINGLETON_LINKS = pa.schema(
         pa.field("fragment_b", pa.string(), nullable=False),
     ],
     metadata={"rayfold_table": "singleton_links", "rayfold_schema_version": SCHEMA_VERSION},
+)
+
+# every alignment a release computed (`rayfold.cluster.memo`): later releases reuse the rows whose two
+# fragments still exist with the same content (digest) instead of aligning them again
+ALIGNMENTS = pa.schema(
+    [
+        pa.field("fragment_a", pa.string(), nullable=False),  # aligned as (a, b): TM-align is not symmetric
+        pa.field("fragment_b", pa.string(), nullable=False),
+        pa.field("digest_a", pa.int64(), nullable=False),  # content digest of fragment_a when aligned
+        pa.field("digest_b", pa.int64(), nullable=False),
+        pa.field("tm_a", pa.float64(), nullable=False),  # TM normalised by fragment_a
+        pa.field("tm_b", pa.float64(), nullable=False),
+        pa.field("rmsd", pa.float64(), nullable=False),
+        pa.field("aligned_length", pa.int32(), nullable=False),
+        pa.field("seq_identity", pa.float64(), nullable=False),
+        pa.field("cov_a", pa.float64(), nullable=False),  # span of fragment_a's aligned residues / its length
+        pa.field("cov_b", pa.float64(), nullable=False),
+    ],
+    metadata={"rayfold_table": "alignments", "rayfold_schema_version": SCHEMA_VERSION},
+)
+
+# how each release's clusters follow from the last release's (`rayfold.release.clustermap`): one row
+# per (cluster now, cluster then) that share fragments, for every cluster whose id or members changed;
+# a cluster with no row kept its id and its members
+CLUSTER_MAP = pa.schema(
+    [
+        pa.field("release", pa.int64(), nullable=False),
+        pa.field("cluster_id", pa.string()),  # null: these fragments left the collection
+        pa.field("previous_cluster_id", pa.string()),  # null: these fragments are new in this release
+        pa.field("fragments", pa.int64(), nullable=False),  # fragments in both (or only in the non-null side)
+        pa.field("change", pa.string(), nullable=False),  # same_id | moved | new | removed
+    ],
+    metadata={"rayfold_table": "cluster_map", "rayfold_schema_version": SCHEMA_VERSION},
 )
 
 

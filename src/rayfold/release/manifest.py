@@ -2,8 +2,9 @@
 
 The manifest holds one row per input per release that processed it. An input is *current* in
 its newest row; it is processed again when its size or ETag/mtime differ from that row (new
-content under the same name), and never otherwise. Inputs are never removed: a release adds to
-the collection (start a new output folder to drop inputs).
+content under the same name), and never otherwise. A release run with `--sync` withdraws the
+inputs it no longer finds listed: a row with `withdrawn` true, after which the input is not
+current and its rows leave the tables (listed again later, it is processed as new).
 """
 
 from __future__ import annotations
@@ -30,12 +31,30 @@ class SourcedRef:
     source: str
 
 
-def current(manifest: pa.Table | None) -> dict[str, dict]:
-    """{input_uri: its newest manifest row}."""
+def newest(manifest: pa.Table | None) -> dict[str, dict]:
+    """{input_uri: its newest manifest row}, withdrawals included."""
     if manifest is None or manifest.num_rows == 0:
         return {}
     rows = manifest.sort_by([("input_uri", "ascending"), ("release", "ascending")]).to_pylist()
     return {row["input_uri"]: row for row in rows}
+
+
+def current(manifest: pa.Table | None) -> dict[str, dict]:
+    """{input_uri: its newest manifest row} of the inputs in the collection (not withdrawn)."""
+    return {uri: row for uri, row in newest(manifest).items() if not row.get("withdrawn")}
+
+
+def withdrawals(listed: Iterable[str], manifest: pa.Table | None, release: int) -> pa.Table:
+    """Manifest rows of `release` withdrawing the inputs current before it that are not `listed`
+    (the same rows however often a killed release is run again)."""
+    from rayfold.model import schema
+
+    before = current(manifest.filter(pc.field("release") < release)) if manifest is not None else {}
+    gone = sorted(set(before) - set(listed))
+    rows = [{"input_uri": uri, "source": before[uri]["source"], "size": None, "mtime_or_etag": None,
+             "content_sha256": "", "unit_id": f"withdrawn-{release:06d}", "release": release, "structures": 0,
+             "fragments": 0, "errors": 0, "withdrawn": True} for uri in gone]
+    return pa.Table.from_pylist(rows, schema=schema.MANIFEST)
 
 
 def is_unchanged(ref: InputRef, row: dict) -> bool:
@@ -68,20 +87,18 @@ def changed_content(manifest: pa.Table, release: int) -> set[str]:
     A file only touched or re-uploaded (new mtime/ETag, same bytes) is read again but keeps its
     clustering; new bytes under an old name retire the old fragments' clustering."""
     earlier = current(manifest.filter(pc.field("release") < release))
-    now = manifest.filter(pc.field("release") == release).select(["input_uri", "content_sha256"]).to_pylist()
-    return {r["input_uri"] for r in now
-            if r["input_uri"] in earlier and earlier[r["input_uri"]]["content_sha256"] != r["content_sha256"]}
+    now = current(manifest.filter(pc.field("release") == release))  # a withdrawal is not a change
+    return {uri for uri, r in now.items() if uri in earlier and earlier[uri]["content_sha256"] != r["content_sha256"]}
 
 
 def superseded(manifest: pa.Table | None) -> dict[str, set[str]]:
-    """{unit_id: inputs whose rows in that unit's parts an newer release replaced}."""
-    latest = current(manifest)
+    """{unit_id: inputs whose rows in that unit's parts a newer release replaced or withdrew}."""
+    latest = newest(manifest)
     out: dict[str, set[str]] = {}
     if manifest is None:
         return out
     for row in manifest.select(["input_uri", "unit_id", "release"]).to_pylist():
-        newest = latest[row["input_uri"]]
-        if newest["unit_id"] != row["unit_id"]:
+        if latest[row["input_uri"]]["unit_id"] != row["unit_id"]:
             out.setdefault(row["unit_id"], set()).add(row["input_uri"])
     return out
 

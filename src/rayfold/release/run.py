@@ -1,11 +1,17 @@
 """`rayfold run`: one release of the whole job, from inputs to published tables, resumable.
 
 A release lists the inputs, fragments only new or changed ones (the manifest says which), loads
-every current fragment, clusters the new ones against the last release's clusters, and writes:
+every current fragment and clusters them all, as a fresh run would: the alignments earlier
+releases computed are reused (`rayfold.cluster.memo`), so only pairs never aligned before are
+TM-aligned, and the tables are those of one run over the current inputs, whatever order they
+arrived in. It writes:
 
-1. `OUT/state/<release>/<table>.parquet`: this release's clustering, written in full first;
+1. `OUT/alignments/part-<release>.parquet`: the alignments this release computed;
+   `OUT/cluster_map/part-<release>.parquet`: how its clusters follow from the last release's;
+   `OUT/state/<release>/<table>.parquet`: its clustering, written in full first;
 2. `OUT/releases/part-<release>.parquet`: one row, the commit;
-3. `OUT/<table>/part-0.parquet`: the published copies users read, replaced as a whole.
+3. `OUT/<table>/part-0.parquet`: the published copies users read, replaced as a whole; then the
+   state of earlier releases is removed (storage grows with the data, not with the releases).
 
 A run killed anywhere restarts from what finished: fragmenting units carry their own completion
 marker and a persisted plan keeps their names; clustering is redone from the last committed state
@@ -17,6 +23,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,18 +36,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rayfold.align.prefilter import PrefilterConfig
+from rayfold.cluster.evidence import Evidence
 from rayfold.cluster.linkage import MERGED
-from rayfold.cluster.rules import ClusterConfig, PreviousClusters
+from rayfold.cluster.memo import AlignmentMemo, content_digests, current_rows, memo_table, table_batches
+from rayfold.cluster.rules import ClusterConfig
 from rayfold.config import FragmentConfig, ReadConfig, RunConfig
 from rayfold.io.runfolder import RunFolder
 from rayfold.io.storage import (
     InputRef,
     list_inputs,
     parquet_parts,
+    read_parquet_part,
 )
 from rayfold.model import schema
 from rayfold.model.errors import InputError
 from rayfold.release import manifest as mf
+from rayfold.release.clustermap import cluster_map
 from rayfold.release.inputfilter import EntryFilter
 from rayfold.release.lock import RunLock
 
@@ -49,6 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLUSTER_TABLES = ("clusters", "members", "merges", "singleton_audit", "singleton_links", "cluster_runs")
+ALIGNMENTS = "alignments"  # OUT/alignments/part-<release>.parquet: every alignment a release computed
 
 
 @dataclass(frozen=True)
@@ -69,11 +82,13 @@ class ReleaseSummary:
     inputs: int
     new_inputs: int
     changed_inputs: int
+    withdrawn_inputs: int
     fragments: int
     new_fragments: int
-    assigned_to_existing: int
+    reused_alignments: int
     clusters: int
     new_clusters: int
+    changed_clusters: int
     merges: int
     alignments: int
     errors: int
@@ -95,8 +110,10 @@ def run_release(
     progress: bool = True,
     analytics: bool = True,
     ray_init_kwargs: dict | None = None,
+    sync: bool = False,
 ) -> ReleaseSummary:
     """Bring `out` up to date with `inputs`: a new release when anything is new, else nothing.
+    `sync`: inputs of the collection no longer listed are withdrawn (their rows leave the tables).
 
     One run per output at a time (`rayfold.release.lock`); a second one refuses with `run_in_progress`.
     """
@@ -105,7 +122,7 @@ def run_release(
     with RunLock(out, storage_options, stale_after=run.stale_lock_after) as lock:
         return _run_release(inputs, folder, lock, config=config, run=run, entry_filter=entry_filter,
                             foldseek=foldseek, address=address, progress=progress, analytics=analytics,
-                            ray_init_kwargs=ray_init_kwargs)
+                            ray_init_kwargs=ray_init_kwargs, sync=sync)
 
 
 def _run_release(
@@ -121,6 +138,7 @@ def _run_release(
     progress: bool,
     analytics: bool,
     ray_init_kwargs: dict | None,
+    sync: bool,
 ) -> ReleaseSummary:
     from rayfold.runtime.clustering import cluster_fragments
     from rayfold.runtime.fragmenting import fragment_units
@@ -133,6 +151,7 @@ def _run_release(
     last = int(pc.max(releases.column("release")).as_py()) if releases is not None and releases.num_rows else 0
     if last and published_release(folder) != last:  # killed between commit and publish
         _publish(folder, last)
+        _remove_earlier_state(folder, last)
         if analytics:
             _write_analytics(folder)
     release = last + 1
@@ -140,6 +159,11 @@ def _run_release(
     tick = time.perf_counter()
     listed = _list_sourced(inputs, opts)
     manifest = folder.table("manifest")
+    if sync:
+        gone = mf.withdrawals([s.ref.uri for s in listed], manifest, release)
+        if gone.num_rows:  # its unit is not committed yet: the release below happens
+            folder.write_table(gone, "manifest", f"part-withdrawn-{release:06d}.parquet")
+            manifest = folder.table("manifest")
     diff = mf.diff_inputs(listed, manifest, release)
     timings["list"] = time.perf_counter() - tick
     unclustered = _units(manifest) - _committed_units(folder, last, manifest)
@@ -164,31 +188,44 @@ def _run_release(
         manifest = folder.table("manifest")
         _drop_superseded_rows(folder, manifest)
         loaded_units = _units(manifest)  # read before the fragments: a unit's manifest part is written last
-        fragments, duplicates, input_of_fragment = _load_current_fragments(folder, config.cluster.shard_size)
         assert manifest is not None  # every fragmented unit wrote its manifest part
+        fragments, duplicates, digests = _load_current_fragments(folder, manifest, config.cluster.shard_size)
         # one part for the whole collection, replaced each release: a duplicate is listed once
         folder.write_table(duplicates, "errors", "part-duplicates.parquet")
         changed = mf.changed_content(manifest, release)
-        stale = {fid for fid, source in input_of_fragment.items() if source in changed}
-        previous, kept_merges = _previous_clusters(folder, last, fragments, stale)
+        ids = pa.array(fragments.index.ids, pa.string())
         timings["load"] = time.perf_counter() - tick
 
-        tick = time.perf_counter()
-        tables = cluster_fragments(fragments, config=config.cluster, prefilter_config=config.prefilter,
-                                   foldseek=foldseek, progress=progress, previous=previous)
-        timings["cluster"] = time.perf_counter() - tick
+        with tempfile.TemporaryDirectory(prefix="rayfold-memo-") as spill:
+            tick = time.perf_counter()
+            memo = _load_memo(folder, last, ids, digests, os.path.join(spill, "memo"))
+            computed = Evidence(_folder(os.path.join(spill, "new")))
+            timings["memo"] = time.perf_counter() - tick
+            tick = time.perf_counter()
+            tables = cluster_fragments(fragments, config=config.cluster, prefilter_config=config.prefilter,
+                                       foldseek=foldseek, progress=progress, memo=memo, on_aligned=computed.add)
+            timings["cluster"] = time.perf_counter() - tick
+            tick = time.perf_counter()
+            _check_still_next(folder, release, lock)  # before writing: it may be another run's release by now
+            folder.write_tables(schema.ALIGNMENTS, (memo_table(block, ids, digests) for block in computed.scan()),
+                                ALIGNMENTS, f"part-{release:06d}.parquet")
+            reused = len(memo)
 
-    tick = time.perf_counter()
     run_row = tables.pop("cluster_runs")
-    tables["merges"] = pa.concat_tables([kept_merges, tables["merges"]]).sort_by(
-        [("representative_a", "ascending"), ("representative_b", "ascending"),
-         ("fragment_a", "ascending"), ("fragment_b", "ascending")])
     tables["cluster_runs"] = pa.Table.from_pylist([run_row], schema=schema.CLUSTER_RUNS)
-    _check_still_next(folder, release, lock)  # before touching state/: it may be another run's by now
+    previous_members = _state_table(folder, last, "members") if last else None
+    changes = cluster_map(previous_members, tables["members"], release)
+    folder.write_table(changes, "cluster_map", f"part-{release:06d}.parquet")
     for name in CLUSTER_TABLES:
         folder.write_table(tables[name], *_state_file(release, name))
     folder.write_json(sorted(loaded_units), "state", f"{release:06d}", UNITS_FILE)
     this_release = manifest.filter(pc.field("release") == release)
+    withdrawn = this_release.filter(pc.fill_null(this_release.column("withdrawn"), False))
+    this_release = this_release.filter(pc.invert(pc.fill_null(this_release.column("withdrawn"), False)))
+    previous_ids = set(previous_members.column("fragment_id").to_pylist()) if previous_members is not None else set()
+    previous_clusters = (set(previous_members.column("cluster_id").to_pylist())
+                         if previous_members is not None else set())
+    cluster_ids = tables["clusters"].column("cluster_id").to_pylist()
     row = {
         "release": release,
         "started_at": started_at,
@@ -196,11 +233,13 @@ def _run_release(
         "inputs": len(mf.current(manifest)),
         "new_inputs": this_release.num_rows,
         "changed_inputs": len(changed),
+        "withdrawn_inputs": withdrawn.num_rows,
         "fragments": len(fragments),
-        "new_fragments": run_row["new_fragments"],
-        "assigned_to_existing": run_row["assigned_to_existing"],
-        "clusters": run_row["clusters"],
-        "new_clusters": run_row["new_clusters"],
+        "new_fragments": sum(1 for f in fragments.index.ids if f not in previous_ids),
+        "reused_alignments": reused,
+        "clusters": len(cluster_ids),
+        "new_clusters": sum(1 for c in cluster_ids if c not in previous_clusters),
+        "changed_clusters": len(set(changes.column("cluster_id").drop_null().to_pylist())),
         "merges": int(pc.sum(pc.equal(tables["merges"].column("decision"), MERGED)).as_py() or 0),
         "alignments": run_row["alignments"],
         "errors": int(pc.sum(this_release.column("errors")).as_py() or 0),
@@ -217,6 +256,7 @@ def _run_release(
     _check_still_next(folder, release, lock)
     folder.write_table(pa.Table.from_pylist([row], schema=schema.RELEASES), "releases", f"part-{release:06d}.parquet")
     _publish(folder, release)
+    _remove_earlier_state(folder, release)
     if analytics:
         _write_analytics(folder)
     summary_fields = {k: row[k] for k in ReleaseSummary.__dataclass_fields__ if k in row and k != "stage_seconds"}
@@ -291,9 +331,10 @@ def _drop_superseded_rows(folder: RunFolder, manifest: pa.Table | None) -> None:
                 folder.write_table(kept, table, f"part-{unit_id}.parquet")
 
 
-def _load_current_fragments(folder: RunFolder, shard_size: int) -> tuple[ShardedFragments, pa.Table, dict[str, str]]:
+def _load_current_fragments(folder: RunFolder, manifest: pa.Table,
+                            shard_size: int) -> tuple[ShardedFragments, pa.Table, np.ndarray]:
     """Passed fragments of all releases (in object-store shards, read by tasks), their errors rows
-    for duplicates, and {fragment id: input}.
+    for duplicates, and each fragment's content digest (`rayfold.cluster.memo.content_digests`).
 
     The driver reads only the light columns. A fragment id met twice (one entry in two inputs) is
     kept from the first input by URI; the others become errors rows."""
@@ -320,63 +361,44 @@ def _load_current_fragments(folder: RunFolder, shard_size: int) -> tuple[Sharded
         schema=schema.ERRORS,
     )
     kept = table.filter(pa.array(first))
-    inputs = {fid: mf.input_of(src) for fid, src in zip(kept.column("fragment_id").to_pylist(),
-                                                         kept.column("source_uri").to_pylist())}
+    sha = {uri: row["content_sha256"] for uri, row in mf.current(manifest).items()}
+    digests = content_digests([sha[mf.input_of(src)] for src in kept.column("source_uri").to_pylist()],
+                              kept.column("fragment_id").to_pylist())
     fragments = load_sharded(parts, kept.drop_columns(["source_uri"]), storage_options=folder.storage_options,
                              shard_size=shard_size)
-    return fragments, duplicates, inputs
+    return fragments, duplicates, digests
 
 
-def _previous_clusters(folder: RunFolder, last: int, fragments: ShardedFragments,
-                       stale: set[str]) -> tuple[PreviousClusters, pa.Table]:
-    """The last release's clustering over today's fragments, minus `stale` ones (their input changed)."""
-    n = len(fragments)
-    if not last:
-        return PreviousClusters.none(n), schema.MERGES.empty_table()
-    state = {name: _state_table(folder, last, name)
-             for name in ("members", "merges", "singleton_audit", "singleton_links")}
-    valid = {fid: i for fid, i in fragments.index.index().items() if fid not in stale}
+def _folder(path: str) -> str:
+    os.makedirs(path, exist_ok=True)
+    return path
 
-    members = state["members"].to_pylist()
-    rep_of = np.full(n, -1, np.int64)
-    for row in members:
-        m, r = valid.get(row["fragment_id"]), valid.get(row["first_pass_cluster_id"])
-        if m is not None and r is not None:
-            rep_of[m] = r
-    has = rep_of >= 0
-    orphan = np.zeros(n, bool)
-    orphan[has] = rep_of[rep_of[has]] != rep_of[has]  # its representative's input changed
-    rep_of[orphan] = -1
-    cluster_rep = np.full(n, -1, np.int64)
-    for row in members:
-        m, c = valid.get(row["fragment_id"]), valid.get(row["cluster_id"])
-        if m is not None and c is not None and rep_of[m] >= 0 and rep_of[c] == c:
-            cluster_rep[m] = c
 
-    def still(name: str) -> bool:
-        return name in valid
+def _load_memo(folder: RunFolder, last: int, ids: pa.Array, digests: np.ndarray, spill: str) -> AlignmentMemo:
+    """The alignments of committed releases whose fragments are current (spilled to `spill`). A
+    part of a release that never committed (a killed run) is not read: its rerun aligns the same."""
+    memo = AlignmentMemo(Evidence(_folder(spill)))
+    for part in parquet_parts(folder.path(ALIGNMENTS), folder.storage_options):
+        release = int(part.rsplit("part-", 1)[-1].split(".")[0])
+        if release > last:
+            continue
+        for batch in table_batches([read_parquet_part(part, folder.storage_options)]):
+            memo.store.add(current_rows(batch, ids, digests))
+    return memo
 
-    merges = state["merges"]
-    keep = [all(still(x) for x in row)
-            and rep_of[valid[row[0]]] == valid[row[0]]
-            and rep_of[valid[row[1]]] == valid[row[1]]
-            for row in zip(*(merges.column(c).to_pylist() for c in
-                             ("representative_a", "representative_b", "fragment_a", "fragment_b")))]
-    kept_merges = merges.filter(pa.array(keep, pa.bool_()))
-    joined = kept_merges.filter(pc.equal(kept_merges.column("decision"), MERGED))
-    merge_pairs = np.array([[valid[a], valid[b]] for a, b in zip(joined.column("representative_a").to_pylist(),
-                                                                   joined.column("representative_b").to_pylist())],
-                           dtype=np.int64).reshape(-1, 2)
-    merge_tm = joined.column("tm_min").to_numpy().astype(np.float64)
-    sampled = np.zeros(n, bool)
-    for fid in state["singleton_audit"].column("fragment_id").to_pylist():
-        if still(fid):
-            sampled[valid[fid]] = True
-    links_table = state["singleton_links"]
-    links = np.array([[valid[a], valid[b]] for a, b in zip(links_table.column("fragment_a").to_pylist(),
-                                                           links_table.column("fragment_b").to_pylist())
-                      if still(a) and still(b)], dtype=np.int64).reshape(-1, 2)
-    return PreviousClusters(rep_of, cluster_rep, merge_pairs, merge_tm, sampled, links), kept_merges
+
+def _remove_earlier_state(folder: RunFolder, release: int) -> None:
+    """Drop the state of releases before `release` once it is published (what a rerun or the next
+    release reads is the newest committed state only)."""
+    from rayfold.io.storage import list_files
+
+    state = folder.path("state").rstrip("/")
+    names = {uri[len(state):].strip("/").split("/")[0]
+             for uri in list_files(state, storage_options=folder.storage_options, recursive=True)
+             if uri.startswith(state)}
+    for name in sorted(names):
+        if name.isdigit() and int(name) < release:
+            folder.remove("state", name)
 
 
 def _state_file(release: int, name: str) -> tuple[str, ...]:
@@ -428,7 +450,9 @@ def _up_to_date(out: str, last: int, releases: pa.Table | None, seconds: float) 
         row = releases.filter(pc.field("release") == last).to_pylist()[0]
     return ReleaseSummary(
         out=out, release=last, up_to_date=True, inputs=row.get("inputs", 0), new_inputs=0, changed_inputs=0,
-        fragments=row.get("fragments", 0), new_fragments=0, assigned_to_existing=0,
-        clusters=row.get("clusters", 0), new_clusters=0, merges=row.get("merges", 0), alignments=0, errors=0,
+        withdrawn_inputs=0,
+        fragments=row.get("fragments", 0), new_fragments=0, reused_alignments=0,
+        clusters=row.get("clusters", 0), new_clusters=0, changed_clusters=0, merges=row.get("merges", 0),
+        alignments=0, errors=0,
         engine=row.get("engine", ""), seconds=seconds, stage_seconds={},
     )

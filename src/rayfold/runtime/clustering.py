@@ -10,15 +10,17 @@ resource. The algorithm itself (which pairs, which merges) is pure and lives in
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from rayfold.cluster.algorithm import Columns, Engine, cluster, unique_pairs, unique_scored_pairs
-from rayfold.cluster.evidence import Evidence, edge_bits, take_rows, worth_keeping
+from rayfold.cluster.evidence import Evidence, edge_bits, empty_columns, take_rows, worth_keeping
+from rayfold.cluster.memo import VALUES, AlignmentMemo
 from rayfold.cluster.rules import ClusterConfig, PreviousClusters
 from rayfold.io.storage import exists, join_uri, parquet_parts, write_parquet
 from rayfold.model.errors import InputError
@@ -36,7 +38,6 @@ FOLDSEEK_RESOURCE = "foldseek"  # custom resource of cluster.yaml's large node t
 # the k-mer round's tries as the shuffle's tasks give them (`_tries_batch`)
 TRIES_SCHEMA = pa.schema([("member", pa.int32()), ("centre", pa.int32()), ("shared", pa.int32()),
                           ("attempt", pa.int8())])
-ALIGNMENT_COLUMNS = ("i", "j", "tm_a", "tm_b", "rmsd", "aligned_length", "seq_identity", "cov_a", "cov_b")
 
 
 @dataclass(frozen=True)
@@ -170,39 +171,72 @@ def _cpus() -> int:
 
 
 class RayAligner:
-    """TM-align batches of `pairs_per_task` pairs as Ray tasks, each over the two shards it touches."""
+    """TM-align batches of `pairs_per_task` pairs as Ray tasks, each over the two shards it touches.
 
-    def __init__(self, fragments: ShardedFragments | FragmentSet, pairs_per_task: int, progress: bool) -> None:
+    With a `memo` (alignments earlier releases computed), a pair it holds in the asked orientation
+    is answered from it and never aligned again; `on_aligned` receives the columns of every pair
+    aligned here (what the next release's memo gets). `calls` counts the pairs really aligned."""
+
+    def __init__(self, fragments: ShardedFragments | FragmentSet, pairs_per_task: int, progress: bool,
+                 memo: AlignmentMemo | None = None, on_aligned: Callable[[Columns], None] | None = None) -> None:
         self.fragments = fragments if isinstance(fragments, ShardedFragments) else shard_in_memory(fragments, 4096)
         self.pairs_per_task = pairs_per_task
         self.progress = progress
         # queued tasks are cheap and are what an autoscaler sees as demand: never fewer than 32
         self.max_in_flight = max(32, 4 * _cpus())
         self.calls = 0
+        self.memo, self.on_aligned = memo, on_aligned
         self.remote = ray_remote(_align_block, runtime_env={"env_vars": WORKER_ENV})
 
     def _results(self, pairs: np.ndarray, desc: str,
                  max_ahead: int | None = None) -> tuple[list, Iterator[tuple[int, Any]]]:
-        """The (shard a, shard b, rows) blocks of `pairs`, and (block index, columns) as tasks finish."""
-        self.calls += len(pairs)
+        """The (shard a, shard b, rows) blocks of `pairs`, and (block index, columns) as they finish.
+        The blocks are the same with or without a memo: a block the memo answers whole is put in
+        the object store as it is (so it takes its turn like a task), a block it answers in part
+        aligns only the rest."""
         shards = self.fragments
         blocks = list(shards.blocks(pairs[:, 0], pairs[:, 1], self.pairs_per_task))
-        submissions = [(lambda a=a, b=b, rows=rows: self.remote.remote(
-            shards.refs[a], shards.position[pairs[rows, 0]], shards.refs[b], shards.position[pairs[rows, 1]]))
-            for a, b, rows in blocks]
-        return blocks, iter_tasks(submissions, desc=desc, progress=self.progress, max_in_flight=self.max_in_flight,
-                                  max_ahead=max_ahead)
+        found, known = (self.memo.lookup(pairs) if self.memo is not None and len(self.memo)
+                        else (np.zeros(len(pairs), bool), None))
+        self.calls += int((~found).sum())
+
+        def submit(a: int, b: int, rows: np.ndarray) -> Any:
+            import ray
+
+            todo = rows[~found[rows]]
+            if not len(todo):
+                return ray.put({k: known[k][rows] for k in VALUES})  # type: ignore[index]
+            return self.remote.remote(shards.refs[a], shards.position[pairs[todo, 0]],
+                                      shards.refs[b], shards.position[pairs[todo, 1]])
+
+        submissions = [partial(submit, a, b, rows) for a, b, rows in blocks]
+
+        def finished() -> Iterator[tuple[int, Any]]:
+            for index, part in iter_tasks(submissions, desc=desc, progress=self.progress,
+                                          max_in_flight=self.max_in_flight, max_ahead=max_ahead):
+                rows = blocks[index][2]
+                todo = ~found[rows]
+                if todo.any() and self.on_aligned is not None:
+                    self.on_aligned({"i": pairs[rows[todo], 0], "j": pairs[rows[todo], 1],
+                                     **{k: part[k] for k in VALUES}})
+                if todo.any() and not todo.all():  # a block answered in part: the rest from the memo
+                    merged = {k: known[k][rows].copy() for k in VALUES}  # type: ignore[index]
+                    for k in VALUES:
+                        merged[k][todo] = part[k]
+                    part = merged
+                yield index, part
+
+        return blocks, finished()
 
     def align(self, pairs: np.ndarray, *, desc: str) -> Columns:
         """Columns of all alignments, in pair order. Each block's result is copied into its rows as it
         arrives and let go: the driver never holds every block's result besides the columns."""
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         blocks, results = self._results(pairs, desc)
-        dtypes = {"i": np.int64, "j": np.int64, "aligned_length": np.int32}  # as `align_pairs` gives them
-        columns = {k: np.zeros(len(pairs), dtypes.get(k, np.float64)) for k in ALIGNMENT_COLUMNS}
+        columns = {k: np.zeros(len(pairs), v.dtype) for k, v in empty_columns().items()}
         for index, part in results:
             rows = blocks[index][2]
-            for k in ALIGNMENT_COLUMNS[2:]:
+            for k in VALUES:
                 columns[k][rows] = part[k]
         columns["i"], columns["j"] = pairs[:, 0].copy(), pairs[:, 1].copy()
         return columns
@@ -416,17 +450,20 @@ def cluster_fragments(
     foldseek: str | None = None,
     progress: bool = True,
     previous: PreviousClusters | None = None,
+    memo: AlignmentMemo | None = None,
+    on_aligned: Callable[[Columns], None] | None = None,
 ) -> dict:
     """`rayfold.cluster.algorithm.cluster` on the Ray in scope; returns the tables, `singleton_links`
     (the audit's links as a table) and `cluster_runs` (one row as a dict). A FragmentSet the caller
-    holds is put in shards first; a ShardedFragments is used as it is."""
+    holds is put in shards first; a ShardedFragments is used as it is. `memo`, `on_aligned`: see
+    `RayAligner` (a release's stored alignments, and where the new ones go)."""
     from rayfold.align.prefilter import PrefilterConfig
     from rayfold.model import schema
 
     config = config or ClusterConfig()
     shards = fragments if isinstance(fragments, ShardedFragments) else shard_in_memory(fragments, config.shard_size)
     engine = ray_engine(shards, config, prefilter_config or PrefilterConfig(), foldseek, progress)
-    aligner = RayAligner(shards, config.pairs_per_task, progress)
+    aligner = RayAligner(shards, config.pairs_per_task, progress, memo, on_aligned)
     # the alignments kept for later steps go to files on the driver's disk as they come, not its memory
     with tempfile.TemporaryDirectory(prefix="rayfold-evidence-") as spill:
         result = cluster(shards.index, engine, aligner, config, previous, Evidence(spill))

@@ -122,7 +122,8 @@ def _manifest_rows(result, unit_id: str, release: int, sources: dict[str, str]):
     rows = [
         {"input_uri": s.ref.uri, "source": sources.get(s.ref.uri, ""), "size": s.ref.size,
          "mtime_or_etag": s.ref.mtime_or_etag, "content_sha256": s.content_sha256, "unit_id": unit_id,
-         "release": release, "structures": s.structures, "fragments": s.fragments, "errors": s.errors}
+         "release": release, "structures": s.structures, "fragments": s.fragments, "errors": s.errors,
+         "withdrawn": False}
         for s in result.inputs
     ]
     return pa.Table.from_pylist(rows, schema=schema.MANIFEST)

@@ -1,0 +1,103 @@
+"""Incremental releases against fresh runs on >= 1,000 real AFDB models: cost, storage, equality.
+
+    .venv/bin/python bench/releases.py --work /tmp/releases [--base 1000]
+
+A seeded shuffle of the shared PF04034 family (1,055 + 96 models: one dense family) and the
+Mycoplasma proteome (191) is split into a base of `--base` models, then +10%, then three more
+releases of +5% each. Every release is `python -m rayfold run --sync` in its own process (its own
+local Ray, the built-in engine), as a scheduled job would run it, side by side in one invocation:
+
+- release 1 (the full run over the base) against release 2 (+10%): wall time and TM-align calls
+  (targets: <= 0.15x each);
+- after release 5, one fresh run over the same final inputs: the clustering tables must be equal
+  row for row, and the run folder's size after 5 releases against the fresh run's (target <= 1.5x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("RAYFOLD_SHARED_DATA", REPO.parent / "shared" / "data"))
+SETS = ("afdb_pf04034_family_more/structures", "afdb_pf04034_knotted_mmcif_v3/structures",
+        "afdb_mycoplasma_mycoides_pdb/structures")
+CLUSTERING = ("clusters", "members", "merges", "singleton_audit")
+
+
+def models(seed: int) -> list[Path]:
+    files = sorted(p for s in SETS for p in (SHARED / s).iterdir() if p.name.endswith((".pdb.gz", ".cif.gz")))
+    return [files[k] for k in np.random.default_rng(seed).permutation(len(files))]
+
+
+def release(inputs: Path, out: Path) -> dict:
+    """One `rayfold run --sync` process: its summary, with its wall time."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "rayfold", "run", str(inputs), "--out", str(out), "--sync",
+                           "--engine", "builtin", "--no-progress"], capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"rayfold run failed:\n{done.stderr[-3000:]}")
+    summary = json.loads(done.stdout[done.stdout.index("{"):])
+    summary["wall"] = time.perf_counter() - started
+    return summary
+
+
+def size_of(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", required=True, help="a scratch folder (emptied first)")
+    parser.add_argument("--base", type=int, default=1000, help="models in the first release")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    from rayfold.io.storage import read_parquet_dataset
+
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    inputs, inc, fresh_inputs, fresh = work / "inputs", work / "inc", work / "fresh_inputs", work / "fresh"
+    inputs.mkdir(parents=True)
+    pool = models(args.seed)
+    sizes = [args.base, args.base // 10, *[args.base // 20] * 3]
+    assert sum(sizes) <= len(pool), f"{sum(sizes)} models needed, {len(pool)} in the shared sets"
+    rows, start = [], 0
+    for k, n in enumerate(sizes, 1):
+        for p in pool[start:start + n]:
+            shutil.copy2(p, inputs / p.name)
+        start += n
+        s = release(inputs, inc)
+        rows.append(s)
+        print(f"release {k}: +{n} models, {s['fragments']} fragments, {s['wall']:.1f} s, "
+              f"{s['alignments']} TM-align calls ({s['reused_alignments']} reused), {s['clusters']} clusters, "
+              f"{s['changed_clusters']} changed; stages {json.dumps(s['stage_seconds'])}", flush=True)
+    shutil.copytree(inputs, fresh_inputs)
+    f = release(fresh_inputs, fresh)
+    print(f"fresh run over the final {start} models: {f['fragments']} fragments, {f['wall']:.1f} s, "
+          f"{f['alignments']} TM-align calls, {f['clusters']} clusters", flush=True)
+    equal = {name: read_parquet_dataset(str(inc / name)).equals(read_parquet_dataset(str(fresh / name)))
+             for name in CLUSTERING}
+    full, plus = rows[0], rows[1]
+    print("\n| run | models | wall | TM-align calls |\n|---|---|---|---|")
+    print(f"| release 1 (full run) | {sizes[0]} | {full['wall']:.1f} s | {full['alignments']} |")
+    print(f"| release 2 (+10%) | {sizes[1]} new | {plus['wall']:.1f} s | {plus['alignments']} |")
+    print(f"\nrelease 2 / release 1: wall {plus['wall'] / full['wall']:.3f}x, TM-align calls "
+          f"{plus['alignments'] / max(1, full['alignments']):.3f}x (targets <= 0.15)")
+    print(f"storage after {len(sizes)} releases {size_of(inc) / 2**20:.1f} MiB, fresh run "
+          f"{size_of(fresh) / 2**20:.1f} MiB: {size_of(inc) / size_of(fresh):.2f}x (target <= 1.5)")
+    print(f"tables equal to the fresh run's: {equal}")
+
+
+if __name__ == "__main__":
+    main()
