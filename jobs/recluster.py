@@ -5,9 +5,11 @@
         python jobs/recluster.py s3://bucket/predictions/ --out s3://bucket/rayfold/main
 
 It is `rayfold run` over the whole input prefix: the manifest in --out makes it read and fragment
-only inputs that are new or changed since the last release, assign their fragments to existing
-clusters, cluster the rest and append one release record. When nothing is new it writes nothing
-and exits 0. A fixed --submission-id per period makes Ray refuse a second copy of the same slot.
+only inputs that are new or changed since the last release, then re-cluster every current fragment
+as a fresh run would (TM-aligning only pairs no earlier release aligned) and append one release
+record. Add --sync when models can disappear from the prefix (withdrawn or replaced under another
+name): they then leave the tables too. When nothing is new it writes nothing and exits 0. A fixed
+--submission-id per period makes Ray refuse a second copy of the same slot.
 """
 
 import sys

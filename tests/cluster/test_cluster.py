@@ -4,7 +4,6 @@ import numpy as np
 
 from rayfold.cluster.rules import (
     ClusterConfig,
-    assign_to_existing,
     first_pass_edges,
     greedy_set_cover,
     priority_order,
@@ -74,15 +73,3 @@ def test_singleton_sample_is_stable_when_singletons_are_added():
     by_hash = sorted(first.tolist(), key=lambda i: seeded_hash(3, ids[i]))
     assert kept == set(by_hash[: 50 - len(newcomers)])  # the old members with the smallest hashes stay
     assert sample_singletons(np.arange(300), 50, seed=4, ids=ids).tolist() != grown.tolist()
-
-
-def test_assign_to_existing_takes_the_best_covering_representative():
-    rank = np.array([0, 1, 2, 3, 4])
-    new = np.array([3, 3, 4, 4])
-    rep = np.array([0, 1, 0, 1])
-    tm_rep = np.array([0.75, 0.80, 0.69, 0.90])
-    cov_new = np.array([0.9, 0.9, 0.9, 0.5])  # 4 -> 1 fails coverage, 4 -> 0 fails TM
-    cov_rep = np.array([0.9, 0.9, 0.9, 0.9])
-    assert assign_to_existing(new, rep, tm_rep, cov_new, cov_rep, rank) == {3: 1}
-    tie = assign_to_existing(np.array([3, 3]), np.array([1, 0]), np.array([0.8, 0.8]), np.ones(2), np.ones(2), rank)
-    assert tie == {3: 0}  # equal TM: the better-ranked representative

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from rayfold.cluster.algorithm import Engine, cluster, unique_pairs
-from rayfold.cluster.rules import ClusterConfig, PreviousClusters
+from rayfold.cluster.rules import ClusterConfig
 from rayfold.model.fragset import FragmentSet
 
 COLUMNS = ("i", "j", "tm_a", "tm_b", "rmsd", "aligned_length", "seq_identity", "cov_a", "cov_b")
@@ -55,7 +55,7 @@ def fragments(lengths: list[int], plddt: list[float] | None = None) -> FragmentS
                                    np.array(plddt or [90.0 - k for k in range(len(lengths))]))
 
 
-ENGINE = Engine("table", "test", every_pair, every_pair)
+ENGINE = Engine("table", "test", every_pair)
 CONFIG = ClusterConfig(singleton_sample=10, cohesion_sample=4)
 
 
@@ -94,27 +94,13 @@ def test_length_pruning_keeps_impossible_pairs_away_from_tm_align():
     assert (0, 2) in aligner.asked
 
 
-def test_a_new_fragment_joins_an_existing_cluster_and_keeps_its_id():
-    frags = fragments([100, 95, 97])  # release 1 clustered 0 and 1 (0 represents 1); 2 is new
-    previous = PreviousClusters(
-        rep_of=np.array([0, 0, -1]), cluster_rep=np.array([0, 0, -1]), merge_pairs=np.zeros((0, 2), np.int64),
-        merge_tm=np.zeros(0), sampled=np.zeros(3, bool), links=np.zeros((0, 2), np.int64))
-    aligner = TableAligner({(0, 2): (0.8, 0.79, 0.9, 0.9)})
-    result = cluster(frags, ENGINE, aligner, CONFIG, previous)
-    assert members_of(result)["p2_f1"] == ("p0_f1", "p0_f1")
-    assert result.run["new_fragments"] == 1 and result.run["assigned_to_existing"] == 1
-    assert result.run["new_clusters"] == 0
-    # the clustering aligned only the new pair; the old member is aligned again only for cohesion
-    assert aligner.asked[0] == (0, 2) and result.run["alignments"] - result.run["cohesion_alignments"] == 1
-
-
 def test_an_engine_with_its_own_first_pass_is_used_as_given():
     frags = fragments([100, 95, 97])
 
     def first_pass(members: np.ndarray) -> np.ndarray:
         return np.full(len(members), int(members[0]))  # everything in the first member's cluster
 
-    engine = Engine("own", "test", every_pair, every_pair, first_pass)
+    engine = Engine("own", "test", every_pair, first_pass)
     aligner = TableAligner({})
     result = cluster(frags, engine, aligner, CONFIG)
     assert {v[0] for v in members_of(result).values()} == {"p0_f1"}

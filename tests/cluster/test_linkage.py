@@ -72,19 +72,6 @@ def test_the_largest_first_pass_cluster_gives_the_representative():
     assert no_evidence.cluster_rep.tolist() == rep_of.tolist()
 
 
-def test_previous_representatives_keep_their_ids():
-    rep_of = np.array([0, 0, 2, 2, 2, 5])
-    tm = np.full((6, 6), 0.9)
-    a, b, s, src = evidence_of([(0, 2), (2, 5)], tm, "representatives")
-    previous = np.array([0, 0, -1, -1, -1, 5])  # release 1 had clusters 0 and 5
-    linked = link_clusters(rep_of, a, b, s, src, np.arange(6), linkage="single", previous_rep=previous)
-    assert linked.cluster_rep.tolist() == [0] * 6
-    # the last release's clusters stand without evidence of their own
-    joined = np.array([0, 0, 0, 0, 0, 0])
-    kept = link_clusters(rep_of, a[:0], b[:0], s[:0], src[:0], np.arange(6), previous_rep=joined)
-    assert kept.cluster_rep.tolist() == [0] * 6
-
-
 def test_strongest_evidence_first_and_refused_merges_are_recorded():
     # 1 is close to both 0 and 2 (0.8 / 0.72) but 0 and 2 are unrelated (0.1): 1 joins 0, then 2 is refused
     tm = np.array([[1.0, 0.8, 0.1], [0.8, 1.0, 0.72], [0.1, 0.72, 1.0]])

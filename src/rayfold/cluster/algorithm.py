@@ -1,20 +1,21 @@
-"""The whole clustering of a release as pure code over two protocols: a candidate search and an aligner.
+"""The whole clustering of a set of fragments as pure code over two protocols: a candidate search
+and an aligner.
 
 Ray (runtime/clustering.py) and Foldseek (engines/) plug in implementations; tests plug in score
 tables. Steps, in order:
 
-1. new fragments join existing first-pass clusters (the first pass's own test against the
-   representative, as Foldseek's clusterupdate);
-2. the rest are clustered among themselves: the engine's own first pass (Foldseek) or the
-   built-in one (by default the linear cascade of `rayfold.cluster.cascade`: a k-mer round, then
-   search rounds on representatives; exact length pruning, TM-align, Foldseek's representative rule);
-3. representative audit: new representatives against all representatives (pairs the cascade
-   aligned already are reused);
-4. the linkage decides which merge evidence joins clusters (`rayfold.cluster.linkage`);
-5. cohesion: a seeded sample of each cluster's members against its representative;
-6. singleton audit: a seeded sample of fragments still alone, searched and confirmed, reported.
+1. first pass: the engine's own (Foldseek) or the built-in one (by default the linear cascade of
+   `rayfold.cluster.cascade`: a k-mer round, then search rounds on representatives; exact length
+   pruning, TM-align, Foldseek's representative rule);
+2. representative audit: representatives against each other (pairs the cascade aligned already
+   are reused);
+3. the linkage decides which merge evidence joins clusters (`rayfold.cluster.linkage`);
+4. cohesion: a seeded sample of each cluster's members against its representative;
+5. singleton audit: a seeded sample of fragments still alone, searched and confirmed, reported.
 
-Alignments are exact (tmtools); every score computed once is reused by the later steps.
+Alignments are exact (tmtools); every score computed once is reused by the later steps. The result
+is a function of the fragments alone: a release is this over every current fragment, with the
+alignments earlier releases computed answered by the aligner (`rayfold.cluster.memo`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from rayfold.cluster.evidence import Across, Among, Columns, Either, Evidence, O
 from rayfold.cluster.linkage import MERGED, link_clusters
 from rayfold.cluster.memo import VALUES, oriented
 from rayfold.cluster.pairscores import PairScores
-from rayfold.cluster.rules import ClusterConfig, PreviousClusters
+from rayfold.cluster.rules import ClusterConfig
 from rayfold.cluster.tables import cluster_tables
 from rayfold.model.fragset import Fragments
 from rayfold.model.unionfind import forest_from_edges
@@ -64,7 +65,6 @@ class Engine:
     name: str  # builtin | foldseek
     version: str
     search: CandidateSearch  # audit, singleton audit and the built-in first pass
-    prefilter: CandidateSearch  # new fragments against existing representatives (built-in for every engine)
     first_pass: FirstPass | None = None  # the engine's own first pass; None: the built-in one
     # the built-in cascade needs both; with either missing the built-in first pass is all pairs
     kmer_candidates: KmerCandidates | None = None  # the cascade's k-mer rounds
@@ -149,82 +149,45 @@ def builtin_first_pass(fragments: Fragments, members: np.ndarray, rank: np.ndarr
     return members[local_rep_of], [int(len(np.unique(local_rep_of)))]
 
 
-def assign_new(fragments: Fragments, new: np.ndarray, previous: PreviousClusters, rank: np.ndarray,
-               engine: Engine, aligner: Aligner, config: ClusterConfig) -> tuple[dict[int, int], Columns | None]:
-    """{new fragment: existing first-pass representative it joins}, and the alignments that decided it."""
-    old_reps = previous.representatives
-    if not len(new) or not len(old_reps):
-        return {}, None
-    pairs = algo.reachable(engine.prefilter(new, old_reps, desc="assign prefilter"),
-                           fragments.lengths, min(config.coverage, config.merge_threshold))
-    columns = aligner.align(pairs, desc="assign to existing")
-    is_new_i = ~previous.clustered[columns["i"].astype(np.int64)]
-    m = np.where(is_new_i, columns["i"], columns["j"]).astype(np.int64)
-    r = np.where(is_new_i, columns["j"], columns["i"]).astype(np.int64)
-    assigned = algo.assign_to_existing(
-        m, r, np.where(is_new_i, columns["tm_b"], columns["tm_a"]),
-        np.where(is_new_i, columns["cov_a"], columns["cov_b"]),
-        np.where(is_new_i, columns["cov_b"], columns["cov_a"]), rank, config)
-    return assigned, columns
-
-
-def singleton_audit(fragments: Fragments, cluster_rep: np.ndarray, previous: PreviousClusters, engine: Engine,
-                    aligner: Aligner, config: ClusterConfig) -> tuple[algo.SingletonAudit, np.ndarray]:
-    """The audit of a seeded sample of singletons (newly sampled ones searched against the sample,
-    all pairs of 1,000 would be ~500,000 alignments), and its links (earlier releases' kept)."""
-    n = len(fragments)
+def singleton_audit(fragments: Fragments, cluster_rep: np.ndarray, engine: Engine, aligner: Aligner,
+                    config: ClusterConfig) -> tuple[algo.SingletonAudit, np.ndarray]:
+    """The audit of a seeded sample of singletons (searched against the sample: all pairs of 1,000
+    would be ~500,000 alignments), and its links."""
     sampled = algo.sample_singletons(cluster_rep, config.singleton_sample, config.seed, fragments.ids)
-    fresh = sampled[~previous.sampled[sampled]]
-    pairs = algo.reachable(engine.search(fresh, sampled, desc="singleton prefilter"),
+    pairs = algo.reachable(engine.search(sampled, sampled, desc="singleton prefilter"),
                            fragments.lengths, config.singleton_threshold)
     columns = aligner.align(pairs, desc="singleton audit")
     ok = algo.accepted_merges(columns["tm_a"], columns["tm_b"], config.singleton_threshold)
-    in_sample = np.zeros(n, bool)
-    in_sample[sampled] = True
-    old_links = previous.links[in_sample[previous.links[:, 0]] & in_sample[previous.links[:, 1]]]
-    new_links = np.column_stack([columns["i"][ok], columns["j"][ok]]).astype(np.int64)
-    links = np.concatenate([old_links, new_links])
+    links = np.column_stack([columns["i"][ok], columns["j"][ok]]).astype(np.int64)
     return algo.singleton_components(sampled, forest_from_edges(links[:, 0], links[:, 1])), unique_pairs(links)
 
 
 @dataclass
 class Clustering:
     tables: dict  # clusters, members, merges, singleton_audit (Arrow tables)
-    links: np.ndarray  # (k, 2) sampled singletons the audit linked (kept for the next release)
+    links: np.ndarray  # (k, 2) sampled singletons the audit linked
     run: dict  # one cluster_runs row
 
 
 def cluster(fragments: Fragments, engine: Engine, aligner: Aligner, config: ClusterConfig = ClusterConfig(),
-            previous: PreviousClusters | None = None, evidence: Evidence | None = None) -> Clustering:
-    """Cluster `fragments` (only the new ones when `previous` holds the last release's clustering).
-    `evidence`: where the alignments later steps may read are kept (default: in memory)."""
+            evidence: Evidence | None = None) -> Clustering:
+    """Cluster `fragments`. `evidence`: where the alignments later steps may read are kept (default:
+    in memory)."""
     started = time.perf_counter()
     n = len(fragments)
-    previous = previous or PreviousClusters.none(n)
     rank = algo.priority_order(fragments.mean_plddt, fragments.lengths, fragments.ids)
-    rep_of = previous.rep_of.copy()
-    old_reps = previous.representatives
-    new = np.flatnonzero(~previous.clustered)
     evidence = evidence if evidence is not None else Evidence()
 
-    # 1. new fragments join existing first-pass clusters
-    assigned, columns = assign_new(fragments, new, previous, rank, engine, aligner, config)
-    for member, rep in assigned.items():
-        rep_of[member] = rep
-    if columns is not None:
-        evidence.add(columns)
-    del columns
-
-    # 2. the rest are clustered among themselves
-    rest = new[~np.isin(new, np.fromiter(assigned, np.int64, len(assigned)))] if assigned else new
+    # 1. first pass
+    members = np.arange(n)
     rounds: list[int] = []
-    if not len(rest):
-        rest_rep_of = rest.copy()
+    if not n:
+        rep_of = np.zeros(0, np.int32)
     elif engine.first_pass is not None:
-        rest_rep_of = engine.first_pass(rest)
+        rep_of = np.asarray(engine.first_pass(members), dtype=np.int32)
     else:
-        rest_rep_of, rounds = builtin_first_pass(fragments, rest, rank, engine, aligner, config, evidence)
-    rep_of[rest] = rest_rep_of
+        rep_of, rounds = builtin_first_pass(fragments, members, rank, engine, aligner, config, evidence)
+        rep_of = np.asarray(rep_of, dtype=np.int32)
     first_reps = np.unique(rep_of)
     # of the alignments kept so far, later steps read two slices, each in one scan: the merge
     # evidence (pairs across first-pass clusters at min-TM >= the merge threshold), and the rows
@@ -244,34 +207,28 @@ def cluster(fragments: Fragments, engine: Engine, aligner: Aligner, config: Clus
     between_reps = [take_rows(near, is_rep[near["i"]] & is_rep[near["j"]])]
     del near
 
-    # 3. representative audit: new representatives against all representatives
-    rep_pairs = algo.reachable(engine.search(np.unique(rest_rep_of), first_reps, desc="audit prefilter"),
+    # 2. representative audit: representatives against each other
+    rep_pairs = algo.reachable(engine.search(first_reps, first_reps, desc="audit prefilter"),
                                fragments.lengths, config.merge_threshold)
     audit = align_once(rep_pairs, between_reps, aligner, desc="representative audit")
     merges = algo.concat_evidence(algo.merge_evidence(audit, rep_of, config.merge_threshold,
                                                       source="representatives"), members_found)
 
-    # 4. the linkage decides which evidence joins clusters; earlier releases' merges are evidence too
+    # 3. the linkage decides which evidence joins clusters
     known = known_scores([audit])
     known.absorb(members_known)
     before, tick = aligner.calls, time.perf_counter()
-    kept = previous.merge_pairs
-    new_rows = len(merges["rep_a"])
     linked = link_clusters(
-        rep_of,
-        np.concatenate([merges["rep_a"], kept[:, 0]]), np.concatenate([merges["rep_b"], kept[:, 1]]),
-        np.concatenate([np.minimum(merges["tm_a"], merges["tm_b"]), previous.merge_tm]),
-        np.concatenate([merges["source"], np.array(["representatives"] * len(kept), dtype=object)]),
+        rep_of, merges["rep_a"], merges["rep_b"], np.minimum(merges["tm_a"], merges["tm_b"]), merges["source"],
         rank, linkage=config.linkage, guard=config.guard_threshold,
         score=lambda pairs: min_tm(aligner, pairs, desc="linkage guard"), known=known,
-        previous_rep=previous.cluster_rep if len(old_reps) else None,
-        pair_i=np.concatenate([merges["i"], kept[:, 0]]), pair_j=np.concatenate([merges["j"], kept[:, 1]]))
+        pair_i=merges["i"], pair_j=merges["j"])
     cluster_rep = linked.cluster_rep
-    merges["decision"] = linked.decision[:new_rows]
-    merges["guard_tm"] = linked.guard_tm[:new_rows]
+    merges["decision"] = linked.decision
+    merges["guard_tm"] = linked.guard_tm
     guard_alignments, linkage_seconds = aligner.calls - before, time.perf_counter() - tick
 
-    # 5. cohesion
+    # 4. cohesion
     before = aligner.calls
     pairs = cohesion_pairs(cluster_rep, fragments.ids, config.cohesion_sample, config.seed)
     if len(pairs):  # the sampled pairs the first pass aligned already (one scan of the evidence)
@@ -279,11 +236,10 @@ def cluster(fragments: Fragments, engine: Engine, aligner: Aligner, config: Clus
     cohesion = summarise(pairs, scores_of(pairs, known, aligner, desc="cohesion"))
     cohesion_alignments = aligner.calls - before
 
-    # 6. singleton audit
-    audit_result, links = singleton_audit(fragments, cluster_rep, previous, engine, aligner, config)
+    # 5. singleton audit
+    audit_result, links = singleton_audit(fragments, cluster_rep, engine, aligner, config)
 
     tables = cluster_tables(fragments, rep_of, cluster_rep, merges, audit_result, cohesion)
-    old_cluster_ids = set(previous.cluster_rep[previous.cluster_rep >= 0].tolist())
     run = dict(
         engine=engine.name,
         engine_version=engine.version,
@@ -299,8 +255,5 @@ def cluster(fragments: Fragments, engine: Engine, aligner: Aligner, config: Clus
         singleton_audit=audit_result.summary(),
         seconds=time.perf_counter() - started,
         config=json.dumps(asdict(config), sort_keys=True),
-        new_fragments=int(len(new)),
-        assigned_to_existing=len(assigned),
-        new_clusters=int(len(set(np.unique(cluster_rep).tolist()) - old_cluster_ids)),
     )
     return Clustering(tables, links, run)

@@ -20,7 +20,7 @@ sit in different first-pass clusters: representative pairs from the audit (sourc
   needs are TM-aligned on demand, in batches.
 
 A merged cluster's representative is the representative of its largest first-pass cluster (ties:
-`rank`); representatives kept from the last release win over new ones, so a cluster keeps its id.
+`rank`): a function of the clusters alone, so a release and a fresh run agree on every id.
 """
 
 from __future__ import annotations
@@ -77,15 +77,13 @@ def link_clusters(
     guard: float = 0.5,
     score: Scorer | None = None,
     known: PairScores | Mapping[tuple[int, int], float] | None = None,
-    previous_rep: np.ndarray | None = None,
     prefetch: int = 2048,
     pair_i: np.ndarray | None = None,
     pair_j: np.ndarray | None = None,
 ) -> Linked:
     """Final clusters from first-pass clusters `rep_of` and evidence rows (rep_a, rep_b, tm_min, source).
 
-    `previous_rep` (last release's final representative per fragment, -1 for new ones) starts the
-    clusters as they were and lets their representatives win. `known` holds min-TM scores already
+    `known` holds min-TM scores already
     computed (a PairScores, or a dict pair_key -> score); `score` aligns the missing ones the guard
     needs. `pair_i`, `pair_j` are the evidence pairs' own fragments (default: the representatives),
     which the guarded linkage may reassign when a merge is refused.
@@ -100,24 +98,15 @@ def link_clusters(
     decision = np.full(rows, REDUNDANT, dtype=object)
     guard_tm = np.full(rows, np.nan)
     fp_size = np.bincount(rep_of, minlength=n)
-    kept = np.zeros(n, bool)
-    if previous_rep is not None:
-        old = np.asarray(previous_rep, dtype=np.int64)
-        kept[old[old >= 0]] = True
 
-    def key(r: int) -> tuple[int, int, int]:
-        return (0 if kept[r] else 1, -int(fp_size[r]), int(rank[r]))
+    def key(r: int) -> tuple[int, int]:
+        return (-int(fp_size[r]), int(rank[r]))
 
     forest = UnionFind(n)
     head: dict[int, int] = {}  # union-find root -> cluster representative
     reps_of: dict[int, list[int]] = {}  # union-find root -> its first-pass representatives
     for r in np.unique(rep_of).tolist():
         head[r], reps_of[r] = r, [r]
-    if previous_rep is not None:  # the last release's clusters, as they were
-        for r in np.unique(rep_of).tolist():
-            c = int(previous_rep[r])
-            if c >= 0 and c != r and rep_of[c] == c:
-                _join(forest, head, reps_of, r, c, winner=c)
 
     scores = _Scores(PairScores.of(known), score)
     usable = np.ones(rows, bool) if linkage != "method" else (np.asarray(source) == "representatives")
@@ -169,11 +158,6 @@ def link_clusters(
 
     first_reps, first_rep_index = np.unique(rep_of, return_inverse=True)
     label = np.array([head[forest.find(r)] for r in first_reps.tolist()], dtype=np.int64)[first_rep_index]
-    if previous_rep is not None:  # members the last release moved stay where they went
-        old = np.asarray(previous_rep, dtype=np.int64)
-        moved = np.flatnonzero((old >= 0) & (rep_of != np.arange(n)))
-        moved = moved[rep_of[old[moved]] == old[moved]]  # that cluster's representative is still one
-        label[moved] = [head[forest.find(int(c))] for c in old[moved].tolist()]
     if linkage == "guarded":
         i = rep_a if pair_i is None else np.asarray(pair_i, dtype=np.int64)
         j = rep_b if pair_j is None else np.asarray(pair_j, dtype=np.int64)

@@ -175,55 +175,6 @@ def seeded_hash(seed: int, name: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest(), "big")
 
 
-def assign_to_existing(
-    new: np.ndarray,
-    rep: np.ndarray,
-    tm_rep: np.ndarray,
-    cov_new: np.ndarray,
-    cov_rep: np.ndarray,
-    rank: np.ndarray,
-    config: ClusterConfig = ClusterConfig(),
-) -> dict[int, int]:
-    """{new fragment: existing first-pass representative it joins}, by the first pass's own test.
-
-    A new fragment joins the representative that covers it (TM normalised by the representative
-    >= tm_threshold, both coverages >= coverage) with the highest TM (ties: rank), as Foldseek's
-    clusterupdate does; new fragments never displace a representative.
-    """
-    ok = (tm_rep >= config.tm_threshold) & (cov_new >= config.coverage) & (cov_rep >= config.coverage)
-    best: dict[int, tuple[float, int, int]] = {}
-    for m, r, tm in zip(new[ok].tolist(), rep[ok].tolist(), tm_rep[ok].tolist()):
-        key = (-tm, int(rank[r]), r)
-        if m not in best or key < best[m]:
-            best[m] = key
-    return {m: key[2] for m, key in best.items()}
-
-
-@dataclass(frozen=True)
-class PreviousClusters:
-    """The last release's clustering as indices into the current FragmentSet (-1: not clustered then)."""
-
-    rep_of: np.ndarray  # first-pass representative
-    cluster_rep: np.ndarray  # final representative
-    merge_pairs: np.ndarray  # (m, 2) first-pass representatives joined by earlier merge evidence
-    merge_tm: np.ndarray  # (m,) min-TM of that evidence
-    sampled: np.ndarray  # bool: in the last singleton-audit sample
-    links: np.ndarray  # (k, 2) sampled singletons the last audit linked
-
-    @classmethod
-    def none(cls, n: int) -> PreviousClusters:
-        return cls(np.full(n, -1, np.int32), np.full(n, -1, np.int32), np.zeros((0, 2), np.int64),
-                   np.zeros(0), np.zeros(n, bool), np.zeros((0, 2), np.int64))
-
-    @property
-    def clustered(self) -> np.ndarray:
-        return self.rep_of >= 0
-
-    @property
-    def representatives(self) -> np.ndarray:
-        return np.unique(self.rep_of[self.rep_of >= 0])
-
-
 def within_reach(a: np.ndarray, b: np.ndarray, lengths: np.ndarray, min_length_ratio: float) -> np.ndarray:
     """Mask of the pairs (a[k], b[k]) whose Lshort/Llong can still reach the threshold (exact: TM <= Lshort/Llong)."""
     la, lb = lengths[a], lengths[b]

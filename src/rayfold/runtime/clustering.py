@@ -21,7 +21,7 @@ import pyarrow as pa
 from rayfold.cluster.algorithm import Columns, Engine, cluster, unique_pairs, unique_scored_pairs
 from rayfold.cluster.evidence import Evidence, edge_bits, empty_columns, take_rows, worth_keeping
 from rayfold.cluster.memo import VALUES, AlignmentMemo
-from rayfold.cluster.rules import ClusterConfig, PreviousClusters
+from rayfold.cluster.rules import ClusterConfig
 from rayfold.io.storage import exists, join_uri, parquet_parts, write_parquet
 from rayfold.model.errors import InputError
 from rayfold.model.fragset import FragmentSet
@@ -433,12 +433,12 @@ def ray_engine(fragments: ShardedFragments, config: ClusterConfig, prefilter_con
     from rayfold.engines.foldseek import foldseek_version
 
     name, binary = resolve_engine(config.engine, foldseek)
-    prefilter = RayPrefilter(fragments, prefilter_config, progress)
     if name == "foldseek":
         assert binary is not None
         tool = RayFoldseek(fragments, binary, config)
-        return Engine("foldseek", foldseek_version(binary), tool.search, prefilter, tool.first_pass)
-    return Engine("builtin", f"rayfold {rayfold.__version__}", prefilter, prefilter,
+        return Engine("foldseek", foldseek_version(binary), tool.search, tool.first_pass)
+    prefilter = RayPrefilter(fragments, prefilter_config, progress)
+    return Engine("builtin", f"rayfold {rayfold.__version__}", prefilter,
                   kmer_candidates=RayKmerCandidates(fragments, config, progress), scored_search=prefilter.blocks)
 
 
@@ -449,7 +449,6 @@ def cluster_fragments(
     prefilter_config: Any = None,
     foldseek: str | None = None,
     progress: bool = True,
-    previous: PreviousClusters | None = None,
     memo: AlignmentMemo | None = None,
     on_aligned: Callable[[Columns], None] | None = None,
 ) -> dict:
@@ -466,7 +465,7 @@ def cluster_fragments(
     aligner = RayAligner(shards, config.pairs_per_task, progress, memo, on_aligned)
     # the alignments kept for later steps go to files on the driver's disk as they come, not its memory
     with tempfile.TemporaryDirectory(prefix="rayfold-evidence-") as spill:
-        result = cluster(shards.index, engine, aligner, config, previous, Evidence(spill))
+        result = cluster(shards.index, engine, aligner, config, Evidence(spill))
     ids, links = shards.index.ids, result.links
     tables = dict(result.tables)
     tables["singleton_links"] = pa.Table.from_arrays(
