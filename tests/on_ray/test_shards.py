@@ -71,6 +71,35 @@ def test_blocked_alignment_equals_one_process(ray_local, fragments_table):
         assert np.allclose(got[key], want[key])
 
 
+def test_a_memo_answers_its_pairs_and_the_rest_is_aligned(ray_local, fragments_table):
+    """Stored alignments answer only pairs in their orientation; whole blocks, parts of blocks and
+    no block at all give the same columns as aligning everything, and only the rest is aligned."""
+    from rayfold.cluster.evidence import COLUMNS, take_rows
+    from rayfold.cluster.memo import AlignmentMemo
+
+    fs = FragmentSet.from_table(fragments_table, passed_only=True)
+    rng = np.random.default_rng(1)
+    pairs = rng.integers(0, len(fs), size=(40, 2))
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    want = align_pairs(fs, pairs)
+    stored = np.zeros(len(pairs), bool)
+    stored[:12] = True  # the first blocks whole (4 pairs a task), then every third pair
+    stored[12::3] = True
+    stored[-1] = False  # stored below the other way round only
+    memo = AlignmentMemo()
+    memo.store.add(take_rows({k: want[k] for k in COLUMNS}, stored))
+    # a stored (j, i) row does not answer (i, j): TM-align is not symmetric
+    memo.store.add({**{k: want[k][-1:] for k in COLUMNS}, "i": pairs[-1:, 1], "j": pairs[-1:, 0]})
+    fresh: list = []
+    aligner = RayAligner(shard_in_memory(fs, 6), pairs_per_task=4, progress=False, memo=memo, on_aligned=fresh.append)
+    got = aligner.align(pairs, desc="test")
+    for key in ("tm_a", "tm_b", "cov_a", "cov_b", "rmsd", "aligned_length"):
+        assert np.allclose(got[key], want[key]), key
+    assert aligner.calls == int((~stored).sum())
+    aligned = {(int(i), int(j)) for part in fresh for i, j in zip(part["i"], part["j"])}
+    assert aligned == {tuple(p) for p in pairs[~stored].tolist()}
+
+
 def test_the_ray_data_shuffle_gives_the_in_process_candidates(ray_local, fragments_table):
     fs = FragmentSet.from_table(fragments_table, passed_only=True)
     config = ClusterConfig(kmer_size=5, kmers_per_fragment=40, centres_per_fragment=2)

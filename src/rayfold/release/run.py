@@ -14,9 +14,10 @@ arrived in. It writes:
    state of earlier releases is removed (storage grows with the data, not with the releases).
 
 A run killed anywhere restarts from what finished: fragmenting units carry their own completion
-marker and a persisted plan keeps their names; clustering is redone from the last committed state
-(deterministic, so its tables come out the same); publishing is repeated from the committed state.
-Nothing is appended twice, because every file has a name fixed by its content or release.
+marker and a persisted plan keeps their names; clustering is redone over the current fragments with
+the committed releases' alignments (deterministic, so its tables come out the same); publishing is
+repeated from the committed state. Nothing is appended twice, because every file has a name fixed
+by its content or release.
 """
 
 from __future__ import annotations
@@ -361,9 +362,12 @@ def _load_current_fragments(folder: RunFolder, manifest: pa.Table,
         schema=schema.ERRORS,
     )
     kept = table.filter(pa.array(first))
+    # a unit still being written (another run's, whose manifest part comes last) is not current yet:
+    # its fragments wait for the release after its manifest rows exist (see `_committed_units`)
     sha = {uri: row["content_sha256"] for uri, row in mf.current(manifest).items()}
-    digests = content_digests([sha[mf.input_of(src)] for src in kept.column("source_uri").to_pylist()],
-                              kept.column("fragment_id").to_pylist())
+    inputs = [mf.input_of(src) for src in kept.column("source_uri").to_pylist()]
+    kept = kept.filter(pa.array([i in sha for i in inputs], pa.bool_()))
+    digests = content_digests([sha[i] for i in inputs if i in sha], kept.column("fragment_id").to_pylist())
     fragments = load_sharded(parts, kept.drop_columns(["source_uri"]), storage_options=folder.storage_options,
                              shard_size=shard_size)
     return fragments, duplicates, digests
