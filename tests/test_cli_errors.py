@@ -89,3 +89,13 @@ def test_existing_run_folder_is_accepted(tmp_path):
     for name, table in (("members", schema.MEMBERS), ("clusters", schema.CLUSTERS)):
         io.write_parquet(table.empty_table(), io.join_uri(str(out), name, "part-0.parquet"))
     RunFolder(str(out)).require_results()
+
+
+def test_sync_belongs_to_run_only():
+    from rayfold.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["run", "in", "--out", "o", "--sync"]).sync is True
+    assert parser.parse_args(["run", "in", "--out", "o"]).sync is False
+    with pytest.raises(SystemExit):  # fragmenting has nothing to withdraw from
+        parser.parse_args(["fragment", "in", "--out", "o", "--sync"])

@@ -33,9 +33,6 @@ def _add_fragment(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", help="files, folders, globs or URLs")
     p.add_argument("--out", required=True, help="output folder or URL (s3://bucket/prefix)")
-    p.add_argument("--sync", action="store_true",
-                   help="make OUT reflect INPUT... as it is now: inputs no longer listed are withdrawn (their "
-                   "fragments leave the clusters); without it, a release only adds and replaces")
     p.add_argument("--whole-chains", action="store_true", help="no cutting: each chain is one fragment")
     p.add_argument("--export-structures", action="store_true", help="also write OUT/structures/<fragment_id>.pdb")
     p.add_argument("--address", help="Ray cluster address (default: a private local Ray)")

@@ -16,7 +16,7 @@ give new digests and its old alignments are never used again.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -50,7 +50,7 @@ def oriented(pairs: np.ndarray, have: Columns, *, flipped: bool) -> tuple[np.nda
     TM-align is not exactly symmetric (the superposition search starts from the first structure),
     so only a row in the asked orientation is the value a fresh alignment would give."""
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    out = {k: np.zeros(len(pairs), empty_columns()[k].dtype) for k in COLUMNS}
+    out = {k: np.zeros(len(pairs), v.dtype) for k, v in empty_columns().items()}
     out["i"], out["j"] = pairs[:, 0].copy(), pairs[:, 1].copy()
     found = np.zeros(len(pairs), bool)
     if not len(have["i"]) or not len(pairs):
@@ -99,23 +99,15 @@ def memo_table(columns: Columns, ids: pa.Array, digests: np.ndarray) -> pa.Table
 def current_rows(table: pa.Table, ids: pa.Array, digests: np.ndarray) -> Columns:
     """The rows of an ALIGNMENTS table whose two fragments are among today's `ids` (sorted, unique)
     with the same digests, as columns over today's indices."""
+    if not len(ids):
+        return empty_columns()
     i = pc.index_in(table.column("fragment_a"), value_set=ids)
     j = pc.index_in(table.column("fragment_b"), value_set=ids)
     ok = np.asarray(pc.and_(pc.is_valid(i), pc.is_valid(j)).to_numpy(zero_copy_only=False), bool)
     i = i.fill_null(0).to_numpy().astype(np.int64)
     j = j.fill_null(0).to_numpy().astype(np.int64)
-    if len(digests):
-        ok &= (digests[i] == table.column("digest_a").to_numpy()) & (digests[j] == table.column("digest_b").to_numpy())
-    else:
-        ok[:] = False
+    ok &= (digests[i] == table.column("digest_a").to_numpy()) & (digests[j] == table.column("digest_b").to_numpy())
     out = {"i": i[ok], "j": j[ok]}
     for k in VALUES:
         out[k] = table.column(k).to_numpy()[ok].astype(empty_columns()[k].dtype)
     return out
-
-
-def table_batches(tables: Iterable[pa.Table], rows: int = 131_072) -> Iterator[pa.Table]:
-    """Tables re-cut into slices of at most `rows` rows (what a reader holds at a time)."""
-    for table in tables:
-        for start in range(0, table.num_rows, rows):
-            yield table.slice(start, rows)

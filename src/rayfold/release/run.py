@@ -39,11 +39,12 @@ import pyarrow.compute as pc
 from rayfold.align.prefilter import PrefilterConfig
 from rayfold.cluster.evidence import Evidence
 from rayfold.cluster.linkage import MERGED
-from rayfold.cluster.memo import AlignmentMemo, content_digests, current_rows, memo_table, table_batches
+from rayfold.cluster.memo import AlignmentMemo, content_digests, current_rows, memo_table
 from rayfold.cluster.rules import ClusterConfig
 from rayfold.config import FragmentConfig, ReadConfig, RunConfig
 from rayfold.io.runfolder import RunFolder
 from rayfold.io.storage import (
+    ROW_GROUP_ROWS,
     InputRef,
     list_inputs,
     parquet_parts,
@@ -52,7 +53,7 @@ from rayfold.io.storage import (
 from rayfold.model import schema
 from rayfold.model.errors import InputError
 from rayfold.release import manifest as mf
-from rayfold.release.clustermap import cluster_map
+from rayfold.release.clustermap import NEW, cluster_map
 from rayfold.release.inputfilter import EntryFilter
 from rayfold.release.lock import RunLock
 
@@ -221,12 +222,11 @@ def _run_release(
         folder.write_table(tables[name], *_state_file(release, name))
     folder.write_json(sorted(loaded_units), "state", f"{release:06d}", UNITS_FILE)
     this_release = manifest.filter(pc.field("release") == release)
-    withdrawn = this_release.filter(pc.fill_null(this_release.column("withdrawn"), False))
-    this_release = this_release.filter(pc.invert(pc.fill_null(this_release.column("withdrawn"), False)))
-    previous_ids = set(previous_members.column("fragment_id").to_pylist()) if previous_members is not None else set()
-    previous_clusters = (set(previous_members.column("cluster_id").to_pylist())
-                         if previous_members is not None else set())
-    cluster_ids = tables["clusters"].column("cluster_id").to_pylist()
+    is_withdrawn = pc.fill_null(this_release.column("withdrawn"), False)
+    withdrawn, this_release = this_release.filter(is_withdrawn), this_release.filter(pc.invert(is_withdrawn))
+    cluster_ids = tables["clusters"].column("cluster_id")
+    previous_clusters = (previous_members.column("cluster_id") if previous_members is not None
+                         else pa.array([], pa.string()))
     row = {
         "release": release,
         "started_at": started_at,
@@ -236,10 +236,11 @@ def _run_release(
         "changed_inputs": len(changed),
         "withdrawn_inputs": withdrawn.num_rows,
         "fragments": len(fragments),
-        "new_fragments": sum(1 for f in fragments.index.ids if f not in previous_ids),
+        # the map's `new` rows are the fragments the last release did not have
+        "new_fragments": int(pc.sum(changes.filter(pc.field("change") == NEW).column("fragments")).as_py() or 0),
         "reused_alignments": reused,
         "clusters": len(cluster_ids),
-        "new_clusters": sum(1 for c in cluster_ids if c not in previous_clusters),
+        "new_clusters": int(pc.sum(pc.invert(pc.is_in(cluster_ids, value_set=previous_clusters))).as_py() or 0),
         "changed_clusters": len(set(changes.column("cluster_id").drop_null().to_pylist())),
         "merges": int(pc.sum(pc.equal(tables["merges"].column("decision"), MERGED)).as_py() or 0),
         "alignments": run_row["alignments"],
@@ -386,8 +387,9 @@ def _load_memo(folder: RunFolder, last: int, ids: pa.Array, digests: np.ndarray,
         release = int(part.rsplit("part-", 1)[-1].split(".")[0])
         if release > last:
             continue
-        for batch in table_batches([read_parquet_part(part, folder.storage_options)]):
-            memo.store.add(current_rows(batch, ids, digests))
+        table = read_parquet_part(part, folder.storage_options)
+        for start in range(0, table.num_rows, ROW_GROUP_ROWS):  # bounded temporaries of the id lookup
+            memo.store.add(current_rows(table.slice(start, ROW_GROUP_ROWS), ids, digests))
     return memo
 
 
