@@ -18,7 +18,7 @@ from rayfold.config import FragmentConfig
 from rayfold.fragment.stage import FragmentStage
 from rayfold.io.storage import list_inputs, parquet_parts, write_parquet
 from rayfold.model.fragset import FragmentSet
-from rayfold.runtime.clustering import RayAligner, RayKmerCandidates, load_fragments
+from rayfold.runtime.clustering import KMER_ROWS_PER_TASK, RayAligner, RayKmerCandidates, load_fragments
 from rayfold.runtime.shards import shard_in_memory
 
 pytestmark = pytest.mark.ray
@@ -100,12 +100,14 @@ def test_a_memo_answers_its_pairs_and_the_rest_is_aligned(ray_local, fragments_t
     assert aligned == {tuple(p) for p in pairs[~stored].tolist()}
 
 
-def test_the_ray_data_shuffle_gives_the_in_process_candidates(ray_local, fragments_table):
+@pytest.mark.parametrize("rows_per_task", [10, KMER_ROWS_PER_TASK], ids=["shuffle", "one-task"])
+def test_the_ray_data_shuffle_gives_the_in_process_candidates(ray_local, fragments_table, rows_per_task):
     fs = FragmentSet.from_table(fragments_table, passed_only=True)
     config = ClusterConfig(kmer_size=5, kmers_per_fragment=40, centres_per_fragment=2)
     priority = centre_priority(fs.lengths, fs.mean_plddt, fs.ids)
     members = np.arange(len(fs))
-    member, centre, shared = RayKmerCandidates(shard_in_memory(fs, 7), config, progress=False)(members, priority)
+    candidates = RayKmerCandidates(shard_in_memory(fs, 7), config, progress=False, rows_per_task=rows_per_task)
+    member, centre, shared = candidates(members, priority)
     assert len(member) > 0, "the example set has no shared k-mers at all: the test would prove nothing"
     m, c, s = local_candidates(fs.states_3di, fs.lengths, config.kmer_config(), config.coverage)(members, priority)
     short, long = np.minimum(fs.lengths[m], fs.lengths[c]), np.maximum(fs.lengths[m], fs.lengths[c])
@@ -118,7 +120,7 @@ def test_the_ray_data_shuffle_gives_the_in_process_candidates(ray_local, fragmen
     assert set(zip(member.tolist(), centre.tolist(), shared.tolist())) == expected
     assert (priority[centre] < priority[member]).all()  # every edge points to a better centre
     # ranked in the shuffle's tasks: the tries the driver would rank itself, sorted by member and attempt
-    m, c, a = RayKmerCandidates(shard_in_memory(fs, 7), config, progress=False).ranked(members, priority)
+    m, c, a = candidates.ranked(members, priority)
     want = best_tries(member.astype(np.int64), centre.astype(np.int64), shared, priority[centre],
                       config.centres_per_fragment)
     assert list(zip(m.tolist(), a.tolist(), c.tolist())) == sorted(zip(want[0].tolist(), want[3].tolist(),

@@ -35,6 +35,7 @@ from rayfold.runtime.shards import (
 )
 
 FOLDSEEK_RESOURCE = "foldseek"  # custom resource of cluster.yaml's large node type
+KMER_ROWS_PER_TASK = 2_000_000  # k-mer rows (~20 B each) per shuffle partition, or per round in one task
 # the k-mer round's tries as the shuffle's tasks give them (`_tries_batch`)
 TRIES_SCHEMA = pa.schema([("member", pa.int32()), ("centre", pa.int32()), ("shared", pa.int32()),
                           ("attempt", pa.int8())])
@@ -83,14 +84,15 @@ def _align_block(shard_a: FragmentSet, rows_a: np.ndarray, shard_b: FragmentSet,
 
 
 def _shard_kmers(shard: FragmentSet, rows: np.ndarray, members: np.ndarray, priority: np.ndarray,
-                 lengths: np.ndarray, kmer_config: Any) -> pa.Table:
-    """(kmer, member, priority, length) rows of the k-mers the selected members of a shard contribute."""
+                 lengths: np.ndarray, kmer_config: Any) -> tuple[pa.Table, int]:
+    """(kmer, member, priority, length) rows of the k-mers the selected members of a shard
+    contribute, and how many (two returns: the driver reads the count, never the rows)."""
     from rayfold.align.kmers import select_kmers
 
     states = shard.states_3di or [""] * len(shard)
     kmer, owner = select_kmers([states[r] or "" for r in rows.tolist()], np.arange(len(rows)), kmer_config)
     return pa.table({"kmer": kmer, "member": members[owner], "priority": priority[owner],
-                     "length": lengths[owner].astype(np.int32)})
+                     "length": lengths[owner].astype(np.int32)}), len(kmer)
 
 
 def value_of(wanted: np.ndarray, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -125,6 +127,12 @@ def _tries_batch(batch: pa.Table, limit: int) -> pa.Table:
                                        limit)
     return pa.table({"member": m.astype(np.int32), "centre": c.astype(np.int32), "shared": shared.astype(np.int32),
                      "attempt": attempt.astype(np.int8)})
+
+
+def _tries_in_one_task(min_ratio: float, limit: int, *kmer_tables: pa.Table) -> pa.Table:
+    """Both shuffle stages over every k-mer row at once: what the shuffle's tasks give, for a round
+    small enough for one task (a partition of the shuffle holds as many rows)."""
+    return _tries_batch(_edges_batch(pa.concat_tables(kmer_tables), min_ratio), limit)
 
 
 def _foldseek_input(parts: list) -> FragmentSet:
@@ -314,12 +322,17 @@ class RayPrefilter:
 
 class RayKmerCandidates:
     """The k-mer round's candidate edges: k-mers per shard (tasks), a Ray Data hash shuffle by k-mer
-    (edges to each group's centre), a second by member (distinct centres, the best few). The driver
+    (edges to each group's centre), a second by member (distinct centres, the best few). A round of
+    at most `rows_per_task` k-mer rows runs both stages in one task instead (the same rows: a
+    shuffle partition holds that many; a shuffle's start-up costs seconds a round). The driver
     receives at most `centres_per_fragment` rows per fragment."""
 
-    def __init__(self, fragments: ShardedFragments, config: ClusterConfig, progress: bool) -> None:
+    def __init__(self, fragments: ShardedFragments, config: ClusterConfig, progress: bool,
+                 rows_per_task: int = KMER_ROWS_PER_TASK) -> None:
         self.fragments, self.config, self.progress = fragments, config, progress
-        self.remote = ray_remote(_shard_kmers, runtime_env={"env_vars": WORKER_ENV})
+        self.rows_per_task = rows_per_task
+        self.remote = ray_remote(_shard_kmers, num_returns=2, runtime_env={"env_vars": WORKER_ENV})
+        self.one_task = ray_remote(_tries_in_one_task, runtime_env={"env_vars": WORKER_ENV})
 
     def __call__(self, members: np.ndarray, priority: np.ndarray,
                  seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -345,17 +358,21 @@ class RayKmerCandidates:
         shards, config = self.fragments, self.config
         kmer_config = config.kmer_config()
         kmer_config = kmer_config if seed is None else replace(kmer_config, seed=seed)
-        refs = []
+        refs, counts = [], []
         for s in range(shards.n_shards):
             m = members[shards.shard_of[members] == s]
             if len(m):
-                refs.append(self.remote.remote(shards.refs[s], shards.position[m], m, priority[m],
-                                               shards.index.lengths[m], kmer_config))
-        source = ray.data.from_arrow_refs(refs) if refs else None
-        if source is None or not source.count():
+                table, count = self.remote.remote(shards.refs[s], shards.position[m], m, priority[m],
+                                                  shards.index.lengths[m], kmer_config)
+                refs.append(table)
+                counts.append(count)
+        rows = sum(ray.get(counts))
+        if not rows:
             return TRIES_SCHEMA.empty_table()
-        partitions = max(2 * _cpus(), -(-source.count() // 2_000_000))
-        dataset = (source
+        if rows <= self.rows_per_task:
+            return ray.get(self.one_task.remote(config.coverage, config.centres_per_fragment, *refs))
+        partitions = max(2 * _cpus(), -(-rows // self.rows_per_task))
+        dataset = (ray.data.from_arrow_refs(refs)
                    .repartition(partitions, keys=["kmer"])
                    .map_batches(_edges_batch, batch_format="pyarrow", batch_size=None,  # type: ignore[arg-type]
                                 fn_kwargs={"min_ratio": config.coverage})
