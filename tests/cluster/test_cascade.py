@@ -3,6 +3,8 @@ and hand-made edges for the k-mer shuffle, so each decision is known in advance.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from rayfold.cluster.algorithm import unique_scored_pairs
@@ -17,6 +19,7 @@ from rayfold.cluster.cascade import (
 )
 from rayfold.cluster.evidence import Evidence
 from rayfold.cluster.rules import ClusterConfig
+from rayfold.cluster.steps import Steps
 
 COLUMNS = ("i", "j", "tm_a", "tm_b", "rmsd", "aligned_length", "seq_identity", "cov_a", "cov_b")
 INTS = ("i", "j", "aligned_length")
@@ -113,9 +116,10 @@ def test_cascade_rounds_merge_representatives_and_stop_when_nothing_shrinks() ->
     # k-mer round: 2 -> 0 and 3 -> 1; a second k-mer round (another seed) finds nothing new, so the
     # search rounds begin: 0 ~ 1; the next search round removes nothing, so none more
     aligner, seeds, evidence = Scores({(2, 0): 0.8, (3, 1): 0.8, (0, 1): 0.75}), [], Evidence()
+    steps = Steps(aligner)
     rep_of, rounds = cascade_first_pass(
         np.arange(5), edges([(2, 0, 3), (3, 1, 3)], seeds), scored_pairs({}), aligner, np.full(5, 100),
-        np.arange(5), np.arange(5), ClusterConfig(kmer_rounds=3, search_rounds=3, seed=7), evidence)
+        np.arange(5), np.arange(5), ClusterConfig(kmer_rounds=3, search_rounds=3, seed=7), evidence, steps)
     columns = evidence.rows()
     assert rep_of.tolist() == [0, 0, 0, 0, 4]
     assert seeds == [7, 8]  # each k-mer round draws its own k-mers
@@ -123,6 +127,8 @@ def test_cascade_rounds_merge_representatives_and_stop_when_nothing_shrinks() ->
     # k-mer rounds: 2 then 0 (no edges among 0, 1, 4); search round 1: (0, 1) accepted, (0, 4) and
     # then (1, 4) refused; search round 2 (reps 0, 4): (0, 4) once more
     assert aligner.calls == 2 + 0 + 3 + 1
+    per_round = {name: step["alignments"] for name, step in json.loads(steps.to_json()).items()}
+    assert per_round == {"k-mer round 1": 2, "k-mer round 2": 0, "search round 1": 3, "search round 2": 1}
     assert sorted(zip(columns["i"].tolist(), columns["j"].tolist())) == [(0, 1), (2, 0), (3, 1)]
 
     rep_of, rounds = cascade_first_pass(np.arange(5), edges([]), no_search, Scores({}), np.full(5, 100),

@@ -3,6 +3,8 @@ TM-align and for the candidate search, so every step's decision is known in adva
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from rayfold.cluster.algorithm import Engine, cluster, unique_pairs
@@ -84,6 +86,10 @@ def test_first_pass_audit_linkage_cohesion_and_singletons_from_scores():
     assert result.run["cohesion_alignments"] == 0  # every member-representative pair was aligned already
     assert result.tables["singleton_audit"].column("fragment_id").to_pylist() == ["p4_f1"]
     assert result.run["first_pass_clusters"] == 3 and result.run["clusters"] == 2
+    steps = json.loads(result.run["steps"])  # where the calls went: every step, adding up to the total
+    assert list(steps) == ["first pass", "evidence", "audit", "linkage", "cohesion", "singleton audit", "tables"]
+    assert sum(s["alignments"] for s in steps.values()) == result.run["alignments"] > 0
+    assert steps["first pass"]["alignments"] > 0 and steps["cohesion"]["alignments"] == 0
 
 
 def test_length_pruning_keeps_impossible_pairs_away_from_tm_align():

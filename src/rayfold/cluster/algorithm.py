@@ -36,6 +36,7 @@ from rayfold.cluster.linkage import MERGED, link_clusters
 from rayfold.cluster.memo import VALUES, oriented
 from rayfold.cluster.pairscores import PairScores
 from rayfold.cluster.rules import ClusterConfig
+from rayfold.cluster.steps import Steps
 from rayfold.cluster.tables import cluster_tables
 from rayfold.model.fragset import Fragments
 from rayfold.model.unionfind import forest_from_edges
@@ -127,7 +128,8 @@ def scores_of(pairs: np.ndarray, known: PairScores, aligner: Aligner, *, desc: s
 
 
 def builtin_first_pass(fragments: Fragments, members: np.ndarray, rank: np.ndarray, engine: Engine,
-                       aligner: Aligner, config: ClusterConfig, evidence: Evidence) -> tuple[np.ndarray, list[int]]:
+                       aligner: Aligner, config: ClusterConfig, evidence: Evidence,
+                       steps: Steps) -> tuple[np.ndarray, list[int]]:
     """(rep_of over `members`, representatives per round); its alignments go to `evidence`.
 
     cascade (default): the k-mer round and search rounds on representatives (`cluster.cascade`);
@@ -135,17 +137,18 @@ def builtin_first_pass(fragments: Fragments, members: np.ndarray, rank: np.ndarr
     if config.first_pass == "cascade" and engine.kmer_candidates is not None and engine.scored_search is not None:
         priority = centre_priority(fragments.lengths, fragments.mean_plddt, fragments.ids)
         return cascade_first_pass(members, engine.kmer_candidates, engine.scored_search, aligner,
-                                  fragments.lengths, priority, rank, config, evidence)
-    pairs = engine.search(members, members, desc="prefilter")
-    # pairs that could be a first-pass edge (length ratio >= coverage) or merge evidence (>= merge threshold)
-    pairs = algo.reachable(pairs, fragments.lengths, min(config.coverage, config.merge_threshold))
-    columns = aligner.align(pairs, desc="first pass")
-    evidence.add(columns)
-    reps, covered = algo.first_pass_edges(columns["i"], columns["j"], columns["tm_a"], columns["tm_b"],
-                                          columns["cov_a"], columns["cov_b"], config)
-    local = np.full(len(fragments), -1, np.int64)
-    local[members] = np.arange(len(members))
-    local_rep_of = algo.greedy_set_cover(len(members), local[reps], local[covered], rank[members])
+                                  fragments.lengths, priority, rank, config, evidence, steps)
+    with steps("first pass"):
+        pairs = engine.search(members, members, desc="prefilter")
+        # pairs that could be a first-pass edge (length ratio >= coverage) or merge evidence (>= merge threshold)
+        pairs = algo.reachable(pairs, fragments.lengths, min(config.coverage, config.merge_threshold))
+        columns = aligner.align(pairs, desc="first pass")
+        evidence.add(columns)
+        reps, covered = algo.first_pass_edges(columns["i"], columns["j"], columns["tm_a"], columns["tm_b"],
+                                              columns["cov_a"], columns["cov_b"], config)
+        local = np.full(len(fragments), -1, np.int64)
+        local[members] = np.arange(len(members))
+        local_rep_of = algo.greedy_set_cover(len(members), local[reps], local[covered], rank[members])
     return members[local_rep_of], [int(len(np.unique(local_rep_of)))]
 
 
@@ -160,6 +163,26 @@ def singleton_audit(fragments: Fragments, cluster_rep: np.ndarray, engine: Engin
     ok = algo.accepted_merges(columns["tm_a"], columns["tm_b"], config.singleton_threshold)
     links = np.column_stack([columns["i"][ok], columns["j"][ok]]).astype(np.int64)
     return algo.singleton_components(sampled, forest_from_edges(links[:, 0], links[:, 1])), unique_pairs(links)
+
+
+def read_back(evidence: Evidence, rep_of: np.ndarray, first_reps: np.ndarray,
+              config: ClusterConfig) -> tuple[PairScores, dict, list[Columns]]:
+    """(scores known among the flagged fragments, the members' merge evidence, the rows between
+    representatives) from the alignments kept so far, in two scans: the merge evidence (pairs
+    across first-pass clusters at min-TM >= the merge threshold), then the rows among the
+    representatives and that evidence's fragments (the audit reuses them, the guard and
+    reassignment look their scores up). The rest (~one row per fragment) is never read back."""
+    is_rep = np.zeros(len(rep_of), bool)
+    is_rep[first_reps] = True
+    across = Across(rep_of, config.merge_threshold)
+    flagged = is_rep.copy()
+    ends = evidence.select(across)
+    flagged[ends["i"]] = True
+    flagged[ends["j"]] = True
+    near = evidence.select(Either((across, Among(flagged))))
+    del ends, flagged
+    return (known_scores([near]), algo.merge_evidence(near, rep_of, config.merge_threshold, source="members"),
+            [take_rows(near, is_rep[near["i"]] & is_rep[near["j"]])])
 
 
 @dataclass
@@ -177,6 +200,7 @@ def cluster(fragments: Fragments, engine: Engine, aligner: Aligner, config: Clus
     n = len(fragments)
     rank = algo.priority_order(fragments.mean_plddt, fragments.lengths, fragments.ids)
     evidence = evidence if evidence is not None else Evidence()
+    steps = Steps(aligner)
 
     # 1. first pass
     members = np.arange(n)
@@ -184,62 +208,49 @@ def cluster(fragments: Fragments, engine: Engine, aligner: Aligner, config: Clus
     if not n:
         rep_of = np.zeros(0, np.int32)
     elif engine.first_pass is not None:
-        rep_of = np.asarray(engine.first_pass(members), dtype=np.int32)
+        with steps("first pass"):
+            rep_of = np.asarray(engine.first_pass(members), dtype=np.int32)
     else:
-        rep_of, rounds = builtin_first_pass(fragments, members, rank, engine, aligner, config, evidence)
+        rep_of, rounds = builtin_first_pass(fragments, members, rank, engine, aligner, config, evidence, steps)
         rep_of = np.asarray(rep_of, dtype=np.int32)
     first_reps = np.unique(rep_of)
-    # of the alignments kept so far, later steps read two slices, each in one scan: the merge
-    # evidence (pairs across first-pass clusters at min-TM >= the merge threshold), and the rows
-    # among the representatives and that evidence's fragments (the audit reuses them, the guard and
-    # reassignment look their scores up). The rest (~one row per fragment) is never read back
-    is_rep = np.zeros(n, bool)
-    is_rep[first_reps] = True
-    across = Across(rep_of, config.merge_threshold)
-    flagged = is_rep.copy()
-    ends = evidence.select(across)
-    flagged[ends["i"]] = True
-    flagged[ends["j"]] = True
-    near = evidence.select(Either((across, Among(flagged))))
-    del ends, flagged
-    members_known = known_scores([near])
-    members_found = algo.merge_evidence(near, rep_of, config.merge_threshold, source="members")
-    between_reps = [take_rows(near, is_rep[near["i"]] & is_rep[near["j"]])]
-    del near
+    with steps("evidence"):
+        members_known, members_found, between_reps = read_back(evidence, rep_of, first_reps, config)
 
     # 2. representative audit: representatives against each other
-    rep_pairs = algo.reachable(engine.search(first_reps, first_reps, desc="audit prefilter"),
-                               fragments.lengths, config.merge_threshold)
-    audit = align_once(rep_pairs, between_reps, aligner, desc="representative audit")
-    merges = algo.concat_evidence(algo.merge_evidence(audit, rep_of, config.merge_threshold,
-                                                      source="representatives"), members_found)
+    with steps("audit"):
+        rep_pairs = algo.reachable(engine.search(first_reps, first_reps, desc="audit prefilter"),
+                                   fragments.lengths, config.merge_threshold)
+        audit = align_once(rep_pairs, between_reps, aligner, desc="representative audit")
+        merges = algo.concat_evidence(algo.merge_evidence(audit, rep_of, config.merge_threshold,
+                                                          source="representatives"), members_found)
 
     # 3. the linkage decides which evidence joins clusters
-    known = known_scores([audit])
-    known.absorb(members_known)
-    before, tick = aligner.calls, time.perf_counter()
-    linked = link_clusters(
-        rep_of, merges["rep_a"], merges["rep_b"], np.minimum(merges["tm_a"], merges["tm_b"]), merges["source"],
-        rank, linkage=config.linkage, guard=config.guard_threshold,
-        score=lambda pairs: min_tm(aligner, pairs, desc="linkage guard"), known=known,
-        pair_i=merges["i"], pair_j=merges["j"])
-    cluster_rep = linked.cluster_rep
-    merges["decision"] = linked.decision
-    merges["guard_tm"] = linked.guard_tm
-    guard_alignments, linkage_seconds = aligner.calls - before, time.perf_counter() - tick
+    with steps("linkage"):
+        known = known_scores([audit])
+        known.absorb(members_known)
+        linked = link_clusters(
+            rep_of, merges["rep_a"], merges["rep_b"], np.minimum(merges["tm_a"], merges["tm_b"]), merges["source"],
+            rank, linkage=config.linkage, guard=config.guard_threshold,
+            score=lambda pairs: min_tm(aligner, pairs, desc="linkage guard"), known=known,
+            pair_i=merges["i"], pair_j=merges["j"])
+        cluster_rep = linked.cluster_rep
+        merges["decision"] = linked.decision
+        merges["guard_tm"] = linked.guard_tm
 
     # 4. cohesion
-    before = aligner.calls
-    pairs = cohesion_pairs(cluster_rep, fragments.ids, config.cohesion_sample, config.seed)
-    if len(pairs):  # the sampled pairs the first pass aligned already (one scan of the evidence)
-        known.absorb(known_scores([evidence.select(OfPairs.of(pairs))]))
-    cohesion = summarise(pairs, scores_of(pairs, known, aligner, desc="cohesion"))
-    cohesion_alignments = aligner.calls - before
+    with steps("cohesion"):
+        pairs = cohesion_pairs(cluster_rep, fragments.ids, config.cohesion_sample, config.seed)
+        if len(pairs):  # the sampled pairs the first pass aligned already (one scan of the evidence)
+            known.absorb(known_scores([evidence.select(OfPairs.of(pairs))]))
+        cohesion = summarise(pairs, scores_of(pairs, known, aligner, desc="cohesion"))
 
     # 5. singleton audit
-    audit_result, links = singleton_audit(fragments, cluster_rep, engine, aligner, config)
+    with steps("singleton audit"):
+        audit_result, links = singleton_audit(fragments, cluster_rep, engine, aligner, config)
 
-    tables = cluster_tables(fragments, rep_of, cluster_rep, merges, audit_result, cohesion)
+    with steps("tables"):
+        tables = cluster_tables(fragments, rep_of, cluster_rep, merges, audit_result, cohesion)
     run = dict(
         engine=engine.name,
         engine_version=engine.version,
@@ -249,11 +260,12 @@ def cluster(fragments: Fragments, engine: Engine, aligner: Aligner, config: Clus
         clusters=int(len(np.unique(cluster_rep))),
         merges=int((merges["decision"] == MERGED).sum()),
         alignments=aligner.calls,
-        guard_alignments=guard_alignments,
-        cohesion_alignments=cohesion_alignments,
-        linkage_seconds=linkage_seconds,
+        guard_alignments=steps.record["linkage"]["alignments"],
+        cohesion_alignments=steps.record["cohesion"]["alignments"],
+        linkage_seconds=steps.record["linkage"]["seconds"],
         singleton_audit=audit_result.summary(),
         seconds=time.perf_counter() - started,
+        steps=steps.to_json(),
         config=json.dumps(asdict(config), sort_keys=True),
     )
     return Clustering(tables, links, run)

@@ -22,6 +22,7 @@ Pure code over the algorithm's protocols; Ray implements the candidate sources.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,6 +37,7 @@ from rayfold.cluster.evidence import (
     worth_keeping,
 )
 from rayfold.cluster.rules import ClusterConfig
+from rayfold.cluster.steps import Steps
 
 if TYPE_CHECKING:
     from rayfold.cluster.algorithm import Aligner
@@ -258,12 +260,15 @@ def search_round(reps: np.ndarray, search: ScoredSearch, aligner: Aligner, lengt
 
 def cascade_first_pass(members: np.ndarray, candidates: KmerCandidates, search: ScoredSearch,
                        aligner: Aligner, lengths: np.ndarray, priority: np.ndarray, rank: np.ndarray,
-                       config: ClusterConfig, evidence: Evidence) -> tuple[np.ndarray, list[int]]:
+                       config: ClusterConfig, evidence: Evidence,
+                       steps: Steps | None = None) -> tuple[np.ndarray, list[int]]:
     """(rep_of over `members`, representatives after each round); the alignments worth keeping go to
     `evidence` (the search rounds read back only the rows this first pass added).
 
     k-mer rounds (each with its own min-hash seed) while they shrink the representatives by
-    `min_shrink`, at most `kmer_rounds`; then search rounds on the same terms, at least one."""
+    `min_shrink`, at most `kmer_rounds`; then search rounds on the same terms, at least one. Each
+    round is a step of `steps`."""
+    step = steps if steps is not None else (lambda name: nullcontext())
     rep_of = np.asarray(members, dtype=np.int32)  # 4 bytes a member (2^31 fragments)
     since = len(evidence)
     counts: list[int] = []
@@ -271,12 +276,14 @@ def cascade_first_pass(members: np.ndarray, candidates: KmerCandidates, search: 
     for stage, limit in (("kmer", config.kmer_rounds), ("search", config.search_rounds)):
         for round_no in range(limit):
             reps = np.unique(rep_of)
-            if stage == "kmer":
-                new_rep = kmer_round(reps, candidates, aligner, lengths, priority, config, evidence,
-                                     seed=config.seed + round_no, desc=f"k-mer round {round_no + 1}")
-            else:
-                new_rep = search_round(reps, search, aligner, lengths, rank, config, evidence,
-                                       desc=f"search round {round_no + 1}", since=since)
+            name = f"{'k-mer' if stage == 'kmer' else 'search'} round {round_no + 1}"
+            with step(name):
+                if stage == "kmer":
+                    new_rep = kmer_round(reps, candidates, aligner, lengths, priority, config, evidence,
+                                         seed=config.seed + round_no, desc=name)
+                else:
+                    new_rep = search_round(reps, search, aligner, lengths, rank, config, evidence,
+                                           desc=name, since=since)
             position[reps] = np.arange(len(reps), dtype=np.int32)
             rep_of = new_rep.astype(np.int32)[position[rep_of]]
             counts.append(int(len(np.unique(rep_of))))

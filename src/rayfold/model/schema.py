@@ -10,8 +10,8 @@ import pyarrow as pa
 
 # 2: clusters gain length range and cohesion; merges gain decision, guard_tm; 3: first_pass_rounds;
 # 4: alignments and cluster_map tables; releases: reused_alignments and changed_clusters replace
-# assigned_to_existing (a release clusters everything, as a fresh run)
-SCHEMA_VERSION = "4"
+# assigned_to_existing (a release clusters everything, as a fresh run); 5: cluster_runs.steps
+SCHEMA_VERSION = "5"
 
 XYZ = pa.list_(pa.float32(), 3)
 
@@ -140,6 +140,8 @@ CLUSTER_RUNS = pa.schema(
         pa.field("linkage_seconds", pa.float64(), nullable=False),  # deciding merges, guard alignments included
         pa.field("singleton_audit", pa.string(), nullable=False),
         pa.field("seconds", pa.float64(), nullable=False),
+        # JSON {step: {"seconds", "alignments"}} in the order run: where the time and TM-align calls went
+        pa.field("steps", pa.string()),
         pa.field("config", pa.string(), nullable=False),  # JSON of the ClusterConfig used
     ],
     metadata={"rayfold_table": "cluster_runs", "rayfold_schema_version": SCHEMA_VERSION},
