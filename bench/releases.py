@@ -44,13 +44,14 @@ def models(seed: int) -> list[Path]:
     return [files[k] for k in np.random.default_rng(seed).permutation(len(files))]
 
 
-def release(inputs: Path, out: Path, address: str | None) -> dict:
+def release(inputs: Path, out: Path, address: str | None, cluster_set: list[str] = ()) -> dict:
     """One `rayfold run --sync` process (on the Ray at `address`, else its own local one): its
     summary, with its wall time."""
     started = time.perf_counter()
     env = {**os.environ, "RAY_ADDRESS": address} if address else None
     done = subprocess.run([sys.executable, "-m", "rayfold", "run", str(inputs), "--out", str(out), "--sync",
-                           "--engine", "builtin", "--no-progress"], capture_output=True, text=True, env=env)
+                           "--engine", "builtin", "--no-progress", "--cluster-set", *cluster_set],
+                          capture_output=True, text=True, env=env)
     if done.returncode:
         sys.exit(f"rayfold run failed:\n{done.stderr[-3000:]}")
     summary = json.loads(done.stdout[done.stdout.index("{"):])
@@ -73,6 +74,14 @@ def fragment_ids(out: Path) -> set[str]:
     return set(read_parquet_dataset(str(out / "members")).column("fragment_id").to_pylist())
 
 
+def steps_of(out: Path, release_no: int) -> str:
+    """The release's clustering steps: seconds and TM-align calls each (cluster_runs.steps)."""
+    import pyarrow.parquet as pq
+
+    row = pq.read_table(out / "state" / f"{release_no:06d}" / "cluster_runs.parquet").to_pylist()[0]
+    return ", ".join(f"{name} {s['seconds']:.1f} s/{s['alignments']}" for name, s in json.loads(row["steps"]).items())
+
+
 def size_of(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -85,6 +94,8 @@ def main() -> None:
     parser.add_argument("--own-ray", action="store_true",
                         help="every release starts its own local Ray (default: all run on one Ray this "
                              "bench starts, as jobs submitted to a running cluster do)")
+    parser.add_argument("--cluster-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="ClusterConfig overrides for every run (to compare settings)")
     args = parser.parse_args()
     address = None
     if not args.own_ray:
@@ -107,15 +118,16 @@ def main() -> None:
             shutil.copy2(p, inputs / p.name)
         start += n
         earlier = fragment_ids(inc) if k > 1 else set()
-        s = release(inputs, inc, address)
+        s = release(inputs, inc, address, args.cluster_set)
         rows.append(s)
         s["realigned"] = realigned(inc, k, earlier) if k > 1 else 0
         print(f"release {k}: +{n} models, {s['fragments']} fragments, {s['wall']:.1f} s, "
               f"{s['alignments']} TM-align calls ({s['reused_alignments']} reused, {s['realigned']} between "
               f"fragments of earlier releases), {s['clusters']} clusters, {s['changed_clusters']} changed; "
-              f"stages {json.dumps(s['stage_seconds'])}", flush=True)
+              f"stages {json.dumps(s['stage_seconds'])}\n  clustering steps (s/TM-align calls): {steps_of(inc, k)}",
+              flush=True)
     shutil.copytree(inputs, fresh_inputs)
-    f = release(fresh_inputs, fresh, address)
+    f = release(fresh_inputs, fresh, address, args.cluster_set)
     print(f"fresh run over the final {start} models: {f['fragments']} fragments, {f['wall']:.1f} s, "
           f"{f['alignments']} TM-align calls, {f['clusters']} clusters", flush=True)
     equal = {name: read_parquet_dataset(str(inc / name)).equals(read_parquet_dataset(str(fresh / name)))
