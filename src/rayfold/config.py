@@ -151,3 +151,6 @@ class RunConfig:
     worker_num_cpus: float = 0.5  # fractional, so a 2-CPU machine keeps a CPU for Ray Data itself
     export_structures: bool = False  # also write each fragment as a PDB file (for Foldseek)
     stale_lock_after: float = 900.0  # `rayfold run`: seconds without a heartbeat before OUT/run.lock is abandoned
+    # `rayfold run`: a release that would read this many alignments parts writes one compacted part
+    # instead (every current alignment; rows of replaced and withdrawn models dropped)
+    compact_alignments_after: int = 8

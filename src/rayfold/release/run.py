@@ -30,6 +30,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from itertools import chain
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -64,6 +65,9 @@ log = logging.getLogger(__name__)
 
 CLUSTER_TABLES = ("clusters", "members", "merges", "singleton_audit", "singleton_links", "cluster_runs")
 ALIGNMENTS = "alignments"  # OUT/alignments/part-<release>.parquet: every alignment a release computed
+# part-<release>-all.parquet: a compacted part, every current alignment up to that release (the
+# parts before it are no longer read, and removed once it is published)
+COMPACTED = "-all"
 
 
 @dataclass(frozen=True)
@@ -209,8 +213,12 @@ def _run_release(
             timings["cluster"] = time.perf_counter() - tick
             tick = time.perf_counter()
             _check_still_next(folder, release, lock)  # before writing: it may be another run's release by now
-            folder.write_tables(schema.ALIGNMENTS, (memo_table(block, ids, digests) for block in computed.scan()),
-                                ALIGNMENTS, f"part-{release:06d}.parquet")
+            # after `compact_alignments_after` parts, this release's part holds every current row
+            # (the memo's and its own), so rows of replaced and withdrawn models are dropped
+            compact = len(_alignment_parts(folder, last)) >= run.compact_alignments_after
+            blocks = chain(memo.store.scan(), computed.scan()) if compact else computed.scan()
+            folder.write_tables(schema.ALIGNMENTS, (memo_table(block, ids, digests) for block in blocks),
+                                ALIGNMENTS, f"part-{release:06d}{COMPACTED if compact else ''}.parquet")
             reused = len(memo)
 
     run_row = tables.pop("cluster_runs")
@@ -380,23 +388,43 @@ def _folder(path: str) -> str:
 
 
 def _load_memo(folder: RunFolder, last: int, ids: pa.Array, digests: np.ndarray, spill: str) -> AlignmentMemo:
-    """The alignments of committed releases whose fragments are current (spilled to `spill`). A
-    part of a release that never committed (a killed run) is not read: its rerun aligns the same."""
+    """The alignments of committed releases whose fragments are current (spilled to `spill`)."""
     memo = AlignmentMemo(Evidence(_folder(spill)))
-    for part in parquet_parts(folder.path(ALIGNMENTS), folder.storage_options):
-        release = int(part.rsplit("part-", 1)[-1].split(".")[0])
-        if release > last:
-            continue
+    for part in _alignment_parts(folder, last):
         table = read_parquet_part(part, folder.storage_options)
         for start in range(0, table.num_rows, ROW_GROUP_ROWS):  # bounded temporaries of the id lookup
             memo.store.add(current_rows(table.slice(start, ROW_GROUP_ROWS), ids, digests))
     return memo
 
 
+def _alignment_part_list(folder: RunFolder) -> list[tuple[int, bool, str]]:
+    """(release, compacted, uri) of every alignments part, in release order."""
+    parts = []
+    for uri in parquet_parts(folder.path(ALIGNMENTS), folder.storage_options):
+        name = uri.rsplit("part-", 1)[-1].removesuffix(".parquet")
+        parts.append((int(name.removesuffix(COMPACTED)), name.endswith(COMPACTED), uri))
+    return sorted(parts)
+
+
+def _alignment_parts(folder: RunFolder, last: int) -> list[str]:
+    """The alignments parts the release after `last` reads: those of committed releases, from the
+    newest compacted one on. A part of a release that never committed (a killed run) is not read:
+    its rerun aligns the same."""
+    parts = [part for part in _alignment_part_list(folder) if part[0] <= last]
+    start = max((release for release, compacted, _ in parts if compacted), default=0)
+    return [uri for release, compacted, uri in parts if release > start or (release == start and compacted)]
+
+
 def _remove_earlier_state(folder: RunFolder, release: int) -> None:
     """Drop the state of releases before `release` once it is published (what a rerun or the next
-    release reads is the newest committed state only)."""
-    from rayfold.io.storage import list_files
+    release reads is the newest committed state only), and the alignments parts a compacted one
+    replaced."""
+    from rayfold.io.storage import list_files, remove_tree
+
+    read = set(_alignment_parts(folder, release))
+    for part_release, _, uri in _alignment_part_list(folder):
+        if part_release <= release and uri not in read:
+            remove_tree(uri, folder.storage_options)
 
     state = folder.path("state").rstrip("/")
     names = {uri[len(state):].strip("/").split("/")[0]
