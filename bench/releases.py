@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ def models(seed: int) -> list[Path]:
     return [files[k] for k in np.random.default_rng(seed).permutation(len(files))]
 
 
-def release(inputs: Path, out: Path, address: str | None, cluster_set: list[str] = ()) -> dict:
+def release(inputs: Path, out: Path, address: str | None, cluster_set: Sequence[str] = ()) -> dict:
     """One `rayfold run --sync` process (on the Ray at `address`, else its own local one): its
     summary, with its wall time."""
     started = time.perf_counter()

@@ -22,7 +22,6 @@ Pure code over the algorithm's protocols; Ray implements the candidate sources.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -268,7 +267,7 @@ def cascade_first_pass(members: np.ndarray, candidates: KmerCandidates, search: 
     k-mer rounds (each with its own min-hash seed) while they shrink the representatives by
     `min_shrink`, at most `kmer_rounds`; then search rounds on the same terms, at least one. Each
     round is a step of `steps`."""
-    step = steps if steps is not None else (lambda name: nullcontext())
+    steps = steps if steps is not None else Steps(aligner)
     rep_of = np.asarray(members, dtype=np.int32)  # 4 bytes a member (2^31 fragments)
     since = len(evidence)
     counts: list[int] = []
@@ -277,7 +276,7 @@ def cascade_first_pass(members: np.ndarray, candidates: KmerCandidates, search: 
         for round_no in range(limit):
             reps = np.unique(rep_of)
             name = f"{'k-mer' if stage == 'kmer' else 'search'} round {round_no + 1}"
-            with step(name):
+            with steps(name):
                 if stage == "kmer":
                     new_rep = kmer_round(reps, candidates, aligner, lengths, priority, config, evidence,
                                          seed=config.seed + round_no, desc=name)

@@ -7,11 +7,18 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Protocol
 
 
 class Counted(Protocol):
     calls: int  # TM-align calls so far (an Aligner)
+
+
+@dataclass
+class Step:
+    seconds: float = 0.0
+    alignments: int = 0
 
 
 class Steps:
@@ -20,7 +27,7 @@ class Steps:
 
     def __init__(self, aligner: Counted) -> None:
         self.aligner = aligner
-        self.record: dict[str, dict[str, float | int]] = {}
+        self.record: dict[str, Step] = {}
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
@@ -28,10 +35,10 @@ class Steps:
         try:
             yield
         finally:
-            step = self.record.setdefault(name, {"seconds": 0.0, "alignments": 0})
-            step["seconds"] = float(step["seconds"]) + time.perf_counter() - tick
-            step["alignments"] = int(step["alignments"]) + self.aligner.calls - before
+            step = self.record.setdefault(name, Step())
+            step.seconds += time.perf_counter() - tick
+            step.alignments += self.aligner.calls - before
 
     def to_json(self) -> str:
-        return json.dumps({name: {"seconds": round(float(s["seconds"]), 3), "alignments": int(s["alignments"])}
+        return json.dumps({name: {"seconds": round(s.seconds, 3), "alignments": s.alignments}
                            for name, s in self.record.items()})

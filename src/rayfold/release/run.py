@@ -204,7 +204,8 @@ def _run_release(
 
         with tempfile.TemporaryDirectory(prefix="rayfold-memo-") as spill:
             tick = time.perf_counter()
-            memo = _load_memo(folder, last, ids, digests, os.path.join(spill, "memo"))
+            stored = _alignment_parts(_alignment_part_list(folder), last)
+            memo = _load_memo(folder, stored, ids, digests, os.path.join(spill, "memo"))
             computed = Evidence(_folder(os.path.join(spill, "new")))
             timings["memo"] = time.perf_counter() - tick
             tick = time.perf_counter()
@@ -215,7 +216,7 @@ def _run_release(
             _check_still_next(folder, release, lock)  # before writing: it may be another run's release by now
             # after `compact_alignments_after` parts, this release's part holds every current row
             # (the memo's and its own), so rows of replaced and withdrawn models are dropped
-            compact = len(_alignment_parts(folder, last)) >= run.compact_alignments_after
+            compact = len(stored) >= run.compact_alignments_after
             blocks = chain(memo.store.scan(), computed.scan()) if compact else computed.scan()
             folder.write_tables(schema.ALIGNMENTS, (memo_table(block, ids, digests) for block in blocks),
                                 ALIGNMENTS, f"part-{release:06d}{COMPACTED if compact else ''}.parquet")
@@ -387,10 +388,10 @@ def _folder(path: str) -> str:
     return path
 
 
-def _load_memo(folder: RunFolder, last: int, ids: pa.Array, digests: np.ndarray, spill: str) -> AlignmentMemo:
-    """The alignments of committed releases whose fragments are current (spilled to `spill`)."""
+def _load_memo(folder: RunFolder, parts: list[str], ids: pa.Array, digests: np.ndarray, spill: str) -> AlignmentMemo:
+    """The alignments in `parts` whose fragments are current (spilled to `spill`)."""
     memo = AlignmentMemo(Evidence(_folder(spill)))
-    for part in _alignment_parts(folder, last):
+    for part in parts:
         table = read_parquet_part(part, folder.storage_options)
         for start in range(0, table.num_rows, ROW_GROUP_ROWS):  # bounded temporaries of the id lookup
             memo.store.add(current_rows(table.slice(start, ROW_GROUP_ROWS), ids, digests))
@@ -406,11 +407,11 @@ def _alignment_part_list(folder: RunFolder) -> list[tuple[int, bool, str]]:
     return sorted(parts)
 
 
-def _alignment_parts(folder: RunFolder, last: int) -> list[str]:
-    """The alignments parts the release after `last` reads: those of committed releases, from the
-    newest compacted one on. A part of a release that never committed (a killed run) is not read:
-    its rerun aligns the same."""
-    parts = [part for part in _alignment_part_list(folder) if part[0] <= last]
+def _alignment_parts(parts: list[tuple[int, bool, str]], last: int) -> list[str]:
+    """Of `parts` (`_alignment_part_list`), the ones the release after `last` reads: those of
+    committed releases, from the newest compacted one on. A part of a release that never committed
+    (a killed run) is not read: its rerun aligns the same."""
+    parts = [part for part in parts if part[0] <= last]
     start = max((release for release, compacted, _ in parts if compacted), default=0)
     return [uri for release, compacted, uri in parts if release > start or (release == start and compacted)]
 
@@ -421,8 +422,9 @@ def _remove_earlier_state(folder: RunFolder, release: int) -> None:
     replaced."""
     from rayfold.io.storage import list_files, remove_tree
 
-    read = set(_alignment_parts(folder, release))
-    for part_release, _, uri in _alignment_part_list(folder):
+    parts = _alignment_part_list(folder)
+    read = set(_alignment_parts(parts, release))
+    for part_release, _, uri in parts:
         if part_release <= release and uri not in read:
             remove_tree(uri, folder.storage_options)
 
