@@ -37,6 +37,7 @@ from rayfold.engines.foldseek import (
     run_cluster,
     run_search,
     search_argv,
+    structure_files,
     structure_stem,
 )
 
@@ -631,6 +632,27 @@ def test_real_foldseek_accepts_ca_only_pdb(tmp_path):
     assert set(rep_of) == set(GLOBINS) | {"d1mbaa__ca"}
     assert rep_of["d1mbaa__ca"] == rep_of["d1mbaa_"]
 
+
+@needs_foldseek
+@needs_data
+@pytest.mark.parametrize("name, folder", [("pf", SHARED_DATA / "afdb_pf04034_knotted_mmcif_v3" / "structures"),
+                                          ("scop", SCOP)])
+def test_real_foldseek_cluster_gives_the_recorded_clustering(name, folder, tmp_path):
+    """`run_cluster`'s command lines on the recorded inputs give the recorded clustering, pair for
+    pair (real_foldseek_outputs: the method's parameters, Foldseek commit d5b1d3d)."""
+    files = sorted(p.name for p in structure_files(folder))
+    recorded = normalize_cluster_pairs(parse_cluster_tsv(REAL / f"{name}_cluster.tsv", files), stems(folder))
+    assert run_cluster(_FOLDSEEK, folder, tmp_path / "work", threads=2) == recorded
+
+
+@needs_foldseek
+@needs_data
+def test_real_foldseek_exhaustive_search_gives_the_recorded_hits(tmp_path):
+    """`run_search` with the recorded options (3Di+AA, exhaustive, -e 10) finds the recorded hits."""
+    hits = run_search(_FOLDSEEK, SCOP, SCOP, tmp_path / "work", threads=2, alignment_type=2, exhaustive=True)
+    recorded = parse_search_tsv(REAL / "scop_search.m8.gz", REAL_SEARCH_COLUMNS, sorted(p.name for p in SCOP.iterdir()))
+    assert {(h.query, h.target) for h in hits} == {(h.query, h.target) for h in recorded}
+    assert len(hits) >= 400
 
 def test_ca_only_pdb_for_foldseek_has_only_ca_atoms_and_real_names():
     import gemmi

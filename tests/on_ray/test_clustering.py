@@ -16,6 +16,7 @@ import pytest
 from conftest import SHARED_DATA
 from rayfold.cluster.rules import ClusterConfig
 from rayfold.config import FragmentConfig
+from rayfold.engines.foldseek import find_foldseek
 from rayfold.fragment.stage import FragmentStage
 from rayfold.io.storage import list_inputs
 from rayfold.model.fragset import FragmentSet
@@ -25,6 +26,9 @@ pytestmark = [pytest.mark.ray,
               pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared data not available at {SHARED_DATA}")]
 
 REFERENCE = SHARED_DATA / "tmalign_reference" / "tmalign_reference_pairs.tsv"
+# The Foldseek engine's tests run where a real `foldseek` is on PATH (build one from its public source)
+FOLDSEEK = find_foldseek()
+needs_foldseek = pytest.mark.skipif(FOLDSEEK is None, reason="foldseek not on PATH")
 SCOP = SHARED_DATA / "foldseek" / "foldseek_example_scop"
 
 
@@ -78,17 +82,20 @@ def test_scop_globins_form_one_cluster_and_tim_barrels_stay_out(ray_local):
     assert row["first_pass_cluster_id"] != or4  # a member of someone else's first-pass cluster
 
 
+@pytest.mark.parametrize("engine", ["builtin", pytest.param("foldseek", marks=needs_foldseek)])
 @pytest.mark.parametrize(
     "set_name",
     ["scop_globins_foldseek_example", "fold_tree_testdata_af", "homstrad_within_family",
      "mycoplasma_af_subset40", "mycoplasma_af_gt1000", "pf04034_af_mmcif_subset30"],
 )
-def test_reference_pairs_co_clustered(ray_local, set_name):
+def test_reference_pairs_co_clustered(ray_local, set_name, engine):
     rows = reference_pairs()[set_name]
     files = sorted({r["chain_1"] for r in rows} | {r["chain_2"] for r in rows})
     fragments, by_file = whole_chain_fragments([SHARED_DATA / f for f in files])
     # no singleton audit here: it reports, never merges, and on long chains it is the slow part
-    tables = cluster_fragments(fragments, config=ClusterConfig(engine="builtin", singleton_sample=0), progress=False)
+    tables = cluster_fragments(fragments, config=ClusterConfig(engine=engine, singleton_sample=0), progress=False,
+                               foldseek=FOLDSEEK)
+    assert tables["cluster_runs"]["engine"] == engine
     cluster = clusters_of(tables)
     together = [cluster[by_file[r["chain_1"]]] == cluster[by_file[r["chain_2"]]] for r in rows]
     tm_min = np.array([float(r["tm_min"]) for r in rows])
@@ -100,7 +107,8 @@ def test_reference_pairs_co_clustered(ray_local, set_name):
     assert not (same & (tm_min < 0.3)).any(), f"{set_name}: unrelated pairs (min-TM < 0.3) co-clustered"
 
 
-def test_cluster_command_writes_the_tables(ray_local, tmp_path: Path):
+@pytest.mark.parametrize("engine", ["builtin", pytest.param("foldseek", marks=needs_foldseek)])
+def test_cluster_command_writes_the_tables(ray_local, tmp_path: Path, engine):
     """`rayfold fragment --whole-chains` then `rayfold cluster` on 8 SCOP globins and 1tim."""
     import pyarrow.parquet as pq
 
@@ -114,7 +122,8 @@ def test_cluster_command_writes_the_tables(ray_local, tmp_path: Path):
     inputs += [str(homstrad / "IFN-gamma" / "1d9ca.pdb.gz"), str(homstrad / "DEAD" / "1qdea.pdb.gz")]
     out = tmp_path / "run"
     assert cli_main(["fragment", *inputs, "--out", str(out), "--whole-chains", "--no-progress"]) == 0
-    assert cli_main(["cluster", str(out), "--out", str(out), "--engine", "builtin", "--no-progress",
+    binary = ["--foldseek", FOLDSEEK] if engine == "foldseek" else []
+    assert cli_main(["cluster", str(out), "--out", str(out), "--engine", engine, *binary, "--no-progress",
                      "--set", "singleton_sample=50"]) == 0
     tables = {name: pq.read_table(str(out / name)) for name in
               ("clusters", "members", "merges", "singleton_audit", "cluster_runs")}
@@ -123,7 +132,7 @@ def test_cluster_command_writes_the_tables(ray_local, tmp_path: Path):
     n = tables["members"].num_rows
     assert n >= 12  # 8 globins + 2 chains of 1tim + the two domains (one chain each, or more)
     run = tables["cluster_runs"].to_pylist()[0]
-    assert run["engine"] == "builtin" and run["fragments"] == n
+    assert run["engine"] == engine and run["fragments"] == n
     assert sum(tables["clusters"].column("size").to_pylist()) == n
     sizes = dict(zip(tables["clusters"].column("cluster_id").to_pylist(), tables["clusters"].column("size").to_pylist()))
     # the singleton audit samples exactly the fragments left alone, and reports components among them
