@@ -24,6 +24,7 @@ from rayfold.engines.foldseek import (
     CLUSTER_ARGS,
     SEARCH_COLUMNS,
     EntryNames,
+    FoldseekDatabase,
     FoldseekError,
     cluster_argv,
     createdb_argv,
@@ -389,6 +390,24 @@ elif cmd == "createdb":
     if not skip_output:
         db.write_text(json.dumps(names))
         Path(str(db) + ".index").write_text("")
+        Path(str(db) + ".lookup").write_text("".join(
+            "%d\t%s\t0\n" % (k, n.split(".")[0]) for k, n in enumerate(names)))
+elif cmd == "createsubdb":
+    keys, db, out = argv[1:4]
+    names = json.loads(Path(db).read_text())
+    Path(out).write_text(json.dumps([names[int(k)] for k in Path(keys).read_text().split()]))
+    Path(out + ".index").write_text("")
+elif cmd == "search":
+    q, t, aln, tmp = argv[1:5]
+    assert Path(tmp).is_dir() and Path(q + ".index").exists() and Path(t + ".index").exists()
+    (Path(tmp) / "12345").mkdir()
+    Path(aln).write_text(Path(q).read_text() + Path(t).read_text())
+    Path(aln + ".index").write_text("")
+elif cmd == "convertalis":
+    q, t, aln, out = argv[1:5]
+    assert Path(aln + ".index").exists()
+    if not skip_output:
+        shutil.copyfile(os.environ["FAKE_FOLDSEEK_M8"], out)
 elif cmd == "cluster":
     db, clu, tmp = map(Path, argv[1:4])
     if not tmp.is_dir():
@@ -575,6 +594,55 @@ def test_run_search_with_fake_foldseek(fake_foldseek, fragments, tmp_path, monke
     assert list(work.iterdir()) == []
 
 
+def test_database_is_made_once_and_stages_search_subsets(fake_foldseek, fragments, tmp_path, monkeypatch):
+    """One createdb; each search subsets it by key (one subset when queries and targets are the same
+    set) and runs search + convertalis with easy-search's defaults; each call cleans up after itself."""
+    m8 = tmp_path / "canned.m8"
+    m8.write_text("P1_f1\tP2_f1_A\nP2_f1\tP1_f1\n")
+    monkeypatch.setenv("FAKE_FOLDSEEK_M8", str(m8))
+    tsv = tmp_path / "canned.tsv"
+    tsv.write_text("P1_f1\tP1_f1\nP1_f1\tP2_f1\n")
+    monkeypatch.setenv("FAKE_FOLDSEEK_TSV", str(tsv))
+    work = tmp_path / "work"
+    with FoldseekDatabase.create(str(fake_foldseek), fragments, work, threads=2) as db:
+        made = sorted(p.name for p in db.folder.iterdir())
+        hits = db.search(["P2_f1", "P1_f1"], ["P1_f1", "P2_f1"], columns=("query", "target"))
+        assert [(h.query, h.target) for h in hits] == [("P1_f1", "P2_f1"), ("P2_f1", "P1_f1")]
+        assert sorted(p.name for p in db.folder.iterdir()) == made  # the call's files are gone
+        m8.write_text("P1_f1\tP3_f1\t0.61\n")
+        (hit,) = db.search(["P1_f1"], ["P2_f1", "P3_f1"], columns=("query", "target", "alntmscore"))
+        assert (hit.target, hit.alntmscore) == ("P3_f1", 0.61)
+        assert db.cluster(["P1_f1", "P2_f1", "P3_f1"]) == [("P1_f1", "P1_f1"), ("P1_f1", "P2_f1"),
+                                                          ("P3_f1", "P3_f1")]
+        folder = db.folder
+    assert not folder.exists() and list(work.iterdir()) == []
+    calls = [c["argv"][1:] for c in fake_foldseek.calls()]
+    assert [c[0] for c in calls] == ["createdb", "createsubdb", "search", "convertalis",
+                                     "createsubdb", "createsubdb", "search", "convertalis",
+                                     "createsubdb", "cluster", "createtsv"]
+    assert calls[1] == ["createsubdb", "queries.list", "db", "queries", "--id-mode", "0", "-v", "2"]
+    assert calls[2][:5] == ["search", "queries", "queries", "aln", "tmp"]
+    flags = flag_pairs(calls[2][5:])
+    assert flags == {"--threads": "2", "-v": "2", "--alignment-type": "1", "-e": "10", "-k": "6"}
+    assert calls[3] == ["convertalis", "queries", "queries", "aln", "hits.tsv", "--threads", "2", "-v", "2",
+                        "--format-mode", "0", "--format-output", "query,target"]
+    assert calls[6][:5] == ["search", "queries", "targets", "aln", "tmp"]
+    assert flag_pairs(calls[6][5:])["-a"] == "1"  # alntmscore needs the alignment's backtrace
+    assert calls[9][1:4] == ["members", "clu", "tmp"] and calls[10][1:5] == ["members", "members", "clu", "clu.tsv"]
+    assert [c["argv"][1] for c in fake_foldseek.calls()].count("createdb") == 1
+
+
+def test_database_search_failure_cleans_up_and_names_the_command(fake_foldseek, fragments, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_FOLDSEEK_FAIL", "search")
+    with FoldseekDatabase.create(str(fake_foldseek), fragments, tmp_path / "work") as db:
+        made = sorted(p.name for p in db.folder.iterdir())
+        with pytest.raises(FoldseekError, match="exit code 3.* search queries targets aln tmp"):
+            db.search(["P1_f1"], ["P2_f1"])
+        assert sorted(p.name for p in db.folder.iterdir()) == made
+        with pytest.raises(FoldseekError, match=r"1 structures are not in the Foldseek database, e.g. \['Q9_f1'\]"):
+            db.search(["Q9_f1"], ["P2_f1"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Real Foldseek (only where one is installed)
 
@@ -666,3 +734,33 @@ def test_ca_only_pdb_for_foldseek_has_only_ca_atoms_and_real_names():
     assert [r.name for r in residues] == ["MET", "LYS", "TRP", "GLY", "UNK"]
     assert all(len(r) == 1 and r[0].name == "CA" for r in residues)
     np.testing.assert_allclose([r[0].pos.tolist() for r in residues], coords, atol=1e-3)
+
+
+@needs_foldseek
+@needs_data
+def test_real_database_subset_search_finds_what_easy_search_finds(tmp_path):
+    """Searches on subsets of one database give easy-search's hits on folders of the same files
+    (TM-align alignment, -e 10, as the audits run it), and the whole database's exhaustive search
+    the recorded hits."""
+    folder = SHARED_DATA / "afdb_pf04034_knotted_mmcif_v3" / "structures"
+    files = structure_files(folder)
+    queries, targets = files[::2], files[::3]
+    for part, chosen in (("queries", queries), ("targets", targets)):
+        (tmp_path / part).mkdir()
+        for f in chosen:
+            (tmp_path / part / f.name).symlink_to(f)
+    columns = ("query", "target")
+    by_folder = run_search(_FOLDSEEK, tmp_path / "queries", tmp_path / "targets", tmp_path / "w1", threads=2,
+                           columns=columns)
+    with FoldseekDatabase.create(_FOLDSEEK, folder, tmp_path / "w2", threads=2) as db:
+        hits = db.search([structure_stem(f) for f in queries], [structure_stem(f) for f in targets], columns=columns)
+        assert {(h.query, h.target) for h in hits} == {(h.query, h.target) for h in by_folder}
+        assert len(hits) > len(queries)
+        same = run_search(_FOLDSEEK, tmp_path / "queries", tmp_path / "queries", tmp_path / "w1", threads=2,
+                          columns=columns)
+        hits = db.search([structure_stem(f) for f in queries], [structure_stem(f) for f in queries], columns=columns)
+        assert {(h.query, h.target) for h in hits} == {(h.query, h.target) for h in same}
+    with FoldseekDatabase.create(_FOLDSEEK, SCOP, tmp_path / "w3", threads=2) as db:
+        hits = db.search(alignment_type=2, exhaustive=True, columns=columns)
+    recorded = parse_search_tsv(REAL / "scop_search.m8.gz", REAL_SEARCH_COLUMNS, sorted(p.name for p in SCOP.iterdir()))
+    assert {(h.query, h.target) for h in hits} == {(h.query, h.target) for h in recorded}

@@ -147,3 +147,77 @@ def test_cluster_command_writes_the_tables(ray_local, tmp_path: Path, engine):
     assert len(tim) == 2 and tim[0]["cluster_id"] == tim[1]["cluster_id"]
     globin = next(m["cluster_id"] for m in tables["members"].to_pylist() if m["fragment_id"].startswith("d1mbaa_"))
     assert tim[0]["cluster_id"] != globin
+
+
+# A stand-in `foldseek` for the Ray orchestration where no real one is installed: its first pass
+# groups entries by their first four letters, its searches report every query-target pair; it logs
+# each call.
+FAKE_FOLDSEEK = r'''#!{python}
+import json, os, sys
+from pathlib import Path
+
+argv = sys.argv[1:]
+with open({log!r}, "a") as f:
+    f.write(json.dumps({{"argv": argv, "cwd": os.getcwd()}}) + "\n")
+cmd = argv[0]
+def names(db):
+    return json.loads(Path(db).read_text())
+def write(db, value):
+    Path(db).write_text(json.dumps(value))
+    Path(db + ".index").write_text("")
+if cmd == "version":
+    print("10.fake0")
+elif cmd == "createdb":
+    entries = sorted(p.name[:-len(".pdb")] for p in Path(argv[1]).iterdir())
+    write(argv[2], entries)
+    Path(argv[2] + ".lookup").write_text("".join(f"{{k}}\t{{n}}\t0\n" for k, n in enumerate(entries)))
+elif cmd == "createsubdb":
+    entries = names(argv[2])
+    write(argv[3], [entries[int(k)] for k in Path(argv[1]).read_text().split()])
+elif cmd == "cluster":
+    entries = names(argv[1])
+    rep = {{}}
+    write(argv[2], [[rep.setdefault(e[:4], e), e] for e in entries])
+elif cmd == "createtsv":
+    Path(argv[4]).write_text("".join(f"{{r}}\t{{m}}\n" for r, m in names(argv[3])))
+elif cmd == "search":
+    write(argv[3], [[q, t] for q in names(argv[1]) for t in names(argv[2])])
+elif cmd == "convertalis":
+    Path(argv[4]).write_text("".join(f"{{q}}\t{{t}}\n" for q, t in names(argv[3])))
+else:
+    sys.exit(f"unexpected command {{cmd}}")
+'''
+
+
+def test_foldseek_engine_builds_one_database_for_every_stage(ray_local, tmp_path: Path):
+    """The Foldseek engine's stages on Ray: one createdb of every fragment (read shard by shard), the
+    first pass and both audits on it, its folder removed at the end; each hit pair TM-aligned."""
+    import json
+    import sys
+
+    log = tmp_path / "calls.jsonl"
+    fake = tmp_path / "foldseek"
+    fake.write_text(FAKE_FOLDSEEK.format(python=sys.executable, log=str(log)))
+    fake.chmod(0o755)
+    names = ["d1asha_", "d1b0ba_", "d1ecaa_", "d1hlba_", "d1mbaa_", "d2w72b_", "1tim"]
+    homstrad = SHARED_DATA / "foldseek" / "foldseek_regression_homstrad"
+    fragments, _ = whole_chain_fragments([SCOP / f"{name}.pdb.gz" for name in names] + [
+        homstrad / "IFN-gamma" / "1d9ca.pdb.gz", homstrad / "DEAD" / "1qdea.pdb.gz"])  # two singletons
+    config = ClusterConfig(engine="foldseek", shard_size=3, singleton_sample=50)
+    tables = cluster_fragments(fragments, config=config, progress=False, foldseek=str(fake))
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    stages = [c["argv"][0] for c in calls if c["argv"][0] != "version"]
+    assert stages.count("createdb") == 1 and stages.count("cluster") == 1
+    assert stages[:4] == ["createdb", "cluster", "createtsv", "createsubdb"]
+    assert stages.count("search") == 2  # the representative audit and the singleton audit
+    assert len({c["cwd"] for c in calls if c["argv"][0] != "version"}) == 1
+    assert not Path(calls[-1]["cwd"]).exists()  # the database's folder is gone
+    members = tables["members"].to_pylist()
+    ids = sorted(fragments.ids)
+    first = {m["fragment_id"]: m["first_pass_cluster_id"] for m in members}
+    assert first == {fid: min(f for f in ids if f[:4] == fid[:4]) for fid in ids}  # the fake's first pass
+    assert len(set(first.values())) == len(ids) - 1  # 1tim's two chains
+    cluster = clusters_of(tables)
+    globins = [fid for fid in ids if fid.startswith("d")]
+    assert len({cluster[fid] for fid in globins}) < len(globins)  # its hits were confirmed and merged
+    assert all(cluster[fid] not in {cluster[g] for g in globins} for fid in ids if fid.startswith("1tim"))

@@ -70,6 +70,7 @@ class Engine:
     # the built-in cascade needs both; with either missing the built-in first pass is all pairs
     kmer_candidates: KmerCandidates | None = None  # the cascade's k-mer rounds
     scored_search: ScoredSearch | None = None  # the cascade's search rounds (`search` with estimated TMs)
+    close: Callable[[], None] | None = None  # frees what the engine holds (the caller calls it when done)
 
 
 def unique_pairs(pairs: np.ndarray) -> np.ndarray:
@@ -153,15 +154,15 @@ def builtin_first_pass(fragments: Fragments, members: np.ndarray, rank: np.ndarr
 
 
 def singleton_audit(fragments: Fragments, cluster_rep: np.ndarray, engine: Engine, aligner: Aligner,
-                    config: ClusterConfig) -> tuple[algo.SingletonAudit, np.ndarray]:
+                    config: ClusterConfig, known: PairScores) -> tuple[algo.SingletonAudit, np.ndarray]:
     """The audit of a seeded sample of singletons (searched against the sample: all pairs of 1,000
-    would be ~500,000 alignments), and its links."""
+    would be ~500,000 alignments), and its links. Pairs the representative audit aligned already
+    (most of them: singletons are representatives) are looked up in `known`, not aligned again."""
     sampled = algo.sample_singletons(cluster_rep, config.singleton_sample, config.seed, fragments.ids)
     pairs = algo.reachable(engine.search(sampled, sampled, desc="singleton prefilter"),
                            fragments.lengths, config.singleton_threshold)
-    columns = aligner.align(pairs, desc="singleton audit")
-    ok = algo.accepted_merges(columns["tm_a"], columns["tm_b"], config.singleton_threshold)
-    links = np.column_stack([columns["i"][ok], columns["j"][ok]]).astype(np.int64)
+    ok = scores_of(pairs, known, aligner, desc="singleton audit") >= config.singleton_threshold
+    links = pairs[ok]
     return algo.singleton_components(sampled, forest_from_edges(links[:, 0], links[:, 1])), unique_pairs(links)
 
 
@@ -247,7 +248,7 @@ def cluster(fragments: Fragments, engine: Engine, aligner: Aligner, config: Clus
 
     # 5. singleton audit
     with steps("singleton audit"):
-        audit_result, links = singleton_audit(fragments, cluster_rep, engine, aligner, config)
+        audit_result, links = singleton_audit(fragments, cluster_rep, engine, aligner, config, known)
 
     with steps("tables"):
         tables = cluster_tables(fragments, rep_of, cluster_rep, merges, audit_result, cohesion)

@@ -51,23 +51,28 @@ __all__ = [
     "ALIGNMENT_DB_COLUMNS",
     "CLUSTER_ARGS",
     "COMPRESSION_SUFFIXES",
+    "BACKTRACE_COLUMNS",
     "EntryNames",
+    "FoldseekDatabase",
     "FoldseekError",
     "Hit",
     "SEARCH_COLUMNS",
     "STRUCTURE_SUFFIXES",
     "cluster_argv",
+    "convertalis_argv",
     "createdb_argv",
     "createtsv_argv",
     "find_foldseek",
     "foldseek_entry_name",
     "foldseek_version",
+    "needs_backtrace",
     "normalize_cluster_pairs",
     "parse_cluster_tsv",
     "parse_search_tsv",
     "run_cluster",
     "run_search",
     "search_argv",
+    "structure_search_argv",
     "structure_files",
     "structure_stem",
     "write_ca_pdb",
@@ -281,6 +286,47 @@ def search_argv(binary: str, query: str | os.PathLike[str], target: str | os.Pat
         argv += ["--exhaustive-search", "1"]
     argv += [str(a) for a in extra_args]
     return argv
+
+
+# Columns whose values need the alignment's backtrace (Foldseek's LocalParameters::getOutputFormat):
+# easy-search turns backtraces on for them, a plain `search` must be asked (-a).
+BACKTRACE_COLUMNS = frozenset(
+    {"cigar", "qaln", "taln", "q3dialn", "t3dialn", "u", "t", "alntmscore", "qtmscore", "ttmscore", "rmsd",
+     "lddt", "lddtfull", "prob"}
+)  # fmt: skip
+
+
+def needs_backtrace(columns: Sequence[str]) -> bool:
+    return bool(BACKTRACE_COLUMNS.intersection(columns))
+
+
+def structure_search_argv(binary: str, query_db: str, target_db: str, aln_db: str, tmp: str, threads: int = 1, *,
+                          alignment_type: int = 1, exhaustive: bool = False, evalue: float = 10.0,
+                          backtrace: bool = False) -> list[str]:  # fmt: skip
+    """``foldseek search QUERY_DB TARGET_DB ALN TMP`` with easy-search's defaults (``-k 6``; plain
+    `search` picks k itself) and the options `search_argv` gives easy-search."""
+    if alignment_type not in (0, 1, 2, 3):
+        raise ValueError(f"alignment_type must be 0, 1, 2 or 3, not {alignment_type}")
+    argv = [
+        str(binary), "search", query_db, target_db, aln_db, tmp, *_common(threads),
+        "--alignment-type", str(int(alignment_type)),
+        "-e", _fmt_number(evalue),
+        "-k", "6",
+    ]  # fmt: skip
+    if exhaustive:
+        argv += ["--exhaustive-search", "1"]
+    if backtrace:
+        argv += ["-a", "1"]
+    return argv
+
+
+def convertalis_argv(binary: str, query_db: str, target_db: str, aln_db: str, out: str, threads: int = 1,
+                     columns: Sequence[str] = SEARCH_COLUMNS) -> list[str]:  # fmt: skip
+    """``foldseek convertalis``: a search result as a headerless TSV of `columns`."""
+    if not columns or any("," in c or not c for c in columns):
+        raise ValueError(f"bad column list {columns!r}")
+    return [str(binary), "convertalis", query_db, target_db, aln_db, out, *_common(threads),
+            "--format-mode", "0", "--format-output", ",".join(columns)]
 
 
 def _fmt_number(x: float) -> str:
@@ -646,6 +692,127 @@ def _require(path: Path, argv: Sequence[str]) -> None:
         raise FoldseekError(f"foldseek wrote no {path.name}: {' '.join(map(str, argv))}", argv)
 
 
+class FoldseekDatabase:
+    """One `foldseek createdb` of a structure folder, reused by every stage of a clustering.
+
+    The first pass clusters it (or a subset); each search runs on subsets made with
+    `foldseek createsubdb` (which links the parent's data, headers and lookup: no structure is
+    parsed twice). One stage at a time: the commands of each call run in the database's folder
+    under fixed names and are removed when it returns. `close` removes the folder.
+
+    A search is ``foldseek search`` + ``convertalis`` with easy-search's own defaults
+    (``-k 6``, backtraces only where a column needs them), so its hits are easy-search's.
+    """
+
+    def __init__(self, binary: str, folder: Path, names: EntryNames, threads: int = 1,
+                 timeout: float | None = None) -> None:  # fmt: skip
+        self.binary, self.folder, self.names = binary, folder, names
+        self.threads, self.timeout = threads, timeout
+        self._keys: dict[str, int] | None = None
+
+    @classmethod
+    def create(cls, binary: str, structures_dir: str | os.PathLike[str], workdir: str | os.PathLike[str],
+               threads: int = 1, *, timeout: float | None = None) -> FoldseekDatabase:  # fmt: skip
+        """createdb of every structure file in `structures_dir`, in a new folder under `workdir`
+        (the structure files are no longer needed afterwards)."""
+        names = EntryNames.from_folder(structures_dir)
+        if not len(names):
+            raise FoldseekError(f"no structure files in {str(structures_dir)!r}")
+        db = cls(binary, _run_dir(workdir, "foldseek-db-"), names, threads, timeout)
+        try:
+            # Relative names inside the folder: Foldseek's workflow shell scripts then never see
+            # the (possibly long or odd) path of `workdir`.
+            db._step(createdb_argv(binary, Path(structures_dir).resolve(), "db", threads), "db.index")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def __enter__(self) -> FoldseekDatabase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _step(self, argv: Sequence[str], product: str) -> None:
+        _run(argv, cwd=self.folder, timeout=self.timeout)
+        _require(self.folder / product, argv)
+
+    def _clear(self, *names: str) -> None:
+        for name in names:
+            for p in self.folder.glob(f"{name}*"):
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+    def keys(self) -> dict[str, int]:
+        """structure id -> database key, from createdb's lookup file."""
+        if self._keys is None:
+            lookup = self.folder / "db.lookup"
+            if not lookup.exists():
+                raise FoldseekError("foldseek createdb wrote no db.lookup: cannot take subsets")
+            keys: dict[str, int] = {}
+            for lineno, fields in _rows(lookup.read_text()):
+                if len(fields) < 2:
+                    raise FoldseekError(f"db.lookup line {lineno}: expected key and name, got {fields!r}")
+                keys.setdefault(self.names(fields[1].strip()), int(fields[0]))
+            self._keys = keys
+        return self._keys
+
+    def _subset(self, ids: Iterable[str] | None, name: str) -> str:
+        """The database of `ids` (all of it for None) under `name`; the name to pass to Foldseek."""
+        if ids is None:
+            return "db"
+        keys = self.keys()
+        missing = sorted({i for i in ids if i not in keys})
+        if missing:
+            raise FoldseekError(f"{len(missing)} structures are not in the Foldseek database, e.g. {missing[:3]}")
+        wanted = sorted({keys[i] for i in ids})
+        (self.folder / f"{name}.list").write_text("".join(f"{k}\n" for k in wanted))
+        argv = [self.binary, "createsubdb", f"{name}.list", "db", name, "--id-mode", "0", "-v", str(VERBOSITY)]
+        self._step(argv, f"{name}.index")
+        return name
+
+    def cluster(self, ids: Iterable[str] | None = None, *,
+                keep_tsv: str | os.PathLike[str] | None = None) -> list[tuple[str, str]]:  # fmt: skip
+        """`foldseek cluster` (`CLUSTER_ARGS`) of `ids` (default: all): ``(representative, member)``
+        pairs, each structure exactly once as a member (see `normalize_cluster_pairs`). `keep_tsv`:
+        where to copy Foldseek's cluster TSV."""
+        try:
+            db = self._subset(ids, "members")
+            (self.folder / "tmp").mkdir()
+            self._step(cluster_argv(self.binary, db, "clu", "tmp", self.threads), "clu.index")
+            self._step(createtsv_argv(self.binary, db, "clu", "clu.tsv", self.threads), "clu.tsv")
+            if keep_tsv is not None:
+                Path(keep_tsv).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(self.folder / "clu.tsv", keep_tsv)
+            pairs = parse_cluster_tsv(self.folder / "clu.tsv", self.names)
+            everyone = sorted(self.names.ids) if ids is None else sorted(set(ids))
+            return normalize_cluster_pairs(pairs, everyone)
+        finally:
+            self._clear("members", "clu", "tmp")
+
+    def search(self, query_ids: Iterable[str] | None = None, target_ids: Iterable[str] | None = None, *,
+               alignment_type: int = 1, exhaustive: bool = False, evalue: float = 10.0,
+               columns: Sequence[str] = SEARCH_COLUMNS) -> list[Hit]:  # fmt: skip
+        """Hits of `query_ids` against `target_ids` (default: all; the same set is one subset)."""
+        try:
+            query_ids = None if query_ids is None else sorted(set(query_ids))
+            target_ids = None if target_ids is None else sorted(set(target_ids))
+            query = self._subset(query_ids, "queries")
+            target = query if target_ids == query_ids else self._subset(target_ids, "targets")
+            (self.folder / "tmp").mkdir()
+            self._step(structure_search_argv(self.binary, query, target, "aln", "tmp", self.threads,
+                                             alignment_type=alignment_type, exhaustive=exhaustive, evalue=evalue,
+                                             backtrace=needs_backtrace(columns)), "aln.index")
+            self._step(convertalis_argv(self.binary, query, target, "aln", "hits.tsv", self.threads, columns),
+                       "hits.tsv")
+            return parse_search_tsv(self.folder / "hits.tsv", columns, self.names)
+        finally:
+            self._clear("queries", "targets", "aln", "tmp", "hits.tsv")
+
+
 def run_cluster(binary: str, structures_dir: str | os.PathLike[str], workdir: str | os.PathLike[str],
                 threads: int = 1, *, keep_tsv: str | os.PathLike[str] | None = None,
                 timeout: float | None = None) -> list[tuple[str, str]]:  # fmt: skip
@@ -657,31 +824,8 @@ def run_cluster(binary: str, structures_dir: str | os.PathLike[str], workdir: st
     copies Foldseek's cluster TSV there. Raises FoldseekError with the command and the tail of
     its stderr when a step fails.
     """
-    names = EntryNames.from_folder(structures_dir)
-    if not len(names):
-        raise FoldseekError(f"no structure files in {str(structures_dir)!r}")
-    structures = Path(structures_dir).resolve()
-    run = _run_dir(workdir, "foldseek-cluster-")
-    try:
-        # Relative names inside the run folder: Foldseek's workflow shell scripts then never see
-        # the (possibly long or odd) path of `workdir`.
-        steps = [
-            createdb_argv(binary, structures, "db", threads),
-            cluster_argv(binary, "db", "clu", "tmp", threads),
-            createtsv_argv(binary, "db", "clu", "clu.tsv", threads),
-        ]
-        (run / "tmp").mkdir()
-        for argv, product in zip(steps, ("db.index", "clu.index", "clu.tsv"), strict=True):
-            _run(argv, cwd=run, timeout=timeout)
-            _require(run / product, argv)
-        tsv = run / "clu.tsv"
-        if keep_tsv is not None:
-            Path(keep_tsv).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(tsv, keep_tsv)
-        pairs = parse_cluster_tsv(tsv, names)
-    finally:
-        shutil.rmtree(run, ignore_errors=True)
-    return normalize_cluster_pairs(pairs, sorted(names.ids))
+    with FoldseekDatabase.create(binary, structures_dir, workdir, threads, timeout=timeout) as db:
+        return db.cluster(keep_tsv=keep_tsv)
 
 
 def run_search(binary: str, query_dir: str | os.PathLike[str], target_dir: str | os.PathLike[str],

@@ -9,10 +9,12 @@ resource. The algorithm itself (which pairs, which merges) is pure and lives in
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -135,38 +137,57 @@ def _tries_in_one_task(min_ratio: float, limit: int, *kmer_tables: pa.Table) -> 
     return _tries_batch(_edges_batch(pa.concat_tables(kmer_tables), min_ratio), limit)
 
 
-def _foldseek_input(parts: list) -> FragmentSet:
-    """The fragments of (shard ref, rows) parts in one set (on the Foldseek node)."""
-    import ray
+class FoldseekNode:
+    """Every fragment in one Foldseek database on the node that runs Foldseek (a Ray actor): built
+    once from the shards, one at a time, then used by the first pass and each search stage."""
 
-    return gather([(ray.get(ref), rows) for ref, rows in parts])
+    def __init__(self, shards: list, binary: str, threads: int) -> None:
+        self.shards, self.binary, self.threads = shards, binary, threads
+        self.db: Any = None
+        self.work: str | None = None
+        self.index: dict[str, int] = {}  # fragment id -> global index
+        self.ids: list[str] = []
 
+    def _database(self) -> Any:
+        import ray
 
-def _foldseek_first_pass(parts: list, binary: str, threads: int) -> list:
-    """(representative id, member id) pairs of `foldseek cluster` over the fragments of `parts`."""
-    import tempfile
-    from pathlib import Path
+        from rayfold.engines.foldseek import FoldseekDatabase, write_ca_structures
 
-    from rayfold.engines.foldseek import run_cluster, write_ca_structures
+        if self.db is None:
+            self.work = tempfile.mkdtemp(prefix="rayfold-foldseek-")
+            structures = f"{self.work}/structures"
+            for ref, rows, globals_ in self.shards:  # one shard in memory at a time
+                shard = ray.get(ref).subset(rows)
+                write_ca_structures(shard, Path(structures))
+                self.index.update(zip(shard.ids, globals_.tolist()))
+            self.ids = [""] * (max(self.index.values()) + 1)
+            for fid, g in self.index.items():
+                self.ids[g] = fid
+            self.db = FoldseekDatabase.create(self.binary, structures, self.work, self.threads)
+            shutil.rmtree(structures)  # the database holds all Foldseek reads again
+        return self.db
 
-    with tempfile.TemporaryDirectory(prefix="rayfold-foldseek-") as tmp:
-        write_ca_structures(_foldseek_input(parts), Path(tmp) / "structures")
-        return run_cluster(binary, str(Path(tmp) / "structures"), str(Path(tmp) / "work"), threads=threads)
+    def first_pass(self, members: np.ndarray) -> np.ndarray:
+        """(representative, member) global index pairs of `foldseek cluster` over `members`."""
+        db = self._database()
+        everyone = len(np.unique(members)) == len(self.index)
+        pairs = db.cluster(None if everyone else [self.ids[g] for g in members.tolist()])
+        return np.array([(self.index[r], self.index[m]) for r, m in pairs], np.int64).reshape(-1, 2)
 
+    def search(self, queries: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """(query, target) global index pairs that Foldseek's search with TM-align alignment finds."""
+        db = self._database()
+        hits = db.search([self.ids[g] for g in queries.tolist()], [self.ids[g] for g in targets.tolist()],
+                         alignment_type=1, columns=("query", "target"))
+        return np.array([(self.index[h.query], self.index[h.target]) for h in hits if h.query != h.target],
+                        np.int64).reshape(-1, 2)
 
-def _foldseek_search_pairs(query_parts: list, target_parts: list, binary: str, threads: int) -> list:
-    """(query id, target id) pairs that `foldseek easy-search` with TM-align alignment finds."""
-    import tempfile
-    from pathlib import Path
-
-    from rayfold.engines.foldseek import run_search, write_ca_structures
-
-    with tempfile.TemporaryDirectory(prefix="rayfold-foldseek-") as tmp:
-        write_ca_structures(_foldseek_input(query_parts), Path(tmp) / "queries")
-        write_ca_structures(_foldseek_input(target_parts), Path(tmp) / "targets")
-        hits = run_search(binary, str(Path(tmp) / "queries"), str(Path(tmp) / "targets"),
-                          str(Path(tmp) / "work"), threads=threads, alignment_type=1)
-    return [(h.query, h.target) for h in hits if h.query != h.target]
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+        if self.work is not None:
+            shutil.rmtree(self.work, ignore_errors=True)
 
 
 # --- the protocols' Ray implementations --------------------------------------------------------
@@ -384,52 +405,57 @@ class RayKmerCandidates:
 
 
 class RayFoldseek:
-    """`foldseek cluster` and `easy-search` as single tasks on the node offering the `foldseek` resource."""
+    """Foldseek's stages on one actor (`FoldseekNode`) on the node offering the `foldseek` resource:
+    one database of every fragment, one command per stage; the TM-align confirmations stay tasks
+    spread over the cluster."""
 
     def __init__(self, fragments: ShardedFragments, binary: str, config: ClusterConfig) -> None:
         import ray
 
-        self.fragments, self.binary = fragments, binary
+        self.fragments = fragments
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive", True)]
         offering = [r for r in nodes if r.get(FOLDSEEK_RESOURCE, 0) >= 1]
         ask = config.foldseek_node == "always" or (config.foldseek_node == "auto" and bool(offering))
-        # one task on one node: all CPUs of the node it will run on, never the cluster's total
+        # Foldseek's threads: all CPUs of the node it will run on, never the cluster's total
         node_cpus = max((int(r.get("CPU", 0)) for r in (offering or ([] if ask else nodes))), default=0)
-        self.threads = config.foldseek_threads or node_cpus
-        if not self.threads:
+        threads = config.foldseek_threads or node_cpus
+        if not threads:
             raise InputError("foldseek_threads_needed", "no node offering the 'foldseek' resource is up yet: "
                              "set foldseek_threads to the CPUs of that node type")
-        options: dict = {"num_cpus": self.threads}
+        # no CPUs reserved: its stages run one at a time while the driver waits, and the node's CPUs
+        # must stay free for the TM-align tasks between them
+        options: dict = {"num_cpus": 0}
         if ask:
             options["resources"] = {FOLDSEEK_RESOURCE: 1}
-        self.cluster_task = ray_remote(_foldseek_first_pass, **options)
-        self.search_task = ray_remote(_foldseek_search_pairs, **options)
-
-    def _parts(self, indices: np.ndarray) -> list:
-        shards = self.fragments
-        indices = np.unique(indices)
-        return [(shards.refs[s], shards.position[indices[shards.shard_of[indices] == s]])
-                for s in range(shards.n_shards) if (shards.shard_of[indices] == s).any()]
+        shards = []
+        for s in range(fragments.n_shards):
+            globals_ = np.flatnonzero(fragments.shard_of == s)
+            globals_ = globals_[np.argsort(fragments.position[globals_], kind="stable")]
+            shards.append((fragments.refs[s], fragments.position[globals_], globals_))
+        self.node: Any = ray.remote(**options)(FoldseekNode).remote(shards, binary, threads)
 
     def search(self, queries: np.ndarray, targets: np.ndarray, *, desc: str) -> np.ndarray:
         import ray
 
         if not len(queries) or not len(targets):
             return np.zeros((0, 2), np.int64)
-        hits = ray.get(self.search_task.remote(self._parts(queries), self._parts(targets), self.binary, self.threads))
-        index = self.fragments.index.index()
-        return unique_pairs(np.array([(index[q], index[t]) for q, t in hits], dtype=np.int64).reshape(-1, 2))
+        return unique_pairs(ray.get(self.node.search.remote(np.unique(queries), np.unique(targets))))
 
     def first_pass(self, members: np.ndarray) -> np.ndarray:
         import ray
 
-        pairs = ray.get(self.cluster_task.remote(self._parts(members), self.binary, self.threads))
-        index = self.fragments.index.index()
-        rep_of = members.copy()
-        position = {int(g): k for k, g in enumerate(members.tolist())}
-        for rep_id, member_id in pairs:
-            rep_of[position[index[member_id]]] = index[rep_id]
-        return rep_of
+        pairs = ray.get(self.node.first_pass.remote(members))
+        rep_of = np.arange(len(self.fragments))
+        rep_of[pairs[:, 1]] = pairs[:, 0]
+        return rep_of[members]
+
+    def close(self) -> None:
+        import ray
+
+        try:
+            ray.get(self.node.close.remote())
+        finally:
+            ray.kill(self.node)
 
 
 def resolve_engine(requested: str, foldseek: str | None) -> tuple[str, str | None]:
@@ -453,7 +479,7 @@ def ray_engine(fragments: ShardedFragments, config: ClusterConfig, prefilter_con
     if name == "foldseek":
         assert binary is not None
         tool = RayFoldseek(fragments, binary, config)
-        return Engine("foldseek", foldseek_version(binary), tool.search, tool.first_pass)
+        return Engine("foldseek", foldseek_version(binary), tool.search, tool.first_pass, close=tool.close)
     prefilter = RayPrefilter(fragments, prefilter_config, progress)
     return Engine("builtin", f"rayfold {rayfold.__version__}", prefilter,
                   kmer_candidates=RayKmerCandidates(fragments, config, progress), scored_search=prefilter.blocks)
@@ -481,8 +507,12 @@ def cluster_fragments(
     engine = ray_engine(shards, config, prefilter_config or PrefilterConfig(), foldseek, progress)
     aligner = RayAligner(shards, config.pairs_per_task, progress, memo, on_aligned)
     # the alignments kept for later steps go to files on the driver's disk as they come, not its memory
-    with tempfile.TemporaryDirectory(prefix="rayfold-evidence-") as spill:
-        result = cluster(shards.index, engine, aligner, config, Evidence(spill))
+    try:
+        with tempfile.TemporaryDirectory(prefix="rayfold-evidence-") as spill:
+            result = cluster(shards.index, engine, aligner, config, Evidence(spill))
+    finally:
+        if engine.close is not None:
+            engine.close()
     ids, links = shards.index.ids, result.links
     tables = dict(result.tables)
     tables["singleton_links"] = pa.Table.from_arrays(
