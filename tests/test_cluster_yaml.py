@@ -230,7 +230,7 @@ def test_foldseek_task_fits_its_node_when_it_is_the_only_worker(monkeypatch, tmp
                                                                  workers) -> None:
     name = next(n for n, t in workers.items() if t["resources"].get(FOLDSEEK_RESOURCE, 0) >= 1)
     requests = _requests(monkeypatch, tmp_path, "foldseek", _full_cluster(config, node_types, only=name))
-    foldseek = [r for r in requests if "foldseek" in r["function"]]
+    foldseek = [r for r in requests if "foldseek" in r["function"].lower()]
     assert foldseek, requests
     for request in foldseek:
         assert request.get("resources", {}).get(FOLDSEEK_RESOURCE) == 1, request
