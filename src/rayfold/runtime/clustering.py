@@ -3,8 +3,8 @@
 Fragments live in object-store shards (`rayfold.runtime.shards`): the driver holds ids, lengths
 and mean pLDDT. TM-align and search run in tasks over at most two shards; the k-mer round's edges
 come from a Ray Data hash shuffle; Foldseek runs on one actor, on the node that offers the
-`foldseek` resource, over one database of every fragment. The algorithm itself (which pairs, which merges) is pure and lives in
-`rayfold.cluster.algorithm`.
+`foldseek` resource, over one database of every fragment. The algorithm itself (which pairs,
+which merges) is pure and lives in `rayfold.cluster.algorithm`.
 """
 
 from __future__ import annotations
