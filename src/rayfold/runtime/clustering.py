@@ -183,9 +183,8 @@ class FoldseekNode:
                         np.int64).reshape(-1, 2)
 
     def close(self) -> None:
-        if self.db is not None:
-            self.db.close()
-            self.db = None
+        """Remove the work folder (the database lives in it)."""
+        self.db = None
         if self.work is not None:
             shutil.rmtree(self.work, ignore_errors=True)
 
