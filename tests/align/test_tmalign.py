@@ -598,3 +598,19 @@ def test_coverage_is_the_span_of_aligned_residues(shared_data: Path):
     assert result.cov_b == 1.0
     assert abs(result.cov_a - part / n) <= 2 / n
     assert np.isclose(result.tm_b, 1.0, atol=1e-6)
+
+
+def test_estimated_seconds_follow_the_measured_costs() -> None:
+    """Task sizes rest on this estimate: within 2x of tmtools' one-core times (FIELD-NOTES), growing
+    faster than the product of the lengths, symmetric."""
+    from rayfold.align.tmalign import estimated_seconds
+
+    measured = {100: 0.010, 200: 0.045, 400: 0.210, 800: 2.0}
+    lengths = np.array(list(measured))
+    got = estimated_seconds(lengths, lengths)
+    for want, have in zip(measured.values(), got.tolist(), strict=True):
+        assert want / 2 <= have <= want * 2
+    assert estimated_seconds(np.array([100]), np.array([400]))[0] == estimated_seconds(np.array([400]),
+                                                                                      np.array([100]))[0]
+    assert estimated_seconds(np.array([800]), np.array([800]))[0] > 16 * estimated_seconds(np.array([200]),
+                                                                                           np.array([200]))[0]

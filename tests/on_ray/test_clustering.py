@@ -210,6 +210,8 @@ def test_foldseek_engine_builds_one_database_for_every_stage(ray_local, tmp_path
     assert stages.count("createdb") == 1 and stages.count("cluster") == 1
     assert stages[:4] == ["createdb", "cluster", "createtsv", "createsubdb"]
     assert stages.count("search") == 2  # the representative audit and the singleton audit
+    searches = [c["argv"] for c in calls if c["argv"][0] == "search"]
+    assert all(a[a.index("--alignment-type") + 1] == "2" for a in searches)  # 3Di+AA, the config's default
     assert len({c["cwd"] for c in calls if c["argv"][0] != "version"}) == 1
     assert not Path(calls[-1]["cwd"]).exists()  # the database's folder is gone
     members = tables["members"].to_pylist()

@@ -59,6 +59,46 @@ def test_shards_hold_the_passed_fragments_whatever_the_part_layout(ray_local, fr
             assert shard.states_3di[p] == expected.states_3di[g]
 
 
+def test_blocks_cut_by_cost_keep_the_rows_in_order() -> None:
+    """Costs only move the cuts: the rows run in the same order as blocks by count, no block spans
+    two shard pairs or exceeds the row limit, and a block reaches the cost limit with its last row
+    at most (a row that costs more than the limit is alone)."""
+    from rayfold.model.fragset import FragmentIndex
+    from rayfold.runtime.shards import ShardedFragments
+
+    rng = np.random.default_rng(3)
+    n = 60
+    index = FragmentIndex([f"f{k:03d}" for k in range(n)], rng.integers(30, 900, n), np.full(n, 90.0))
+    sharded = ShardedFragments(index, (np.arange(n) // 25).astype(np.int32), (np.arange(n) % 25).astype(np.int32),
+                               [None, None, None])
+    pairs = rng.integers(0, n, size=(500, 2))
+    cost = rng.exponential(1.0, len(pairs))
+    cost[::50] = 9.0  # a few pairs dearer than the limit
+    plain = list(sharded.blocks(pairs[:, 0], pairs[:, 1], 16))
+    costed = list(sharded.blocks(pairs[:, 0], pairs[:, 1], 16, cost, 2.0))
+    assert np.concatenate([r for *_, r in costed]).tolist() == np.concatenate([r for *_, r in plain]).tolist()
+    assert len(costed) > len(plain)
+    for a, b, rows in costed:
+        assert len(rows) <= 16
+        assert set(sharded.shard_of[pairs[rows, 0]].tolist()) == {a}
+        assert set(sharded.shard_of[pairs[rows, 1]].tolist()) == {b}
+        assert cost[rows[:-1]].sum() < 2.0
+    assert all(len(rows) == 1 or cost[rows[0]] < 2.0 for *_, rows in costed if cost[rows[0]] >= 9.0)
+
+
+def test_a_few_long_pairs_spread_over_several_tasks(ray_local, fragments_table):
+    """The singleton audit's handful of long pairs must not run serially in one task."""
+    fs = FragmentSet.from_table(fragments_table, passed_only=True)
+    longest = np.argsort(fs.lengths)[-6:]
+    pairs = np.array([(a, b) for a in longest for b in longest if a < b])
+    aligner = RayAligner(shard_in_memory(fs, 4096), pairs_per_task=128, progress=False)
+    blocks, results = aligner._results(pairs, "test")
+    assert len(blocks) >= 4
+    got = dict(results)
+    assert sorted(got) == list(range(len(blocks)))
+    assert sorted(np.concatenate([rows for *_, rows in blocks]).tolist()) == list(range(len(pairs)))
+
+
 def test_blocked_alignment_equals_one_process(ray_local, fragments_table):
     fs = FragmentSet.from_table(fragments_table, passed_only=True)
     rng = np.random.default_rng(0)

@@ -77,6 +77,15 @@ class _ToX(dict):
 _TRANSLATE = _ToX()
 
 
+def estimated_seconds(len_a: np.ndarray, len_b: np.ndarray) -> np.ndarray:
+    """Rough one-core seconds of TM-align per pair, for sizing tasks by work rather than by count:
+    TM-align's cost grows faster than the product of the lengths (tmtools 0.3.0, FIELD-NOTES: ~10 ms
+    at 100 x 100 residues, ~45 ms at 200, ~210 ms at 400, ~2 s at 800; (La Lb)^1.25 fits these
+    within 2x)."""
+    product = np.asarray(len_a, np.float64) * np.asarray(len_b, np.float64)
+    return 0.01 * (product / 1e4) ** 1.25
+
+
 def clean_sequence(seq: str) -> str:
     """`seq` upper-cased with every character outside A-Z replaced by 'X' (same length)."""
     if seq.isascii() and seq.isalpha() and seq.isupper():

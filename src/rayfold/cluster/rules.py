@@ -39,7 +39,12 @@ class ClusterConfig:
     singleton_sample: int = 1000  # fragments sampled by the singleton audit (the seed used 1,000)
     singleton_threshold: float = 0.8  # min-TM that links two sampled singletons
     seed: int = 0  # every random choice is seeded from here
-    pairs_per_task: int = 128  # TM-align pairs per Ray task (a few seconds of work each)
+    pairs_per_task: int = 128  # TM-align pairs per Ray task at most
+    task_seconds: float = 2.0  # TM-align work per Ray task, estimated from the chains' lengths
+    # Foldseek's alignment for the audits' candidate search (then every candidate is TM-aligned):
+    # 3di+aa (Foldseek's default), 3di, or tmalign (Foldseek TM-aligns every prefilter hit itself:
+    # minutes on long chains, for candidates that are TM-aligned again anyway)
+    foldseek_audit_alignment: Literal["3di+aa", "3di", "tmalign"] = "3di+aa"
     foldseek_threads: int = 0  # 0 = the CPUs of the node the Foldseek step runs on
     # auto: ask for the `foldseek` custom resource when a node offers it now; always: ask anyway (an
     # autoscaler then starts that node type; set foldseek_threads to its CPUs); never: any node

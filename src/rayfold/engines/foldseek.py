@@ -288,6 +288,10 @@ def search_argv(binary: str, query: str | os.PathLike[str], target: str | os.Pat
     return argv
 
 
+# --alignment-type by name
+ALIGNMENT_TYPES = {"3di": 0, "tmalign": 1, "3di+aa": 2}
+
+
 # Columns whose values need the alignment's backtrace (Foldseek's LocalParameters::getOutputFormat):
 # easy-search turns backtraces on for them, a plain `search` must be asked (-a).
 BACKTRACE_COLUMNS = frozenset(

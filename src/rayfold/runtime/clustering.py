@@ -37,6 +37,7 @@ from rayfold.runtime.shards import (
 )
 
 FOLDSEEK_RESOURCE = "foldseek"  # custom resource of cluster.yaml's large node type
+TASKS_PER_CPU = 4  # TM-align tasks per CPU at least, for the pairs of one call (while they last)
 KMER_ROWS_PER_TASK = 2_000_000  # k-mer rows (~20 B each) per shuffle partition, or per round in one task
 # the k-mer round's tries as the shuffle's tasks give them (`_tries_batch`)
 TRIES_SCHEMA = pa.schema([("member", pa.int32()), ("centre", pa.int32()), ("shared", pa.int32()),
@@ -141,8 +142,11 @@ class FoldseekNode:
     """Every fragment in one Foldseek database on the node that runs Foldseek (a Ray actor): built
     once from the shards, one at a time, then used by the first pass and each search stage."""
 
-    def __init__(self, shards: list, binary: str, threads: int) -> None:
+    def __init__(self, shards: list, binary: str, threads: int, alignment: str) -> None:
+        from rayfold.engines.foldseek import ALIGNMENT_TYPES
+
         self.shards, self.binary, self.threads = shards, binary, threads
+        self.alignment_type = ALIGNMENT_TYPES[alignment]  # of the searches
         self.db: Any = None
         self.work: str | None = None
         self.index: dict[str, int] = {}  # fragment id -> global index
@@ -175,10 +179,10 @@ class FoldseekNode:
         return np.array([(self.index[r], self.index[m]) for r, m in pairs], np.int64).reshape(-1, 2)
 
     def search(self, queries: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """(query, target) global index pairs that Foldseek's search with TM-align alignment finds."""
+        """(query, target) global index pairs that Foldseek's search (-e 10) finds."""
         db = self._database()
         hits = db.search([self.ids[g] for g in queries.tolist()], [self.ids[g] for g in targets.tolist()],
-                         alignment_type=1, columns=("query", "target"))
+                         alignment_type=self.alignment_type, columns=("query", "target"))
         return np.array([(self.index[h.query], self.index[h.target]) for h in hits if h.query != h.target],
                         np.int64).reshape(-1, 2)
 
@@ -199,16 +203,20 @@ def _cpus() -> int:
 
 
 class RayAligner:
-    """TM-align batches of `pairs_per_task` pairs as Ray tasks, each over the two shards it touches.
+    """TM-align batches as Ray tasks, each over the two shards it touches: at most `pairs_per_task`
+    pairs and about `task_seconds` of estimated work a task, and never fewer than a few tasks per CPU
+    for the pairs of one call, so a handful of long chains spreads over the cores instead of running
+    one after another in a single task.
 
     With a `memo` (alignments earlier releases computed), a pair it holds in the asked orientation
     is answered from it and never aligned again; `on_aligned` receives the columns of every pair
     aligned here (what the next release's memo gets). `calls` counts the pairs really aligned."""
 
     def __init__(self, fragments: ShardedFragments | FragmentSet, pairs_per_task: int, progress: bool,
-                 memo: AlignmentMemo | None = None, on_aligned: Callable[[Columns], None] | None = None) -> None:
+                 memo: AlignmentMemo | None = None, on_aligned: Callable[[Columns], None] | None = None,
+                 task_seconds: float = ClusterConfig.task_seconds) -> None:
         self.fragments = fragments if isinstance(fragments, ShardedFragments) else shard_in_memory(fragments, 4096)
-        self.pairs_per_task = pairs_per_task
+        self.pairs_per_task, self.task_seconds = pairs_per_task, task_seconds
         self.progress = progress
         # queued tasks are cheap and are what an autoscaler sees as demand: never fewer than 32
         self.max_in_flight = max(32, 4 * _cpus())
@@ -219,13 +227,18 @@ class RayAligner:
     def _results(self, pairs: np.ndarray, desc: str,
                  max_ahead: int | None = None) -> tuple[list, Iterator[tuple[int, Any]]]:
         """The (shard a, shard b, rows) blocks of `pairs`, and (block index, columns) as they finish.
-        The blocks are the same with or without a memo: a block the memo answers whole is put in
-        the object store as it is (so it takes its turn like a task), a block it answers in part
-        aligns only the rest."""
+        Pairs the memo answers cost nothing, so its blocks can be longer; the rows come in the same
+        order either way. A block the memo answers whole is put in the object store as it is (so it
+        takes its turn like a task), a block it answers in part aligns only the rest."""
+        from rayfold.align.tmalign import estimated_seconds
+
         shards = self.fragments
-        blocks = list(shards.blocks(pairs[:, 0], pairs[:, 1], self.pairs_per_task))
         found, known = (self.memo.lookup(pairs) if self.memo is not None and len(self.memo)
                         else (np.zeros(len(pairs), bool), None))
+        lengths = shards.index.lengths
+        cost = np.where(found, 0.0, estimated_seconds(lengths[pairs[:, 0]], lengths[pairs[:, 1]]))
+        cost_limit = min(self.task_seconds, float(cost.sum()) / (TASKS_PER_CPU * _cpus()))
+        blocks = list(shards.blocks(pairs[:, 0], pairs[:, 1], self.pairs_per_task, cost, cost_limit))
         self.calls += int((~found).sum())
 
         def submit(a: int, b: int, rows: np.ndarray) -> Any:
@@ -431,7 +444,8 @@ class RayFoldseek:
             globals_ = np.flatnonzero(fragments.shard_of == s)
             globals_ = globals_[np.argsort(fragments.position[globals_], kind="stable")]
             shards.append((fragments.refs[s], fragments.position[globals_], globals_))
-        self.node: Any = ray.remote(**options)(FoldseekNode).remote(shards, binary, threads)
+        self.node: Any = ray.remote(**options)(FoldseekNode).remote(shards, binary, threads,
+                                                                config.foldseek_audit_alignment)
 
     def search(self, queries: np.ndarray, targets: np.ndarray, *, desc: str) -> np.ndarray:
         import ray
@@ -504,7 +518,7 @@ def cluster_fragments(
     config = config or ClusterConfig()
     shards = fragments if isinstance(fragments, ShardedFragments) else shard_in_memory(fragments, config.shard_size)
     engine = ray_engine(shards, config, prefilter_config or PrefilterConfig(), foldseek, progress)
-    aligner = RayAligner(shards, config.pairs_per_task, progress, memo, on_aligned)
+    aligner = RayAligner(shards, config.pairs_per_task, progress, memo, on_aligned, config.task_seconds)
     # the alignments kept for later steps go to files on the driver's disk as they come, not its memory
     try:
         with tempfile.TemporaryDirectory(prefix="rayfold-evidence-") as spill:

@@ -38,8 +38,11 @@ class ShardedFragments:
     def n_shards(self) -> int:
         return len(self.refs)
 
-    def blocks(self, a: np.ndarray, b: np.ndarray, limit: int) -> Iterator[tuple[int, int, np.ndarray]]:
-        """(shard of a, shard of b, rows) runs of at most `limit` rows that touch two shards at most."""
+    def blocks(self, a: np.ndarray, b: np.ndarray, limit: int, cost: np.ndarray | None = None,
+               cost_limit: float = float("inf")) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(shard of a, shard of b, rows) runs of at most `limit` rows that touch two shards at most.
+        With `cost` (per row), a run also ends once its cost reaches `cost_limit`, so a task of long
+        chains gets few pairs. Rows come in the same order whatever the limits: only the cuts move."""
         sa, sb = self.shard_of[a].astype(np.int64), self.shard_of[b].astype(np.int64)
         key = sa * max(1, self.n_shards) + sb
         order = np.argsort(key, kind="stable")
@@ -47,9 +50,17 @@ class ShardedFragments:
             return
         cuts = np.flatnonzero(np.r_[True, key[order][1:] != key[order][:-1], True])
         for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
-            for s in range(lo, hi, limit):
-                rows = order[s:min(hi, s + limit)]
-                yield int(sa[rows[0]]), int(sb[rows[0]]), rows
+            run = order[lo:hi]
+            if cost is not None and np.isfinite(cost_limit):
+                spent = np.cumsum(cost[run]) - cost[run]  # cost of the rows before each row
+                bins = np.floor(spent / max(cost_limit, 1e-12)).astype(np.int64)
+                parts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1], True])
+            else:
+                parts = np.array([0, len(run)])
+            for p, q in zip(parts[:-1].tolist(), parts[1:].tolist()):
+                for s in range(p, q, limit):
+                    rows = run[s:min(q, s + limit)]
+                    yield int(sa[rows[0]]), int(sb[rows[0]]), rows
 
 
 def shard_in_memory(fragments: FragmentSet, shard_size: int) -> ShardedFragments:
