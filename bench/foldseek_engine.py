@@ -209,6 +209,20 @@ def quality(label: dict[str, str], index: dict[str, int], pairs: np.ndarray, sco
             "co-clustered pairs under min-TM 0.3": int((scores[together] < 0.3).sum())}
 
 
+def audit_candidates(units: Path, work: Path, pairs: np.ndarray, scores: np.ndarray) -> str:
+    """How many representative pairs at min-TM >= 0.7 the by-hand audit search proposed (the
+    TM-align confirmation can only merge what the search finds)."""
+    folder = work / "by_hand"
+    names = EntryNames.from_folder(units / "structures")
+    index = fragment_index(units)
+    reps = {index[rep] for rep, _ in parse_cluster_tsv(folder / "clu.tsv", names)}
+    hits = {tuple(sorted((index[h.query], index[h.target])))
+            for h in parse_search_tsv(folder / "hits.tsv", ("query", "target"), names)}
+    true = {(a, b) for (a, b), s in zip(pairs.tolist(), scores.tolist(), strict=True)
+            if s >= MERGE_TM and a in reps and b in reps}
+    return f"{len(true & hits)} / {len(true)}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--foldseek", help="foldseek binary (default: on PATH)")
@@ -229,6 +243,8 @@ def main() -> None:
     hand_label, hand = by_hand(binary, units, work, args.threads, workers)
     ours_label, ours = with_rayfold(binary, units, work)
     hand.update(quality(hand_label, index, pairs, scores))
+    hand["representative pairs at min-TM >= 0.7 among the search's hits"] = audit_candidates(units, work, pairs,
+                                                                                              scores)
     ours.update(quality(ours_label, index, pairs, scores))
     print(f"\nby hand:                 {json.dumps(hand)}")
     print(f"rayfold --engine foldseek: {json.dumps(ours)}")
