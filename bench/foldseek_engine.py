@@ -65,7 +65,7 @@ _SET: FragmentSet | None = None
 
 def _init(units: str) -> None:
     global _SET
-    _SET = FragmentSet.from_table(passed_fragments(Path(units)))
+    _SET = fragment_set(Path(units))
 
 
 def _min_tm(pair: tuple[int, int]) -> float:
@@ -165,20 +165,25 @@ def passed_fragments(units: Path) -> Any:
     return table.filter(table.column("passed"))
 
 
+def fragment_set(units: Path) -> FragmentSet:
+    """The passed fragments as the TM-align workers hold them (FragmentSet orders them by id): the
+    one index every pair in this bench is written in."""
+    return FragmentSet.from_table(passed_fragments(units))
+
+
 def fragment_index(units: Path) -> dict[str, int]:
-    return {f: k for k, f in enumerate(passed_fragments(units).column("fragment_id").to_pylist())}
+    return {f: k for k, f in enumerate(fragment_set(units).ids)}
 
 
 def fragment_lengths(units: Path) -> dict[str, int]:
-    table = passed_fragments(units)
-    return dict(zip(table.column("fragment_id").to_pylist(), table.column("n_residues").to_pylist(), strict=True))
+    fragments = fragment_set(units)
+    return dict(zip(fragments.ids, fragments.lengths.tolist(), strict=True))
 
 
 def truth(units: Path, work: Path, workers: int) -> tuple[np.ndarray, np.ndarray]:
     """(pairs, min-TM) over every pair within length ratio 0.7, computed once per set."""
-    table = passed_fragments(units)
-    lengths = np.asarray(table.column("n_residues").to_numpy(), np.int64)
-    ids = table.column("fragment_id").to_pylist()
+    fragments = fragment_set(units)
+    lengths, ids = np.asarray(fragments.lengths, np.int64), list(fragments.ids)
     digest = hashlib.sha256(json.dumps([ids, lengths.tolist()]).encode()).hexdigest()[:16]
     cache = work / f"truth-{digest}.npz"
     if cache.exists():
