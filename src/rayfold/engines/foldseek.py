@@ -267,8 +267,8 @@ def search_argv(binary: str, query: str | os.PathLike[str], target: str | os.Pat
                 extra_args: Sequence[str] = ()) -> list[str]:  # fmt: skip
     """``foldseek easy-search QUERY TARGET OUT TMP`` writing a headerless TSV of `columns`.
 
-    `alignment_type`: 0 3Di, 1 TM-align (global; the representative audit), 2 3Di+AA (default of
-    Foldseek). `exhaustive` skips the prefilter (all pairs aligned; much slower). With
+    `alignment_type`: 0 3Di, 1 TM-align (global), 2 3Di+AA (default of Foldseek and of rayfold's
+    audits). `exhaustive` skips the prefilter (all pairs aligned; much slower). With
     alignment type 1 Foldseek's `evalue` column is a TM-score (the mean of qTM and tTM).
     """
     if alignment_type not in (0, 1, 2, 3):
