@@ -214,12 +214,11 @@ def quality(label: dict[str, str], index: dict[str, int], pairs: np.ndarray, sco
             "co-clustered pairs under min-TM 0.3": int((scores[together] < 0.3).sum())}
 
 
-def audit_candidates(units: Path, work: Path, pairs: np.ndarray, scores: np.ndarray) -> str:
+def audit_candidates(units: Path, work: Path, index: dict[str, int], pairs: np.ndarray, scores: np.ndarray) -> str:
     """How many representative pairs at min-TM >= 0.7 the by-hand audit search proposed (the
     TM-align confirmation can only merge what the search finds)."""
     folder = work / "by_hand"
     names = EntryNames.from_folder(units / "structures")
-    index = fragment_index(units)
     reps = {index[rep] for rep, _ in parse_cluster_tsv(folder / "clu.tsv", names)}
     hits = {tuple(sorted((index[h.query], index[h.target])))
             for h in parse_search_tsv(folder / "hits.tsv", ("query", "target"), names)}
@@ -248,8 +247,8 @@ def main() -> None:
     hand_label, hand = by_hand(binary, units, work, args.threads, workers)
     ours_label, ours = with_rayfold(binary, units, work)
     hand.update(quality(hand_label, index, pairs, scores))
-    hand["representative pairs at min-TM >= 0.7 among the search's hits"] = audit_candidates(units, work, pairs,
-                                                                                              scores)
+    hand["representative pairs at min-TM >= 0.7 among the search's hits"] = audit_candidates(units, work, index,
+                                                                                              pairs, scores)
     ours.update(quality(ours_label, index, pairs, scores))
     print(f"\nby hand:                 {json.dumps(hand)}")
     print(f"rayfold --engine foldseek: {json.dumps(ours)}")
