@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 from rayfold import __version__
-from rayfold.config import FragmentConfig, ReadConfig, RunConfig, with_overrides
+from rayfold.config import FRAGMENT_PRESETS, ReadConfig, RunConfig, fragment_config, with_overrides
 from rayfold.model.errors import InputError
 
 
@@ -38,6 +38,8 @@ def _add_fragment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", help="Ray cluster address (default: a private local Ray)")
     p.add_argument("--workers", type=int, help="actors in the pool (default: the cluster's CPUs)")
     p.add_argument("--unit-size", type=int, default=RunConfig.unit_size, help="files per work unit")
+    p.add_argument("--preset", choices=tuple(FRAGMENT_PRESETS), default="rayfold",
+                   help="fragmenting recipe: rayfold's (default) or the method's published one ('seed')")
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override FragmentConfig fields, e.g. --set plddt_cutoff=70")
     p.add_argument("--no-progress", action="store_true")
@@ -47,7 +49,7 @@ def _add_fragment(sub: argparse._SubParsersAction) -> None:
 def _cmd_fragment(args: argparse.Namespace) -> int:
     from rayfold.runtime.fragmenting import run_fragment
 
-    config = with_overrides(FragmentConfig(), _key_values(args.overrides))
+    config = fragment_config(args.preset, _key_values(args.overrides))
     if args.whole_chains:
         config = with_overrides(config, {"whole_chains": True})
     run = RunConfig(unit_size=args.unit_size, num_workers=args.workers, export_structures=args.export_structures)
@@ -114,6 +116,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a private local Ray)")
     p.add_argument("--workers", type=int, help="fragmenting actors (default: the cluster's CPUs)")
     p.add_argument("--unit-size", type=int, default=RunConfig.unit_size, help="files per work unit")
+    p.add_argument("--fragment-preset", choices=tuple(FRAGMENT_PRESETS), default="rayfold",
+                   help="fragmenting recipe: rayfold's (default) or the method's published one ('seed')")
     p.add_argument("--fragment-set", nargs="*", default=[], metavar="KEY=VALUE", help="FragmentConfig overrides")
     p.add_argument("--cluster-set", nargs="*", default=[], metavar="KEY=VALUE", help="ClusterConfig overrides")
     p.add_argument("--read-set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -131,7 +135,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from rayfold.release.inputfilter import read_id_table, read_mmseqs_clusters
     from rayfold.release.run import ReleaseConfig, run_release
 
-    fragment = with_overrides(FragmentConfig(), _key_values(args.fragment_set))
+    fragment = fragment_config(args.fragment_preset, _key_values(args.fragment_set))
     if args.whole_chains:
         fragment = with_overrides(fragment, {"whole_chains": True})
     cluster = with_overrides(ClusterConfig(), {**_key_values(args.cluster_set), "engine": args.engine})

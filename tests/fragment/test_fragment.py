@@ -12,7 +12,6 @@ from rayfold.fragment.chain import (
     chopping,
     contiguous_segments,
     drop_short_segments,
-    expected_radius_of_gyration,
     fill_short_gaps,
     fragment_chain,
     quality,
@@ -23,6 +22,7 @@ from rayfold.fragment.chain import (
 from rayfold.fragment.stage import FragmentStage
 from rayfold.io.storage import list_inputs
 from rayfold.io.structure import Chain
+from shapes import compact_walk, helix
 
 
 def make_chain(coords: np.ndarray, plddt: np.ndarray, first_number: int = 1) -> Chain:
@@ -38,19 +38,6 @@ def make_chain(coords: np.ndarray, plddt: np.ndarray, first_number: int = 1) -> 
         plddt=np.asarray(plddt, dtype=np.float32),
         plddt_source="b_factor",
     )
-
-
-def compact_walk(n: int, rng: np.random.Generator, centre=(0.0, 0.0, 0.0), radius: float | None = None) -> np.ndarray:
-    """A chain of 3.8 A steps confined to a ball: a crude compact domain."""
-    radius = radius or float(expected_radius_of_gyration(n)) * 1.29  # ball radius for that Rg
-    points = [np.asarray(centre, dtype=float)]
-    while len(points) < n:
-        step = rng.normal(size=3)
-        step *= 3.8 / np.linalg.norm(step)
-        candidate = points[-1] + step
-        if np.linalg.norm(candidate - centre) <= radius:
-            points.append(candidate)
-    return np.array(points)
 
 
 def test_segments_split_on_mask_and_chain_break():
@@ -188,14 +175,6 @@ def test_single_low_plddt_residues_do_not_punch_holes():
     assert result.fragments[0].chopping == "1-120"
     holed = fragment_chain(make_chain(coords, plddt), FragmentConfig(fill_gap_max=0))
     assert holed.fragments[0].n_segments > 1
-
-
-def helix(n: int, start=(0.0, 0.0, 0.0), direction: float = 1.0) -> np.ndarray:
-    """Ideal alpha-helix C-alphas: radius 2.3 A, 100 degrees and 1.5 A rise per residue, along z."""
-    t = np.arange(n)
-    return np.column_stack(
-        [2.3 * np.cos(np.radians(100.0 * t)), 2.3 * np.sin(np.radians(100.0 * t)), direction * 1.5 * t]
-    ) + np.asarray(start)
 
 
 def test_packing_density_sees_helix_packing_not_lone_helices():

@@ -8,7 +8,9 @@ Steps (defaults in `FragmentConfig`):
    that count reaches min(10, half the smaller segment). A loop dipping below pLDDT 65 inside a
    domain thus does not cut the domain, while a tail that merely brushes it stays apart;
 3. each re-joined group is split by recursive spectral bisection (`rayfold.fragment.spectral`), which marks
-   the residues at the Fiedler sign change as linker;
+   the residues at the Fiedler sign change as linker; a cut whose two sides are both elongated (a
+   helical hairpin or coiled coil cut across into slabs) is refused (added rule,
+   `rayfold.fragment.splits`);
 4. linker residues are removed and pieces that still form one compact unit are re-merged,
    agglomeratively, best pair first: two pieces merge when at least 35% of the smaller one's
    residues touch the other and the union is still globular (radius of gyration at most 1.25 times
@@ -46,7 +48,9 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from rayfold.config import FragmentConfig
+from rayfold.fragment.geometry import expected_radius_of_gyration, radius_of_gyration
 from rayfold.fragment.spectral import recursive_bisection
+from rayfold.fragment.splits import RodCutVeto
 from rayfold.io.structure import Chain
 from rayfold.model.unionfind import UnionFind
 
@@ -75,16 +79,6 @@ class ChainFragments:
     n_usable: int  # residues with pLDDT >= cutoff
     linker_index: np.ndarray  # residues cut out as linkers by spectral bisection
     dropped_short: int  # pieces under min_fragment_length
-
-
-def expected_radius_of_gyration(n_residues: int | np.ndarray) -> np.ndarray | float:
-    """Radius of gyration of a compact globular protein of that length, 2.2 N^0.38 Angstrom."""
-    return 2.2 * np.power(n_residues, 0.38)
-
-
-def radius_of_gyration(coords: np.ndarray) -> float:
-    centred = coords - coords.mean(axis=0)
-    return float(np.sqrt((centred**2).sum(axis=1).mean()))
 
 
 def contiguous_segments(mask: np.ndarray, coords: np.ndarray, break_distance: float) -> list[np.ndarray]:
@@ -277,7 +271,7 @@ def quality(chain: Chain, residue_index: np.ndarray, config: FragmentConfig) -> 
     if not config.whole_chains:
         if plddt < config.min_mean_plddt:
             reason = "low_mean_plddt"
-        elif rg_ratio > config.max_rg_ratio:
+        elif config.max_rg_ratio is not None and rg_ratio > config.max_rg_ratio:
             reason = "not_compact"
         elif density < config.min_contact_density:
             reason = "few_contacts"
@@ -310,6 +304,7 @@ def fragment_chain(chain: Chain, config: FragmentConfig = FragmentConfig()) -> C
     pieces: list[np.ndarray] = []
     linkers: list[np.ndarray] = []
     for group in groups:
+        veto = RodCutVeto(coords[group], config.split_max_rg_ratio) if config.split_max_rg_ratio is not None else None
         result = recursive_bisection(
             coords[group],
             k=config.knn_k,
@@ -319,6 +314,7 @@ def fragment_chain(chain: Chain, config: FragmentConfig = FragmentConfig()) -> C
             boundary_size=config.boundary_size,
             min_partition_size=config.min_partition_size,
             solver=config.solver,
+            accept_split=veto,
         )
         pieces.extend(group[leaf] for leaf in result.leaves)
         linkers.append(group[result.linkers])

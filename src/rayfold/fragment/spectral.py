@@ -19,6 +19,7 @@ faster than any sparse method at that size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -196,6 +197,7 @@ def recursive_bisection(
     min_partition_size: int = 50,
     solver: str = "sparse",
     dense_below: int = 200,
+    accept_split: Callable[[np.ndarray, np.ndarray], bool] | None = None,
 ) -> SpectralResult:
     """Split `coords` (N, 3) at spectral bottlenecks until every part has lambda_2 > threshold.
 
@@ -204,7 +206,9 @@ def recursive_bisection(
     The graph is built once over all of `coords`; each part is split on its induced sub-graph.
     A part whose sub-graph falls apart into several connected components is split into those
     components without cutting any linker (the Fiedler vector is not unique there, so eigen-solvers
-    would disagree); parts smaller than `min_partition_size` are leaves.
+    would disagree); parts smaller than `min_partition_size` are leaves. `accept_split(a, b)`, when
+    given, sees the two sides of a spectral cut (indices into `coords`) and can veto it: the part
+    then stays a leaf.
     """
     coords = np.asarray(coords, dtype=np.float64)
     if coords.ndim != 2 or coords.shape[1] != 3:
@@ -233,13 +237,16 @@ def recursive_bisection(
         ):
             leaves.append(idx)
             continue
-        values.append(value)
         boundary = np.argsort(np.abs(vector), kind="stable")[:boundary_size]
-        linkers.extend(idx[boundary].tolist())
         keep = np.ones(len(idx), dtype=bool)
         keep[boundary] = False
         side_a = idx[keep & (vector < 0)]
         side_b = idx[keep & (vector >= 0)]
+        if accept_split is not None and not accept_split(side_a, side_b):
+            leaves.append(idx)
+            continue
+        values.append(value)
+        linkers.extend(idx[boundary].tolist())
         for part in sorted((side_a, side_b), key=lambda p: p[0] if len(p) else n, reverse=True):
             if len(part):
                 stack.append(part)
