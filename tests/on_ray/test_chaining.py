@@ -2,9 +2,10 @@
 
 The set: a ladder of nested windows of one well-predicted Mycoplasma protein (F4MPH2, 639
 residues, no residue under pLDDT 65), each window about 1.3x the one before, the way a repeat
-domain cut at 3, 4, 5, ... repeats grows; the helical slabs the fragmenter cuts from F4MNX4,
-F4MNX8 and F4MNY0; and the default fragments of unrelated Mycoplasma models. Neighbouring windows
-share most of their structure (min-TM >= 0.7), the ends of the ladder do not (min-TM ~0.2).
+domain cut at 3, 4, 5, ... repeats grows; the helical slabs the fragmenter cut from F4MNX4,
+F4MNX8 and F4MNY0 before its rod-cut veto (`chaining_set` still cuts them); and the fragments of
+unrelated Mycoplasma models. Neighbouring windows share most of their structure (min-TM >= 0.7),
+the ends of the ladder do not (min-TM ~0.2).
 """
 
 from __future__ import annotations

@@ -21,14 +21,20 @@ from rayfold.io.structure import read_structure_file
 from rayfold.model.fragset import FragmentSet
 
 LADDER_WINDOWS = (60, 78, 101, 131, 170, 221, 287, 373)  # residues; each ~1.3x the one before
+# The other models are cut without the rod-cut veto, as rayfold cut them before it: the helical
+# hairpins of F4MNX4/F4MNX8/F4MNY0 then give 8-9 near-identical slabs each, a second chain-prone
+# family of fragments that the set keeps on purpose.
+SLAB_CUTTING = FragmentConfig(split_max_rg_ratio=None)
 
 
 def ladder_id(entry_id: str, length: int) -> str:
     return f"{entry_id}_w{length:03d}"
 
 
-def chaining_set(ladder: Path, others: Sequence[Path], windows: Sequence[int] = LADDER_WINDOWS) -> FragmentSet:
-    """Windows of `ladder`'s first chain centred on its middle, plus the passed default fragments of `others`."""
+def chaining_set(
+    ladder: Path, others: Sequence[Path], windows: Sequence[int] = LADDER_WINDOWS, config: FragmentConfig = SLAB_CUTTING
+) -> FragmentSet:
+    """Windows of `ladder`'s first chain centred on its middle, plus the passed fragments of `others`."""
     ids, coords, sequences, plddt, states = [], [], [], [], []
     entry = read_structure_file(ladder)
     chain = entry.chains[0]
@@ -40,7 +46,7 @@ def chaining_set(ladder: Path, others: Sequence[Path], windows: Sequence[int] = 
         sequences.append("".join(chain.sequence[k] for k in index))
         plddt.append(float(np.mean(chain.plddt[index])))
         states.append(encode_fragment(entry, chain.chain_id, index))
-    table = FragmentStage(FragmentConfig()).process(list_inputs([str(p) for p in others])).fragments
+    table = FragmentStage(config).process(list_inputs([str(p) for p in others])).fragments
     for row in table.filter(table.column("passed")).to_pylist():
         ids.append(row["fragment_id"])
         coords.append(np.asarray(row["ca_coords"], dtype=np.float64))
