@@ -4,7 +4,12 @@ Puts rayfold's fragments beside the published parsers (Chainsaw, Merizo, UniDoc,
 files shipped with each set) with the same metrics: NDO, Chainsaw's boundary-distance score and
 the share of reference domains matched one-to-one at IoU >= 0.8. Means are per model.
 
-    python bench/domain_boundaries.py [--config KEY=VALUE ...] [--json PATH] [--ref-offset -1]
+    python bench/domain_boundaries.py [--preset seed] [--config KEY=VALUE ...] [--json PATH] [--ref-offset -1]
+                                      [--slabs]
+
+`--slabs` also counts, over every shared AFDB model, the passed fragments under 60 residues made of
+two or more segments (the slabs a long helical hairpin is cut into), with the chosen configuration
+and with the rod-cut veto off, side by side.
 
 Note: ted-tools' consensus step reads choppings with `offset=1`, so the TED consensus strings in
 these sets sit one residue after the predictors' (author) numbering; `--ref-offset -1` shifts
@@ -146,17 +151,12 @@ def apply_overrides(config: Any, pairs: list[str]) -> Any:
 
 
 def rayfold_choppings(
-    structures: dict[str, Path], models: list[str], overrides: list[str], all_fragments: bool
-) -> tuple[dict[str, str], dict[str, str], Any]:
-    """Run the fragmenter on each model: ({model: chopping}, {model: error}, config used)."""
-    from rayfold.fragment.chain import fragment_chain  # noqa: PLC0415 (optional, may be unfinished)
+    structures: dict[str, Path], models: list[str], config: Any, all_fragments: bool
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Run the fragmenter on each model: ({model: chopping}, {model: error})."""
+    from rayfold.fragment.chain import fragment_chain  # noqa: PLC0415
     from rayfold.io.structure import read_structure_file  # noqa: PLC0415
 
-    try:
-        from rayfold.fragment.chain import FragmentConfig  # noqa: PLC0415
-    except ImportError:
-        from rayfold.config import FragmentConfig  # noqa: PLC0415
-    config = apply_overrides(FragmentConfig(), overrides)
     out: dict[str, str] = {}
     errors: dict[str, str] = {}
     for model_id in models:
@@ -174,7 +174,37 @@ def rayfold_choppings(
         except Exception as exc:  # one bad model should not hide the others' scores
             errors[model_id] = f"{type(exc).__name__}: {exc}"
             print(f"error: rayfold on {model_id}: {errors[model_id]}", file=sys.stderr)
-    return out, errors, config
+    return out, errors
+
+
+SLAB_SETS = ("afdb_misc_models", "afdb_mycoplasma_mycoides_pdb", "afdb_pf04034_family_more",
+             "afdb_pf04034_knotted_mmcif_v3", "domain_boundaries", "openfold3_example_outputs")
+
+
+def slab_count(config: Any, data_dir: Path) -> dict[str, int]:
+    """Passed fragments under 60 residues with >= 2 segments, over every shared AFDB/OpenFold3 model."""
+    from rayfold.fragment.chain import fragment_chain  # noqa: PLC0415
+    from rayfold.io.structure import read_structure_file  # noqa: PLC0415
+    from rayfold.model.errors import InputError  # noqa: PLC0415
+
+    root = data_dir.parent
+    files = sorted(p for name in SLAB_SETS for pattern in ("*.pdb.gz", "*.cif.gz", "*.pdb", "*.cif")
+                   for p in (root / name).rglob(pattern) if "merizo_output" not in p.parts)
+    counts = {"models": 0, "passed fragments": 0, "slabs": 0, "models with slabs": 0}
+    for path in files:
+        try:
+            entry = read_structure_file(str(path))
+        except InputError:
+            continue
+        counts["models"] += 1
+        slabs = 0
+        for chain in entry.chains:
+            passed = [f for f in fragment_chain(chain, config).fragments if f.passed]
+            counts["passed fragments"] += len(passed)
+            slabs += sum(1 for f in passed if f.n_residues < 60 and f.n_segments >= 2)
+        counts["slabs"] += slabs
+        counts["models with slabs"] += slabs > 0
+    return counts
 
 
 def _fmt(x: float) -> str:
@@ -207,7 +237,9 @@ def print_table(title: str, results: dict[str, dict[str, Any]], notes: list[str]
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="rayfold", help="named fragmenting recipe (rayfold, seed)")
     ap.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE", help="FragmentConfig overrides")
+    ap.add_argument("--slabs", action="store_true", help="also count slab fragments over all shared models")
     ap.add_argument("--json", type=Path, help="write every per-model score here")
     ap.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     ap.add_argument("--methods", nargs="+", default=[*LABEL_METHODS, "rayfold"], choices=[*LABEL_METHODS, "rayfold"])
@@ -218,7 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", type=Path, default=DATA)
     args = ap.parse_args(argv)
 
-    dump: dict[str, Any] = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    from rayfold.config import fragment_config  # noqa: PLC0415
+
+    config = apply_overrides(fragment_config(args.preset), args.config)
+    dump: dict[str, Any] = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                            "rayfold_config": dataclasses.asdict(config)}
     for name in args.sets:
         reference, label_methods, structures = load_set(name, args.data_dir)
         reference = shift_reference(reference, args.ref_offset)
@@ -226,14 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         notes: list[str] = []
         for method in args.methods:
             if method == "rayfold":
-                try:
-                    t0 = time.perf_counter()
-                    chops, errors, config = rayfold_choppings(structures, list(reference), args.config, args.all_fragments)
-                    seconds = time.perf_counter() - t0
-                except ImportError as exc:
-                    notes.append(f"rayfold: not run ({exc})")
-                    continue
-                dump.setdefault("rayfold_config", dataclasses.asdict(config))
+                t0 = time.perf_counter()
+                chops, errors = rayfold_choppings(structures, list(reference), config, args.all_fragments)
+                seconds = time.perf_counter() - t0
                 notes.append(f"rayfold: {len(chops)} models fragmented in {seconds:.1f} s"
                              + (f", {len(errors)} failed (scored as no domain)" if errors else ""))
             elif method in label_methods:
@@ -247,6 +278,14 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"reference shifted by {args.ref_offset:+d}")
         print_table(f"{name}: reference = TED consensus high + medium", results, notes)
         dump[name] = {"reference": reference, "methods": results}
+    if args.slabs:
+        without = dataclasses.replace(config, split_max_rg_ratio=None)
+        print("\n## slabs: passed fragments under 60 residues with >= 2 segments, all shared models")
+        for label, cfg in (("this configuration", config), ("rod-cut veto off", without)):
+            t0 = time.perf_counter()
+            counts = slab_count(cfg, args.data_dir)
+            dump.setdefault("slabs", {})[label] = counts
+            print(f"  {label}: {counts} ({time.perf_counter() - t0:.0f} s)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(dump, indent=1, default=str))
