@@ -214,6 +214,8 @@ def recursive_bisection(
     if coords.ndim != 2 or coords.shape[1] != 3:
         raise ValueError("coords must have shape (N, 3)")
     n = len(coords)
+    if n < min_partition_size:  # nothing to split: no graph needed
+        return SpectralResult(leaves=[np.arange(n)], linkers=np.zeros(0, dtype=np.int64))
     graph = knn_edges(coords, k, sigma)
     leaves: list[np.ndarray] = []
     linkers: list[int] = []
