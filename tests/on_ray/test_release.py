@@ -15,8 +15,9 @@ import pytest
 from cli_processes import kill_run, run_cli, wait_for
 from conftest import EXAMPLES_AFDB
 from rayfold.cluster.rules import ClusterConfig
-from rayfold.config import RunConfig
+from rayfold.config import FragmentConfig, RunConfig
 from rayfold.io.storage import read_parquet_dataset
+from rayfold.model.errors import InputError
 from rayfold.release.run import ReleaseConfig, run_release
 
 pytestmark = pytest.mark.ray
@@ -122,6 +123,14 @@ def test_rerun_with_nothing_new_writes_nothing(grown):
     assert again.up_to_date and again.release == 2
     assert {p: p.stat().st_mtime_ns for p in grown["inc"].rglob("*.parquet")} == before
     assert_no_duplicates(grown["inc"])
+
+
+def test_other_fragment_settings_are_refused_before_any_work(grown):
+    before = {p: p.stat().st_mtime_ns for p in grown["inc"].rglob("*.parquet")}
+    other = ReleaseConfig(cluster=CONFIG.cluster, fragment=FragmentConfig(split_max_rg_ratio=None))
+    with pytest.raises(InputError, match=r"settings_changed: .*fragment\.split_max_rg_ratio: 1\.5 -> None"):
+        run_release([str(grown["inputs"])], str(grown["inc"]), config=other, progress=False, analytics=False)
+    assert {p: p.stat().st_mtime_ns for p in grown["inc"].rglob("*.parquet")} == before
 
 
 def test_changed_input_replaces_its_fragments(ray_local, tmp_path):

@@ -161,6 +161,8 @@ def _run_release(
         if analytics:
             _write_analytics(folder)
     release = last + 1
+    if last:
+        _check_same_cutting(releases, last, config)
 
     tick = time.perf_counter()
     listed = _list_sourced(inputs, opts)
@@ -275,6 +277,28 @@ def _run_release(
 
 
 UNITS_FILE = "units.json"  # the work units whose fragments a release clustered
+CUTTING = ("fragment", "read")  # the settings a unit's fragments were made with, kept across releases
+
+
+def _check_same_cutting(releases: pa.Table, last: int, config: ReleaseConfig) -> None:
+    """Refuse a release whose reading or fragmenting settings differ from the last release's.
+
+    Fragments are cut once per work unit and kept; with other settings the new units would be cut
+    one way and the old ones another, and the tables would equal no fresh run. Clustering settings
+    may change: every release clusters all current fragments again (with the stored alignments).
+    """
+    row = releases.filter(pc.field("release") == last).to_pylist()[0]
+    recorded = json.loads(row["config"] or "{}").get("release", {})
+    now = json.loads(json.dumps(asdict(config), sort_keys=True, default=str))
+    changed = [f"{part}.{key}: {recorded.get(part, {}).get(key, '(not recorded)')!r} -> {value!r}"
+               for part in CUTTING for key, value in now[part].items()
+               if recorded.get(part, {}).get(key, "(not recorded)") != value]
+    if changed:
+        raise InputError(
+            "settings_changed",
+            f"release {last} of this output cut its fragments with other settings ({'; '.join(changed)}); "
+            "run with the same fragment and read settings, or give a new --out to cut everything again",
+        )
 
 
 def _units(manifest: pa.Table | None) -> set[str]:
