@@ -99,3 +99,20 @@ def test_sync_belongs_to_run_only():
     assert parser.parse_args(["run", "in", "--out", "o"]).sync is False
     with pytest.raises(SystemExit):  # fragmenting has nothing to withdraw from
         parser.parse_args(["fragment", "in", "--out", "o", "--sync"])
+
+
+@pytest.mark.parametrize("command", [["fragment", str(EXAMPLES_AFDB), "--preset", "seed", "--set"],
+                                     ["run", str(EXAMPLES_AFDB), "--fragment-preset", "seed", "--fragment-set"]])
+def test_a_preset_takes_overrides_that_are_checked_before_any_work(tmp_path, capsys, command):
+    out = tmp_path / "out"
+    assert main([*command, "max_rg_ratio=none", "split_max_rg_ratio=often", "--out", str(out)]) == 2
+    line = _error_line(capsys)
+    assert "bad_setting" in line and "split_max_rg_ratio" in line
+    assert not out.exists()
+
+
+def test_an_unknown_preset_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fragment", str(EXAMPLES_AFDB), "--preset", "chainsaw", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'chainsaw'" in capsys.readouterr().err
