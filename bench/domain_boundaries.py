@@ -114,42 +114,6 @@ def shift_reference(reference: Reference, offset: int) -> Reference:
     return out
 
 
-def parse_value(text: str) -> Any:
-    """CLI value: none/null, true/false, int, float, else the string itself."""
-    low = text.strip().lower()
-    if low in ("none", "null"):
-        return None
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-def apply_overrides(config: Any, pairs: list[str]) -> Any:
-    """A copy of a dataclass config with KEY=VALUE overrides; unknown keys are an error."""
-    known = {f.name for f in dataclasses.fields(config)}
-    changes: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip()
-        if not sep:
-            raise SystemExit(f"--config expects KEY=VALUE, got {pair!r}")
-        if key not in known:
-            raise SystemExit(f"unknown FragmentConfig field {key!r}; known: {', '.join(sorted(known))}")
-        parsed = parse_value(value)
-        current = getattr(config, key)
-        if isinstance(current, float) and isinstance(parsed, int) and not isinstance(parsed, bool):
-            parsed = float(parsed)
-        changes[key] = parsed
-    return dataclasses.replace(config, **changes)
-
-
 def rayfold_choppings(
     structures: dict[str, Path], models: list[str], config: Any, all_fragments: bool
 ) -> tuple[dict[str, str], dict[str, str]]:
@@ -252,7 +216,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from rayfold.config import fragment_config  # noqa: PLC0415
 
-    config = apply_overrides(fragment_config(args.preset), args.config)
+    pairs = [pair.partition("=") for pair in args.config]
+    bad = [key for key, sep, _ in pairs if not sep]
+    if bad:
+        raise SystemExit(f"--config expects KEY=VALUE, got {bad[0]!r}")
+    # typed parsing and unknown-key errors as in `rayfold fragment --set`
+    config = fragment_config(args.preset, {key.strip(): value for key, _, value in pairs})
     dump: dict[str, Any] = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                             "rayfold_config": dataclasses.asdict(config)}
     for name in args.sets:

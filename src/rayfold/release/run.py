@@ -290,9 +290,11 @@ def _check_same_cutting(releases: pa.Table, last: int, config: ReleaseConfig) ->
     row = releases.filter(pc.field("release") == last).to_pylist()[0]
     recorded = json.loads(row["config"] or "{}").get("release", {})
     now = json.loads(json.dumps(asdict(config), sort_keys=True, default=str))
-    changed = [f"{part}.{key}: {recorded.get(part, {}).get(key, '(not recorded)')!r} -> {value!r}"
-               for part in CUTTING for key, value in now[part].items()
-               if recorded.get(part, {}).get(key, "(not recorded)") != value]
+    changed = []
+    for part in CUTTING:
+        before = recorded.get(part, {})
+        changed += [f"{part}.{key}: {before.get(key, '(not recorded)')!r} -> {value!r}"
+                    for key, value in now[part].items() if before.get(key, "(not recorded)") != value]
     if changed:
         raise InputError(
             "settings_changed",
