@@ -9,12 +9,21 @@ Resident memory is split as the kernel counts it: private (RssAnon: the driver's
 (RssFile: the pages of the libraries and files it has mapped), with the glibc main arena's size
 (the `[heap]` mapping) beside them.
 
-    python bench/driver_memory.py /tmp/lin/n10000 /tmp/driver-memory-out
+`--allocators` also attributes the driver's memory by allocator, from inside the driver (a thread
+the child starts before the CLI runs, sampling every 0.25 s): Python objects and NumPy arrays
+(`tracemalloc`, which NumPy reports its data buffers to), Arrow's memory pool, and glibc's
+`mallinfo2` (bytes in use, and bytes freed but kept by the allocator). At the driver's highest RSS
+it prints each allocator's share and the source lines holding the most traced memory then.
+
+    python bench/driver_memory.py /tmp/lin/n10000 /tmp/driver-memory-out [--allocators]
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import json
+import os
 import re
 import subprocess
 import sys
@@ -28,9 +37,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("fragments", help="a fragments dataset (or a run folder holding one)")
     parser.add_argument("out", help="where the clustering tables go")
+    parser.add_argument("--allocators", action="store_true", help="attribute the driver's memory by allocator")
     args = parser.parse_args()
-    child = subprocess.Popen([sys.executable, "-m", "rayfold", "cluster", args.fragments, "--out", args.out,
-                              "--engine", "builtin"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    cli = ["cluster", args.fragments, "--out", args.out, "--engine", "builtin"]
+    probe_file = f"{args.out}.allocators.jsonl"
+    command = ([sys.executable, __file__, "--child", probe_file, *cli] if args.allocators
+               else [sys.executable, "-m", "rayfold", *cli])
+    child = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
     assert child.stderr is not None
     start = time.monotonic()
     samples: list[tuple[float, ...]] = []  # (t, rss, private, shared, file, heap) in MB
@@ -64,6 +77,8 @@ def main() -> None:
     peaks = [max(c) for c in zip(*(s[1:] for s in samples))]
     print(f"\npeak RSS {peaks[0]:.1f} MB, private {peaks[1]:.1f} MB, shared {peaks[2]:.1f} MB, file {peaks[3]:.1f} MB, "
           f"[heap] {peaks[4]:.1f} MB; exit status {child.returncode}")
+    if args.allocators:
+        report_allocators(probe_file, stages)
 
 
 def resident(pid: int) -> tuple[float, float, float, float, float]:
@@ -81,5 +96,64 @@ def resident(pid: int) -> tuple[float, float, float, float, float]:
     return fields["VmRSS"], fields["RssAnon"], fields["RssShmem"], fields["RssFile"], heap
 
 
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def probe(path: str, every: float = 0.25) -> None:
+    """Sample the allocators of this process into `path` (one JSON line per sample, MB); at each new
+    high of RSS, the 12 source lines holding the most traced memory go into the sample too."""
+    import tracemalloc
+
+    import pyarrow as pa
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    tracemalloc.start(1)
+    start, highest = time.monotonic(), 0.0
+    mb = 2**20
+    with open(path, "w") as out:
+        while True:
+            rss = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / mb
+            info = libc.mallinfo2()
+            traced, _ = tracemalloc.get_traced_memory()
+            row = {"t": time.monotonic() - start, "rss": rss, "traced": traced / mb,
+                   "arrow": pa.total_allocated_bytes() / mb, "glibc_used": (info.uordblks + info.hblkhd) / mb,
+                   "glibc_free": info.fordblks / mb, "glibc_mmapped": info.hblkhd / mb}
+            if rss > highest * 1.02 + 1.0:
+                highest = rss
+                stats = tracemalloc.take_snapshot().statistics("lineno")[:12]
+                row["top"] = [[str(s.traceback[0]), s.size / mb] for s in stats]
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+            time.sleep(every)
+
+
+def report_allocators(path: str, stages: list[tuple[float, str]]) -> None:
+    """The allocators' figures at the driver's highest RSS, and each one's highest per stage."""
+    rows = [json.loads(line) for line in open(path)]
+    if not rows:
+        return
+    keys = ("rss", "traced", "arrow", "glibc_used", "glibc_free")
+    print("\n| from | stage | RSS | traced (Python + NumPy) | Arrow pool | glibc in use | glibc free, kept |\n"
+          "|---|---|---|---|---|---|---|")
+    for (begin, name), (end, _) in zip(stages, [*stages[1:], (float("inf"), "")]):
+        here = [r for r in rows if begin <= r["t"] < end]
+        if here:
+            print(f"| {begin:.0f} s | {name} | " + " | ".join(f"{max(r[k] for r in here):.1f}" for k in keys) + " |")
+    peak = max(rows, key=lambda r: r["rss"])
+    last_top = [r for r in rows if "top" in r and r["t"] <= peak["t"]][-1]
+    print(f"\nat the highest RSS ({peak['t']:.0f} s): " + ", ".join(f"{k} {peak[k]:.1f} MB" for k in keys))
+    print(f"most traced memory, by source line ({last_top['t']:.0f} s, RSS {last_top['rss']:.1f} MB):")
+    for where, size in last_top["top"]:
+        print(f"  {size:8.2f} MB  {where}")
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":  # the driver itself, with the probe running
+        threading.Thread(target=probe, args=(sys.argv[2],), daemon=True).start()
+        from rayfold.cli import main as cli_main
+
+        sys.exit(cli_main(sys.argv[3:]))
     main()

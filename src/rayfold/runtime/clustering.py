@@ -138,6 +138,26 @@ def _tries_in_one_task(min_ratio: float, limit: int, *kmer_tables: pa.Table) -> 
     return _tries_batch(_edges_batch(pa.concat_tables(kmer_tables), min_ratio), limit)
 
 
+def _tries_by_shuffle(min_ratio: float, limit: int, partitions: int, kmer_refs: list) -> pa.Table:
+    """Both stages as Ray Data hash shuffles (by k-mer, then by member), run from a task of no CPU:
+    Ray Data's streaming executor (its modules, threads and block bookkeeping, 64 MB measured) lives
+    here, never in the driver, which receives the tries alone (`centres_per_fragment` rows a member)."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    dataset = (ray.data.from_arrow_refs(kmer_refs)
+               .repartition(partitions, keys=["kmer"])
+               .map_batches(_edges_batch, batch_format="pyarrow", batch_size=None,  # type: ignore[arg-type]
+                            fn_kwargs={"min_ratio": min_ratio})
+               .repartition(partitions, keys=["member"])
+               .map_batches(_tries_batch, batch_format="pyarrow", batch_size=None,  # type: ignore[arg-type]
+                            fn_kwargs={"limit": limit}))
+    tables = [t for t in ray.get(dataset.to_arrow_refs()) if t.num_rows]
+    return pa.concat_tables(tables).combine_chunks() if tables else TRIES_SCHEMA.empty_table()
+
+
 class FoldseekNode:
     """Every fragment in one Foldseek database on the node that runs Foldseek (a Ray actor): built
     once from the shards, one at a time, then used by the first pass and each search stage."""
@@ -355,10 +375,11 @@ class RayPrefilter:
 
 class RayKmerCandidates:
     """The k-mer round's candidate edges: k-mers per shard (tasks), a Ray Data hash shuffle by k-mer
-    (edges to each group's centre), a second by member (distinct centres, the best few). A round of
-    at most `rows_per_task` k-mer rows runs both stages in one task instead (the same rows: a
-    shuffle partition holds that many; a shuffle's start-up costs seconds a round). The driver
-    receives at most `centres_per_fragment` rows per fragment."""
+    (edges to each group's centre), a second by member (distinct centres, the best few), driven from
+    a task (`_tries_by_shuffle`), not from the driver. A round of at most `rows_per_task` k-mer rows
+    runs both stages in one task instead (the same rows: a shuffle partition holds that many; a
+    shuffle's start-up costs seconds a round). The driver receives at most `centres_per_fragment`
+    rows per fragment."""
 
     def __init__(self, fragments: ShardedFragments, config: ClusterConfig, progress: bool,
                  rows_per_task: int = KMER_ROWS_PER_TASK) -> None:
@@ -366,6 +387,8 @@ class RayKmerCandidates:
         self.rows_per_task = rows_per_task
         self.remote = ray_remote(_shard_kmers, num_returns=2, runtime_env={"env_vars": WORKER_ENV})
         self.one_task = ray_remote(_tries_in_one_task, runtime_env={"env_vars": WORKER_ENV})
+        # the shuffle's coordinator holds no CPU: its stages' tasks need every one
+        self.shuffle = ray_remote(_tries_by_shuffle, num_cpus=0, runtime_env={"env_vars": WORKER_ENV})
 
     def __call__(self, members: np.ndarray, priority: np.ndarray,
                  seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -405,15 +428,8 @@ class RayKmerCandidates:
         if rows <= self.rows_per_task:
             return ray.get(self.one_task.remote(config.coverage, config.centres_per_fragment, *refs))
         partitions = max(2 * _cpus(), -(-rows // self.rows_per_task))
-        dataset = (ray.data.from_arrow_refs(refs)
-                   .repartition(partitions, keys=["kmer"])
-                   .map_batches(_edges_batch, batch_format="pyarrow", batch_size=None,  # type: ignore[arg-type]
-                                fn_kwargs={"min_ratio": config.coverage})
-                   .repartition(partitions, keys=["member"])
-                   .map_batches(_tries_batch, batch_format="pyarrow", batch_size=None,  # type: ignore[arg-type]
-                                fn_kwargs={"limit": config.centres_per_fragment}))
-        tables = [t for t in ray.get(dataset.to_arrow_refs()) if t.num_rows]
-        return pa.concat_tables(tables).combine_chunks() if tables else TRIES_SCHEMA.empty_table()
+        # a list argument: the k-mer tables stay references until the shuffle's own tasks read them
+        return ray.get(self.shuffle.remote(config.coverage, config.centres_per_fragment, partitions, refs))
 
 
 class RayFoldseek:
