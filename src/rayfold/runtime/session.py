@@ -8,6 +8,8 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from rayfold.runtime.heap import keep_heap_small, release_freed
+
 log = logging.getLogger(__name__)
 
 # One BLAS thread per worker: several threads per process on a busy machine made splits 3-5x slower.
@@ -22,6 +24,7 @@ def ray_session(address: str | None = None, **init_kwargs) -> Iterator[None]:
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS")
+    keep_heap_small()  # this process is the driver: it waits on tasks for hours
     if ray.is_initialized():
         yield
         return
@@ -114,6 +117,7 @@ def iter_tasks(submissions: Sequence[Callable[[], Any]], *, desc: str, progress:
                 index = pending.pop(ref)
                 result = ray.get(ref)
                 bar.update(1)
+                release_freed()  # the freed results' and temporaries' pages, not kept by the heap
                 yield index, result
     finally:
         bar.close()

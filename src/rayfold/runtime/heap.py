@@ -1,0 +1,54 @@
+"""The driver's C heap: give freed memory back to the system instead of keeping it.
+
+At 10^5 fragments most of the driver's growth was memory glibc had been given back by free() and
+kept (`mallinfo2`'s free bytes: 64 MB at 10^4, 92-134 MB at 10^5; `bench/driver_memory.py
+--allocators`): NumPy temporaries of a few hundred kB per fragment-long array, and Ray's and gRPC's
+buffers, freed in an order that leaves holes the heap's top cannot be trimmed past. Two settings
+fix it where glibc is the allocator (elsewhere they do nothing):
+
+- a fixed mmap threshold: blocks of 128 kB and more are mapped on their own and unmapped when
+  freed (glibc otherwise raises the threshold up to 32 MB after the first big free, and every
+  fragment-long array after that lands in the heap);
+- `malloc_trim(0)` now and then while the driver waits on tasks: free pages inside the heap go
+  back to the system too.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import time
+
+M_MMAP_THRESHOLD = -3  # mallopt parameter numbers (malloc.h)
+MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's own starting value, kept fixed
+TRIM_EVERY_SECONDS = 2.0
+
+_state: dict = {"libc": None, "looked": False, "last_trim": 0.0}
+
+
+def _glibc() -> ctypes.CDLL | None:
+    if not _state["looked"]:
+        _state["looked"] = True
+        name = ctypes.util.find_library("c")
+        try:
+            libc = ctypes.CDLL(name) if name else None
+            if libc is not None and hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt"):
+                _state["libc"] = libc
+        except OSError:
+            pass
+    return _state["libc"]
+
+
+def keep_heap_small() -> bool:
+    """Fix the mmap threshold for this process (the driver); False where glibc is not the allocator."""
+    libc = _glibc()
+    return bool(libc is not None and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+
+
+def release_freed(every: float = TRIM_EVERY_SECONDS) -> None:
+    """`malloc_trim(0)`, at most once per `every` seconds (it walks the heap's free chunks)."""
+    libc = _glibc()
+    now = time.monotonic()
+    if libc is not None and now - _state["last_trim"] >= every:
+        _state["last_trim"] = now
+        libc.malloc_trim(0)

@@ -1,0 +1,45 @@
+"""The driver's heap settings (`rayfold.runtime.heap`), in fresh processes: glibc's behaviour
+depends on what the process allocated before."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from rayfold.runtime.heap import _glibc
+
+# a driver-like pattern: temporaries below the mmap threshold (64 kB) freed while small results
+# (4 kB) allocated between them survive, so the freed blocks are holes inside the heap
+PATTERN = """
+import sys
+import numpy as np
+from rayfold.runtime.heap import keep_heap_small, release_freed
+
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+
+keep_heap_small()
+before = rss_mb()
+kept, temporaries = [], []
+for k in range(3000):
+    temporaries.append(np.ones(8192))
+    kept.append(np.ones(512))
+del temporaries
+if sys.argv[1] == "released":
+    release_freed(every=0.0)
+print(rss_mb() - before)
+"""
+
+
+def grown_mb(mode: str) -> float:
+    done = subprocess.run([sys.executable, "-c", PATTERN, mode], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return float(done.stdout.split()[-1])
+
+
+@pytest.mark.skipif(_glibc() is None, reason="glibc's malloc only")
+def test_freed_holes_in_the_heap_go_back_to_the_system():
+    assert grown_mb("kept") > 150  # glibc keeps the ~190 MB of holes it was given back
+    assert grown_mb("released") < 40  # the survivors (12 MB) and the pages they share
