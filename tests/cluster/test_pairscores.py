@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from rayfold.cluster.algorithm import known_scores, scores_of
+from rayfold.cluster.algorithm import known_scores, scores_of, unique_pairs
 from rayfold.cluster.linkage import pair_key
-from rayfold.cluster.pairscores import PairScores
+from rayfold.cluster.pairscores import DistinctPairs, PairScores
 from rayfold.cluster.rules import id_rank, priority_order
 
 
@@ -64,3 +64,16 @@ def test_priority_order_matches_a_python_sort_whatever_the_id_order():
     assert priority_order(plddt, lengths, ids).tolist() == expected.tolist()
     assert id_rank(sorted(ids)).tolist() == list(range(300))
     assert [sorted(ids)[r] for r in id_rank(ids)] == ids
+
+
+
+@pytest.mark.parametrize("chunk", [1_000, 50_000, 150_000])
+def test_distinct_pairs_fold_equals_unique_pairs_in_any_chunking(chunk):
+    rng = np.random.default_rng(chunk)
+    pairs = rng.integers(0, 300, size=(150_000, 2))  # duplicates, both orientations and self-pairs
+    pairs[-5:] = [[2**31 - 2, 2**31 - 1], [2**31 - 1, 0], [4, 4], [0, 2**31 - 1], [3, 2]]
+    folded = DistinctPairs()
+    for start in range(0, len(pairs), chunk):
+        folded.add(pairs[start:start + chunk])
+    assert np.array_equal(folded.pairs(), unique_pairs(pairs))
+    assert DistinctPairs().pairs().shape == (0, 2)

@@ -19,6 +19,34 @@ def pair_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (np.minimum(a, b) << _SHIFT) | np.maximum(a, b)
 
 
+class DistinctPairs:
+    """Unordered pairs folded as they come (a pair found from both ends, or twice, counts once):
+    the distinct keys at 8 bytes a pair, compacted whenever the pending keys pass the kept ones, so
+    a search's candidates never sit on the driver all at once with their copies."""
+
+    def __init__(self) -> None:
+        self.kept = np.zeros(0, np.int64)
+        self.pending: list[np.ndarray] = []
+        self.pending_rows = 0
+
+    def add(self, pairs: np.ndarray) -> None:
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+        self.pending.append(pair_keys(pairs[:, 0], pairs[:, 1]))
+        self.pending_rows += len(pairs)
+        if self.pending_rows > max(65_536, len(self.kept)):
+            self._compact()
+
+    def _compact(self) -> None:
+        self.kept = np.unique(np.concatenate([self.kept, *self.pending]))
+        self.pending, self.pending_rows = [], 0
+
+    def pairs(self) -> np.ndarray:
+        """(i < j) rows, unique, sorted: what `rayfold.cluster.algorithm.unique_pairs` gives."""
+        self._compact()
+        return np.column_stack([self.kept >> _SHIFT, self.kept & np.int64((1 << 32) - 1)])
+
+
 class PairScores:
     """Unordered pair -> min-TM. Later scores of a pair replace earlier ones (as dict updates do)."""
 

@@ -23,6 +23,7 @@ import pyarrow as pa
 from rayfold.cluster.algorithm import Columns, Engine, cluster, unique_pairs, unique_scored_pairs
 from rayfold.cluster.evidence import Evidence, edge_bits, empty_columns, take_rows, worth_keeping
 from rayfold.cluster.memo import VALUES, AlignmentMemo
+from rayfold.cluster.pairscores import DistinctPairs
 from rayfold.cluster.rules import ClusterConfig
 from rayfold.io.storage import exists, join_uri, parquet_parts, write_parquet
 from rayfold.model.errors import InputError
@@ -335,7 +336,13 @@ class RayPrefilter:
         self.remote = ray_remote(_search_block, runtime_env={"env_vars": WORKER_ENV})
 
     def __call__(self, queries: np.ndarray, targets: np.ndarray, *, desc: str) -> np.ndarray:
-        return self.scored(queries, targets, desc=desc)[0]
+        """Unordered pairs (i < j, unique, sorted), folded block by block as they finish: the driver
+        holds the distinct pairs, 8 bytes each, and one block (the audit's candidates grow with the
+        target shards: 100 per query and shard)."""
+        distinct = DistinctPairs()
+        for pairs, _ in self.blocks(queries, targets, desc=desc):
+            distinct.add(pairs)
+        return distinct.pairs()
 
     def scored(self, queries: np.ndarray, targets: np.ndarray, *, desc: str,
                limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
