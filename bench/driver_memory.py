@@ -46,7 +46,7 @@ def main() -> None:
     child = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
     assert child.stderr is not None
     start = time.monotonic()
-    samples: list[tuple[float, ...]] = []  # (t, rss, private, shared, file, heap) in MB
+    samples: list[tuple[float, ...]] = []  # (t, rss, private, shared, file, heap, high-water mark) in MB
 
     def sample() -> None:
         while child.poll() is None:
@@ -68,7 +68,8 @@ def main() -> None:
                 seen.add(match.group(1))
                 stages.append((time.monotonic() - start, match.group(1).decode()))
     child.wait()
-    print("| from | stage | RSS max (MB) | private max | shared max | file max | [heap] max |\n|---|---|---|---|---|---|---|")
+    print("| from | stage | RSS max (MB) | private max | shared max | file max | [heap] max | high-water mark |\n"
+          "|---|---|---|---|---|---|---|---|")
     for (begin, name), (end, _) in zip(stages, [*stages[1:], (float("inf"), "")]):
         rows = [s[1:] for s in samples if begin <= s[0] < end]
         if rows:
@@ -76,24 +77,24 @@ def main() -> None:
             print(f"| {begin:.0f} s | {name} | {columns} |")
     peaks = [max(c) for c in zip(*(s[1:] for s in samples))]
     print(f"\npeak RSS {peaks[0]:.1f} MB, private {peaks[1]:.1f} MB, shared {peaks[2]:.1f} MB, file {peaks[3]:.1f} MB, "
-          f"[heap] {peaks[4]:.1f} MB; exit status {child.returncode}")
+          f"[heap] {peaks[4]:.1f} MB; the kernel's high-water mark {peaks[5]:.1f} MB; exit status {child.returncode}")
     if args.allocators:
         report_allocators(probe_file, stages)
 
 
-def resident(pid: int) -> tuple[float, float, float, float, float]:
-    """(RSS, private, shared, file, [heap] size) in MB (MiB) from /proc/PID (Linux)."""
+def resident(pid: int) -> tuple[float, float, float, float, float, float]:
+    """(RSS, private, shared, file, [heap] size, high-water mark) in MB (MiB) from /proc/PID (Linux)."""
     fields = {}
     for line in open(f"/proc/{pid}/status"):
         key, _, value = line.partition(":")
-        if key in ("VmRSS", "RssAnon", "RssShmem", "RssFile"):
+        if key in ("VmRSS", "RssAnon", "RssShmem", "RssFile", "VmHWM"):
             fields[key] = int(value.split()[0]) / 1024
     heap = 0.0
     for line in open(f"/proc/{pid}/maps"):
         if line.rstrip().endswith("[heap]"):
             start, end = (int(x, 16) for x in line.split()[0].split("-"))
             heap += (end - start) / 2**20
-    return fields["VmRSS"], fields["RssAnon"], fields["RssShmem"], fields["RssFile"], heap
+    return fields["VmRSS"], fields["RssAnon"], fields["RssShmem"], fields["RssFile"], heap, fields["VmHWM"]
 
 
 class MallInfo2(ctypes.Structure):
