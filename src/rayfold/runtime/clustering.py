@@ -28,6 +28,7 @@ from rayfold.cluster.rules import ClusterConfig
 from rayfold.io.storage import exists, join_uri, parquet_parts, write_parquet
 from rayfold.model.errors import InputError
 from rayfold.model.fragset import FragmentSet
+from rayfold.runtime.heap import release_freed
 from rayfold.runtime.session import WORKER_ENV, iter_tasks, ray_remote, ray_session
 from rayfold.runtime.shards import (
     ShardedFragments,
@@ -566,7 +567,12 @@ def load_fragments(uri: str, *, storage_options: dict | None = None, shard_size:
     catalogue = fragment_catalogue(parts, storage_options)
     if catalogue.num_rows == 0:
         raise InputError("no_fragments", f"no fragments table at {uri}")
-    return load_sharded(parts, catalogue, storage_options=storage_options, shard_size=shard_size)
+    # what reading the part files freed goes back before the ids' Python strings are made
+    release_freed(every=0.0)
+    sharded = load_sharded(parts, catalogue, storage_options=storage_options, shard_size=shard_size)
+    del catalogue
+    release_freed(every=0.0)
+    return sharded
 
 
 def run_cluster(

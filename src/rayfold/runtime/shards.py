@@ -94,11 +94,15 @@ def load_sharded(parts: Sequence[str], catalogue: pa.Table, *, storage_options: 
     from rayfold.runtime.session import WORKER_ENV, ray_remote
 
     # Arrow sorts strings by their UTF-8 bytes: the order of Python's str comparison, without a
-    # Python object per id (ids are unique, so the sort's stability does not matter)
-    catalogue = catalogue.take(pc.sort_indices(catalogue.column("fragment_id")))
+    # Python object per id (ids are unique, so the sort's stability does not matter). Each column
+    # is taken in that order on its own, never a sorted copy of the whole catalogue at once.
+    order = pc.sort_indices(catalogue.column("fragment_id"))
     n = catalogue.num_rows
-    part = catalogue.column("part").to_numpy().astype(np.int64)
-    row = catalogue.column("row").to_numpy().astype(np.int64)
+
+    def sorted_column(name: str, dtype: type) -> np.ndarray:
+        return pc.take(catalogue.column(name), order).to_numpy().astype(dtype)
+
+    part, row = sorted_column("part", np.int64), sorted_column("row", np.int64)
     # shard s holds global indices [s * shard_size, (s + 1) * shard_size): the layout depends on the
     # ids alone, never on how inputs were grouped into part files (so neither do search results)
     task = ray_remote(_read_shard, runtime_env={"env_vars": WORKER_ENV})
@@ -110,9 +114,8 @@ def load_sharded(parts: Sequence[str], catalogue: pa.Table, *, storage_options: 
                                 [np.sort(rows_here[parts_here == p]) for p in touched.tolist()], storage_options))
     g = np.arange(n)
     shard_of, position = g // shard_size, g % shard_size
-    index = FragmentIndex(catalogue.column("fragment_id").to_pylist(),
-                          catalogue.column("n_residues").to_numpy().astype(np.int32),
-                          catalogue.column("mean_plddt").to_numpy().astype(np.float32))
+    lengths, mean_plddt = sorted_column("n_residues", np.int32), sorted_column("mean_plddt", np.float32)
+    index = FragmentIndex(pc.take(catalogue.column("fragment_id"), order).to_pylist(), lengths, mean_plddt)
     return ShardedFragments(index, shard_of.astype(np.int32), position.astype(np.int32), refs)
 
 
