@@ -51,12 +51,33 @@ def test_shards_hold_the_passed_fragments_whatever_the_part_layout(ray_local, fr
         assert sharded.index.ids == expected.ids
         assert sharded.index.lengths.tolist() == expected.lengths.tolist()
         assert sharded.n_shards == -(-len(expected) // shard_size)
-        for g in (0, len(expected) // 2, len(expected) - 1):
-            shard = ray.get(sharded.refs[sharded.shard_of[g]])
-            p = int(sharded.position[g])
+        shards = ray.get(sharded.refs)
+        for g in range(len(expected)):  # every fragment where the index says, whole
+            shard, p = shards[sharded.shard_of[g]], int(sharded.position[g])
             assert shard.ids[p] == expected.ids[g]
-            assert np.allclose(shard.coords[p], expected.coords[g])
+            assert np.array_equal(shard.coords[p], expected.coords[g])
+            assert shard.sequences[p] == expected.sequences[g]
             assert shard.states_3di[p] == expected.states_3di[g]
+        assert sum(len(s) for s in shards) == len(expected)
+
+
+def test_read_groups_read_each_part_once_and_keep_contiguous_parts_together() -> None:
+    from rayfold.runtime.shards import read_groups
+
+    rng = np.random.default_rng(5)
+    # parts of 30 fragments over a contiguous id range each (one release, inputs in id order)
+    contiguous = np.repeat(rng.permutation(40), 30)
+    # parts whose ids spread over every shard (tar shards of proteomes): each in every shard
+    spread = rng.integers(0, 40, 1200)
+    for part in (contiguous, spread):
+        groups = read_groups(part, 100)
+        assert sorted(np.concatenate(groups).tolist()) == sorted(set(part.tolist()))  # each part once
+    group_of = {p: k for k, members in enumerate(read_groups(contiguous, 100)) for p in members.tolist()}
+    in_order = [group_of[p] for p in contiguous.tolist()]
+    assert in_order == sorted(in_order)  # groups follow the global order
+    # a shard of 100 fragments overlaps at most two groups
+    assert max(len(set(in_order[s:s + 100])) for s in range(0, len(contiguous), 100)) <= 2
+    assert read_groups(np.zeros(0, np.int64), 10) == []
 
 
 def test_blocks_cut_by_cost_keep_the_rows_in_order() -> None:
@@ -178,9 +199,14 @@ def test_the_sharded_scored_search_checks_at_most_limit_candidates_per_query_and
     fs = FragmentSet.from_table(fragments_table, passed_only=True)
     everyone = np.arange(len(fs))
     prefilter = RayPrefilter(shard_in_memory(fs, 5), PrefilterConfig(), progress=False)
-    full, full_tm = prefilter.scored(everyone, everyone, desc="test")
+
+    def scored(limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        blocks = list(prefilter.blocks(everyone, everyone, desc="test", limit=limit))
+        return unique_scored_pairs(np.concatenate([p for p, _ in blocks]), np.concatenate([s for _, s in blocks]))
+
+    full, full_tm = scored()
     assert len(full) > 2, "the example set has no candidate pairs: the test would prove nothing"
-    limited, limited_tm = prefilter.scored(everyone, everyone, desc="test", limit=1)
+    limited, limited_tm = scored(limit=1)
     # the same search, block by block in this process: each (query, target shard) keeps its best seed
     want_pairs, want_tm = [], []
     for start in range(0, len(fs), 5):

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from rayfold.cluster.algorithm import Columns, Engine, cluster, unique_pairs, unique_scored_pairs
+from rayfold.cluster.algorithm import Columns, Engine, cluster, unique_pairs
 from rayfold.cluster.evidence import Evidence, edge_bits, empty_columns, take_rows, worth_keeping
 from rayfold.cluster.memo import VALUES, AlignmentMemo
 from rayfold.cluster.pairscores import DistinctPairs
@@ -29,7 +29,7 @@ from rayfold.io.storage import exists, join_uri, parquet_parts, write_parquet
 from rayfold.model.errors import InputError
 from rayfold.model.fragset import FragmentSet
 from rayfold.runtime.heap import release_freed
-from rayfold.runtime.session import WORKER_ENV, iter_tasks, ray_remote, ray_session
+from rayfold.runtime.session import WORKER_ENV, iter_tasks, quiet_ray_data, ray_remote, ray_session
 from rayfold.runtime.shards import (
     ShardedFragments,
     fragment_catalogue,
@@ -146,9 +146,7 @@ def _tries_by_shuffle(min_ratio: float, limit: int, partitions: int, kmer_refs: 
     here, never in the driver, which receives the tries alone (`centres_per_fragment` rows a member)."""
     import ray
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
+    quiet_ray_data()
     dataset = (ray.data.from_arrow_refs(kmer_refs)
                .repartition(partitions, keys=["kmer"])
                .map_batches(_edges_batch, batch_format="pyarrow", batch_size=None,  # type: ignore[arg-type]
@@ -344,15 +342,6 @@ class RayPrefilter:
         for pairs, _ in self.blocks(queries, targets, desc=desc):
             distinct.add(pairs)
         return distinct.pairs()
-
-    def scored(self, queries: np.ndarray, targets: np.ndarray, *, desc: str,
-               limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Unordered pairs (i < j, unique) and the best estimated TM of each; `limit`: candidates per
-        query and target shard that get the structural check (default: the prefilter's own)."""
-        parts = list(self.blocks(queries, targets, desc=desc, limit=limit))
-        if not parts:
-            return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
-        return unique_scored_pairs(np.concatenate([p for p, _ in parts]), np.concatenate([s for _, s in parts]))
 
     def blocks(self, queries: np.ndarray, targets: np.ndarray, *, desc: str,
                limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:

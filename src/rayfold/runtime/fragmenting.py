@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from rayfold.config import FragmentConfig, ReadConfig, RunConfig
 from rayfold.fragment.stage import FragmentStage
 from rayfold.io.storage import InputRef, join_uri, list_files, list_inputs, write_bytes, write_parquet
-from rayfold.runtime.session import WORKER_ENV, ray_session
+from rayfold.runtime.session import WORKER_ENV, quiet_ray_data, ray_session
 
 
 @dataclass(frozen=True)
@@ -165,9 +165,7 @@ def fragment_units(
     totals = {"structures": 0, "fragments": 0, "passed": 0, "errors": 0}
     if not units:
         return totals
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
+    quiet_ray_data()
     cpus = int(ray.cluster_resources().get("CPU", 1))
     workers = max(1, min(run.num_workers or cpus, len(units)))
     sources = sources or {}

@@ -51,6 +51,15 @@ def quiet() -> None:
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")  # Ray Data sets its loggers' levels from this
 
 
+def quiet_ray_data() -> None:
+    """No progress bars or execution banner from Ray Data in this process: rayfold shows its own."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+
+
 def _ray_log_level() -> int:
     """WARNING, or what the caller set on the "ray" logger if quieter (`quiet`)."""
     return max(logging.WARNING, logging.getLogger("ray").level)

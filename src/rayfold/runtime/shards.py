@@ -1,9 +1,10 @@
 """Fragments spread over the object store in shards; the driver keeps only ids, lengths and mean pLDDT.
 
-A shard is a `FragmentSet` of up to `shard_size` fragments (coordinates, sequences, 3Di), read by a
-task straight from the fragments table's part files (column projection, the selected rows only), so
-no coordinates ever pass through the driver. Fragment g (global index: rank of its id) lives in
-shard `shard_of[g]` at row `position[g]`; a shard's rows are in global order.
+A shard is a `FragmentSet` of up to `shard_size` fragments (coordinates, sequences, 3Di), cut by a
+task from tables that reading tasks made of the fragments table's part files (column projection,
+the selected rows only, each file read once), so no coordinates ever pass through the driver.
+Fragment g (global index: rank of its id) lives in shard `shard_of[g]` at row `position[g]`; a
+shard's rows are in global order.
 
 Work over pairs is blocked by shard pair: a TM-align task gets the two shards its pairs touch, a
 search task one query shard and one target shard. No task holds more than two shards.
@@ -75,22 +76,48 @@ def shard_in_memory(fragments: FragmentSet, shard_size: int) -> ShardedFragments
                             (g // shard_size).astype(np.int32), (g % shard_size).astype(np.int32), refs)
 
 
-def _read_shard(parts: Sequence[str], rows: Sequence[np.ndarray], storage_options: dict | None) -> FragmentSet:
-    """The selected rows of some part files, in fragment id order (a Ray task)."""
+def _read_group(parts: Sequence[str], rows: Sequence[np.ndarray], storage_options: dict | None) -> pa.Table:
+    """The selected rows of some part files, each file read once, sorted by fragment id (a Ray task):
+    a shard's rows from this group are then one contiguous slice of it."""
     from rayfold.io.storage import read_parquet_part
 
     tables = [read_parquet_part(p, storage_options, columns=SHARD_COLUMNS).take(pa.array(r))
               for p, r in zip(parts, rows)]
+    return pa.concat_tables(tables, promote_options="default").sort_by("fragment_id")
+
+
+def _cut_shard(slices: Sequence[tuple[int, int]], *groups: pa.Table) -> FragmentSet:
+    """One shard from slices of the groups' tables (a Ray task; the tables are read from the object
+    store without a copy, so a slice costs its own rows, not its group's)."""
+    tables = [g.slice(lo, hi - lo) for g, (lo, hi) in zip(groups, slices)]
     table = pa.concat_tables(tables, promote_options="default") if tables else None
     if table is None or table.num_rows == 0:
         return FragmentSet.from_arrays([], [], [], np.zeros(0), [])
     return FragmentSet.from_table(table, passed_only=False)
 
 
+def read_groups(part: np.ndarray, rows_per_group: int) -> list[np.ndarray]:
+    """The part files (indices) each reading task takes, given each fragment's part in global index
+    order: parts in the order of their first fragment, a group closing at the part that takes the
+    running row count past a multiple of `rows_per_group`. Fragments of one input release sit
+    together in id order, so a shard touches one or two groups; a part whose ids spread over the
+    whole id range (a proteome's tar) is read once all the same."""
+    present, first, counts = np.unique(part, return_index=True, return_counts=True)
+    by_first = np.argsort(first, kind="stable")
+    present, counts = present[by_first], counts[by_first]
+    closes = np.flatnonzero(np.diff(np.cumsum(counts) // max(1, rows_per_group), prepend=0) > 0)
+    return [g for g in np.split(present, closes + 1) if len(g)]
+
+
 def load_sharded(parts: Sequence[str], catalogue: pa.Table, *, storage_options: dict | None = None,
                  shard_size: int = 4096) -> ShardedFragments:
     """Shards of the catalogue's rows, by id order: `catalogue` has fragment_id, n_residues,
-    mean_plddt, and `part` / `row` (which row of which of `parts` holds the fragment); ids unique."""
+    mean_plddt, and `part` / `row` (which row of which of `parts` holds the fragment); ids unique.
+
+    Two kinds of task, so that every part file is read once whatever its ids: reading tasks take
+    groups of parts (`read_groups`) and give their rows sorted by id; a shard task cuts its rows out
+    of the groups it overlaps (one contiguous slice of each). Both results are task returns, owned
+    by the driver, which never holds their rows."""
     from rayfold.runtime.session import WORKER_ENV, ray_remote
 
     # Arrow sorts strings by their UTF-8 bytes: the order of Python's str comparison, without a
@@ -105,13 +132,28 @@ def load_sharded(parts: Sequence[str], catalogue: pa.Table, *, storage_options: 
     part, row = sorted_column("part", np.int64), sorted_column("row", np.int64)
     # shard s holds global indices [s * shard_size, (s + 1) * shard_size): the layout depends on the
     # ids alone, never on how inputs were grouped into part files (so neither do search results)
-    task = ray_remote(_read_shard, runtime_env={"env_vars": WORKER_ENV})
+    groups = read_groups(part, shard_size)
+    group_of = np.zeros(len(parts), np.int64)
+    for k, members in enumerate(groups):
+        group_of[members] = k
+    # each part's fragments in global order, one contiguous run of `by_part` per part
+    by_part = np.argsort(part, kind="stable")
+    part_start = np.searchsorted(part[by_part], np.arange(len(parts) + 1))
+    read = ray_remote(_read_group, runtime_env={"env_vars": WORKER_ENV})
+    cut = ray_remote(_cut_shard, runtime_env={"env_vars": WORKER_ENV})
+    tables, in_group = [], []
+    for members in groups:
+        runs = [by_part[part_start[p]:part_start[p + 1]] for p in members.tolist()]
+        tables.append(read.remote([parts[p] for p in members.tolist()], [row[r] for r in runs], storage_options))
+        in_group.append(np.sort(np.concatenate(runs)))  # the group's fragments in id order: its table's rows
+    del row, by_part
     refs = []
     for start in range(0, n, shard_size):
-        rows_here, parts_here = row[start:start + shard_size], part[start:start + shard_size]
-        touched = np.unique(parts_here)
-        refs.append(task.remote([parts[p] for p in touched.tolist()],
-                                [np.sort(rows_here[parts_here == p]) for p in touched.tolist()], storage_options))
+        touched = np.unique(group_of[part[start:start + shard_size]])
+        slices = [(int(np.searchsorted(in_group[k], start)), int(np.searchsorted(in_group[k], start + shard_size)))
+                  for k in touched.tolist()]
+        refs.append(cut.remote(slices, *[tables[k] for k in touched.tolist()]))
+    del tables, in_group, part
     g = np.arange(n)
     shard_of, position = g // shard_size, g % shard_size
     lengths, mean_plddt = sorted_column("n_residues", np.int32), sorted_column("mean_plddt", np.float32)
