@@ -178,29 +178,35 @@ class BestPartners:
 
 
 def resolve_greedy(members: np.ndarray, member: np.ndarray, centre: np.ndarray, attempt: np.ndarray,
-                   priority: np.ndarray) -> np.ndarray:
-    """rep_of over `members`: in priority order, each joins its first accepting centre that is a
-    representative, else represents itself (every centre has a better priority than its members)."""
+                   priority: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    """rep_of over `members` (int32): in priority order, each joins its first accepting centre that
+    is a representative, else represents itself (every centre has a better priority than its
+    members). int32 per fragment, and the Python loop takes `chunk` members at a time: the driver never
+    holds a Python int per fragment."""
     n = len(priority)
     order = np.lexsort((attempt, priority[member]))
-    member, centre = member[order], centre[order]
+    member, centre = member[order].astype(np.int32), centre[order].astype(np.int32)
+    del order
     is_rep = np.zeros(n, bool)
-    rep = np.full(n, -1, np.int64)
+    rep = np.full(n, -1, np.int32)
     # edges of one member are contiguous after the sort (priorities are distinct): rows [start, end)
-    start = np.zeros(n, np.int64)
-    end = np.zeros(n, np.int64)
+    start = np.zeros(n, np.int32)
+    end = np.zeros(n, np.int32)
     if len(member):
         firsts = np.flatnonzero(np.r_[True, member[1:] != member[:-1]])
         start[member[firsts]] = firsts
         end[member[firsts]] = np.r_[firsts[1:], len(member)]
-    for x in members[np.argsort(priority[members], kind="stable")].tolist():
-        for c in centre[start[x]:end[x]].tolist():
-            if is_rep[c]:
-                rep[x] = c
-                break
-        if rep[x] < 0:
-            rep[x] = x
-            is_rep[x] = True
+        del firsts
+    in_order = members[np.argsort(priority[members], kind="stable")]
+    for lo in range(0, len(in_order), chunk):
+        for x in in_order[lo:lo + chunk].tolist():
+            for c in centre[start[x]:end[x]].tolist():
+                if is_rep[c]:
+                    rep[x] = c
+                    break
+            if rep[x] < 0:
+                rep[x] = x
+                is_rep[x] = True
     return rep[members]
 
 

@@ -90,23 +90,29 @@ def link_clusters(
     """
     if linkage not in LINKAGES:
         raise ValueError(f"unknown linkage {linkage!r}: one of {', '.join(LINKAGES)}")
-    rep_of = np.asarray(rep_of, dtype=np.int64)
-    n = len(rep_of)
+    rep_of = np.asarray(rep_of)
     rep_a = np.asarray(rep_a, dtype=np.int64)
     rep_b = np.asarray(rep_b, dtype=np.int64)
     rows = len(rep_a)
     decision = np.full(rows, REDUNDANT, dtype=object)
     guard_tm = np.full(rows, np.nan)
-    fp_size = np.bincount(rep_of, minlength=n)
+    # the forest joins first-pass representatives only (local index k: first_reps[k]); the driver
+    # keeps nothing per fragment through the loop, where the guard's alignments run
+    first_reps, fp_counts = np.unique(rep_of, return_counts=True)
+    fp_size = dict(zip(first_reps.tolist(), fp_counts.tolist()))
+    local_a, local_b = np.searchsorted(first_reps, rep_a), np.searchsorted(first_reps, rep_b)
+    for local, given in ((local_a, rep_a), (local_b, rep_b)):
+        if len(given) and not (len(first_reps) and (first_reps[np.minimum(local, len(first_reps) - 1)] == given).all()):
+            raise ValueError("evidence rows must join first-pass representatives (values of rep_of)")
 
     def key(r: int) -> tuple[int, int]:
-        return (-int(fp_size[r]), int(rank[r]))
+        return (-fp_size[r], int(rank[r]))
 
-    forest = UnionFind(n)
+    forest = UnionFind(len(first_reps))
     head: dict[int, int] = {}  # union-find root -> cluster representative
     reps_of: dict[int, list[int]] = {}  # union-find root -> its first-pass representatives
-    for r in np.unique(rep_of).tolist():
-        head[r], reps_of[r] = r, [r]
+    for k, r in enumerate(first_reps.tolist()):
+        head[k], reps_of[k] = r, [r]
 
     scores = _Scores(PairScores.of(known), score)
     usable = np.ones(rows, bool) if linkage != "method" else (np.asarray(source) == "representatives")
@@ -115,7 +121,7 @@ def link_clusters(
 
     def plan(k: int) -> tuple[int, int, int, int] | None:
         """(root to keep, root that gives up its representative, kept representative, other) or None."""
-        ra, rb = forest.find(int(rep_a[k])), forest.find(int(rep_b[k]))
+        ra, rb = forest.find(int(local_a[k])), forest.find(int(local_b[k]))
         if ra == rb:
             return None
         if key(head[ra]) <= key(head[rb]):
@@ -156,8 +162,8 @@ def link_clusters(
         decision[k] = MERGED
         position += 1
 
-    first_reps, first_rep_index = np.unique(rep_of, return_inverse=True)
-    label = np.array([head[forest.find(r)] for r in first_reps.tolist()], dtype=np.int64)[first_rep_index]
+    label = np.array([head[forest.find(k)] for k in range(len(first_reps))], dtype=np.int64)[
+        np.searchsorted(first_reps, rep_of)]
     if linkage == "guarded":
         i = rep_a if pair_i is None else np.asarray(pair_i, dtype=np.int64)
         j = rep_b if pair_j is None else np.asarray(pair_j, dtype=np.int64)

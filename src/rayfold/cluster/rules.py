@@ -77,11 +77,16 @@ class ClusterConfig:
                           seed=self.seed)
 
 
+def in_id_order(ids: Sequence[str]) -> bool:
+    """Whether the ids are sorted (the sharded engine's global index is): one pass of comparisons."""
+    return all(ids[k] < ids[k + 1] for k in range(len(ids) - 1))
+
+
 def id_rank(ids: Sequence[str]) -> np.ndarray:
     """rank[i]: the place of ids[i] in sorted order (ids unique). A set already in id order (the
     sharded engine's global index) costs one pass of comparisons and no Python objects."""
     n = len(ids)
-    if all(ids[k] < ids[k + 1] for k in range(n - 1)):
+    if in_id_order(ids):
         return np.arange(n, dtype=np.int64)
     rank = np.empty(n, np.int64)
     rank[np.argsort(np.array(ids, dtype=object), kind="stable")] = np.arange(n)

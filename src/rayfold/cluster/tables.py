@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 from rayfold.cluster.cohesion import Cohesion
-from rayfold.cluster.rules import SingletonAudit, id_rank
+from rayfold.cluster.rules import SingletonAudit, id_rank, in_id_order
 from rayfold.model import schema
 from rayfold.model.fragset import Fragments
 
@@ -32,22 +32,27 @@ def cluster_tables(
     """clusters, members, merges and singleton_audit tables, sorted by their keys."""
     # one Arrow copy of the ids, taken from: no Python list per column
     names = pa.array(fragments.ids, pa.string())
-    in_id_order = id_rank(fragments.ids)
     n = len(names)
+    # the sharded engine's index is in id order already: no rank array then
+    rank = None if in_id_order(fragments.ids) else id_rank(fragments.ids)
 
     def named(index: np.ndarray) -> pa.Array:
         return names.take(pa.array(np.asarray(index, dtype=np.int64)))
 
-    # per-cluster figures over the clusters only (k of them), not n-long arrays
-    reps, cluster_of, sizes = np.unique(cluster_rep, return_inverse=True, return_counts=True)
-    first_pass_per_cluster = np.bincount(cluster_of[np.unique(rep_of)], minlength=len(reps))
-    lengths = np.asarray(fragments.lengths, dtype=np.int64)
-    min_length = np.full(len(reps), np.iinfo(np.int64).max, np.int64)
-    max_length = np.zeros(len(reps), np.int64)
-    np.minimum.at(min_length, cluster_of, lengths)
-    np.maximum.at(max_length, cluster_of, lengths)
-    del cluster_of
-    order = np.argsort(in_id_order[reps], kind="stable")
+    # per-cluster figures over the clusters only (k of them); per fragment, a count and two int32
+    # lengths by representative (16 B), not the sort and inverse of np.unique (~45 B)
+    counts = np.bincount(cluster_rep, minlength=n)
+    reps = np.flatnonzero(counts)
+    sizes = counts[reps]
+    first_pass_per_cluster = np.bincount(cluster_rep[np.unique(rep_of)], minlength=n)[reps]
+    del counts
+    lengths = np.asarray(fragments.lengths)
+    min_length = np.full(n, np.iinfo(np.int32).max, np.int32)
+    max_length = np.zeros(n, np.int32)
+    np.minimum.at(min_length, cluster_rep, lengths)
+    np.maximum.at(max_length, cluster_rep, lengths)
+    min_length, max_length = min_length[reps].astype(np.int64), max_length[reps].astype(np.int64)
+    order = np.argsort(rank[reps], kind="stable") if rank is not None else np.arange(len(reps))
     reps = reps[order]
     sampled, low, mid = cohesion.of(reps)
     clusters = pa.Table.from_arrays(
@@ -85,7 +90,7 @@ def cluster_tables(
          pa.array(singletons.sizes.astype(np.int64), type=pa.int64())],
         schema=schema.SINGLETON_AUDIT,
     )
-    if not np.array_equal(in_id_order, np.arange(n)):
-        members = members.take(pa.array(np.argsort(in_id_order)))
+    if rank is not None:
+        members = members.take(pa.array(np.argsort(rank)))
     return {"clusters": clusters, "members": members, "merges": merges,
             "singleton_audit": singleton_audit}

@@ -100,6 +100,13 @@ def _shard_kmers(shard: FragmentSet, rows: np.ndarray, members: np.ndarray, prio
                      "length": lengths[owner].astype(np.int32)}), len(kmer)
 
 
+def index_pairs(pairs: np.ndarray) -> np.ndarray:
+    """(k, 2) fragment index pairs as given when they are int32 (the k-mer rounds' tries: half the
+    driver's bytes per pair), int64 otherwise."""
+    pairs = np.asarray(pairs).reshape(-1, 2)
+    return pairs if pairs.dtype == np.int32 else np.asarray(pairs, dtype=np.int64)
+
+
 def value_of(wanted: np.ndarray, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
     """values[k] of the row k where keys[k] == each wanted key (every wanted key is among `keys`, and
     a key has one value): sorted arrays, not a dict of Python ints over a partition's rows."""
@@ -278,7 +285,8 @@ class RayAligner:
                 rows = blocks[index][2]
                 todo = ~found[rows]
                 if todo.any() and self.on_aligned is not None:
-                    self.on_aligned({"i": pairs[rows[todo], 0], "j": pairs[rows[todo], 1],
+                    i, j = (pairs[rows[todo], end].astype(np.int64) for end in (0, 1))
+                    self.on_aligned({"i": i, "j": j,
                                      **{k: part[k] for k in VALUES}})
                 if todo.any() and not todo.all():  # a block answered in part: the rest from the memo
                     merged = {k: known[k][rows].copy() for k in VALUES}  # type: ignore[index]
@@ -292,14 +300,14 @@ class RayAligner:
     def align(self, pairs: np.ndarray, *, desc: str) -> Columns:
         """Columns of all alignments, in pair order. Each block's result is copied into its rows as it
         arrives and let go: the driver never holds every block's result besides the columns."""
-        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        pairs = index_pairs(pairs)
         blocks, results = self._results(pairs, desc)
         columns = {k: np.zeros(len(pairs), v.dtype) for k, v in empty_columns().items()}
         for index, part in results:
             rows = blocks[index][2]
             for k in VALUES:
                 columns[k][rows] = part[k]
-        columns["i"], columns["j"] = pairs[:, 0].copy(), pairs[:, 1].copy()
+        columns["i"], columns["j"] = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
         return columns
 
     def align_kept(self, pairs: np.ndarray, config: ClusterConfig, evidence: Evidence, *, desc: str) -> np.ndarray:
@@ -308,7 +316,7 @@ class RayAligner:
         order their tasks finish in, so its rows are the same on every run; a finished block waits
         for the blocks before it, and submissions stay within `2 * max_in_flight` places of the
         oldest unfinished one, so a straggler holds back at most that many blocks' kept rows."""
-        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        pairs = index_pairs(pairs)
         blocks, results = self._results(pairs, desc, max_ahead=2 * self.max_in_flight)
         bits = np.zeros(len(pairs), np.uint8)
         finished: dict[int, Columns] = {}
