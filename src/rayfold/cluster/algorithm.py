@@ -204,7 +204,7 @@ def cluster(fragments: Fragments, engine: Engine, aligner: Aligner, config: Clus
     steps = Steps(aligner)
 
     # 1. first pass
-    members = np.arange(n)
+    members = np.arange(n, dtype=np.int32)  # 4 bytes a fragment (2^31 fragments), as rep_of
     rounds: list[int] = []
     if not n:
         rep_of = np.zeros(0, np.int32)

@@ -135,7 +135,8 @@ def load_sharded(parts: Sequence[str], catalogue: pa.Table, *, storage_options: 
     def sorted_column(name: str, dtype: type) -> np.ndarray:
         return pc.take(catalogue.column(name), order).to_numpy().astype(dtype)
 
-    part, row = sorted_column("part", np.int64), sorted_column("row", np.int64)
+    # rows int32: the reading tasks' specs (and so Ray's lineage of every shard, kept all run) hold them
+    part, row = sorted_column("part", np.int64), sorted_column("row", np.int32)
     # shard s holds global indices [s * shard_size, (s + 1) * shard_size): the layout depends on the
     # ids alone, never on how inputs were grouped into part files (so neither do search results)
     groups = read_groups(part, shard_size)
