@@ -100,10 +100,9 @@ def link_clusters(
     # keeps nothing per fragment through the loop, where the guard's alignments run
     first_reps, fp_counts = np.unique(rep_of, return_counts=True)
     fp_size = dict(zip(first_reps.tolist(), fp_counts.tolist()))
+    if not (np.isin(rep_a, first_reps).all() and np.isin(rep_b, first_reps).all()):
+        raise ValueError("evidence rows must join first-pass representatives (values of rep_of)")
     local_a, local_b = np.searchsorted(first_reps, rep_a), np.searchsorted(first_reps, rep_b)
-    for local, given in ((local_a, rep_a), (local_b, rep_b)):
-        if len(given) and not (len(first_reps) and (first_reps[np.minimum(local, len(first_reps) - 1)] == given).all()):
-            raise ValueError("evidence rows must join first-pass representatives (values of rep_of)")
 
     def key(r: int) -> tuple[int, int]:
         return (-fp_size[r], int(rank[r]))
