@@ -119,6 +119,43 @@ def test_missing_atoms_are_nan_and_invalid_states() -> None:
     assert encode_3di(n, ca, c, cb)[5:8] == "DDD"
 
 
+def _mini3di_states(n: np.ndarray, ca: np.ndarray, c: np.ndarray, cb: np.ndarray) -> np.ndarray:
+    from mini3di import Encoder
+
+    return np.asarray(Encoder().encode_atoms(ca=ca, cb=cb, n=n, c=c).filled(), dtype=np.uint8)
+
+
+def test_states_equal_mini3di_on_every_fragment_of_real_models(shared_data: Path) -> None:
+    """The partner search on plain arrays (`alphabet._states`) gives mini3di's states exactly."""
+    from rayfold.config import FragmentConfig
+    from rayfold.fragment.chain import fragment_chain
+
+    paths = sorted((shared_data / MYCO).glob("*.pdb.gz"))[:12] + [shared_data / GLOBIN]
+    compared = 0
+    for path in paths:
+        entry = read_structure_file(path)
+        for chain in entry.chains:
+            parts = [f.residue_index for f in fragment_chain(chain, FragmentConfig()).fragments]
+            for idx in [*parts, np.arange(chain.n_residues)]:
+                n, ca, c, cb = backbone_atoms(entry, chain.chain_id, idx)
+                np.testing.assert_array_equal(encode_states(n, ca, c, cb), _mini3di_states(n, ca, c, cb))
+                compared += 1
+    assert compared >= 25
+
+
+def test_states_equal_mini3di_on_ties_and_tiny_inputs() -> None:
+    """Integer-grid coordinates make equal distances common: the nearest partner must be the one
+    mini3di picks (argmin's first), also for 3-5 residues, where the chain ends are the only others."""
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        k = int(rng.integers(3, 14))
+        ca = rng.integers(-4, 5, size=(k, 3)).astype(np.float32) * 1.5
+        n, c, cb = (ca + rng.integers(-1, 2, size=(k, 3)).astype(np.float32) for _ in range(3))
+        if rng.random() < 0.3:
+            cb[rng.integers(k)] = np.nan  # rebuilt from N, CA, C
+        np.testing.assert_array_equal(encode_states(n, ca, c, cb), _mini3di_states(n, ca, c, cb))
+
+
 def test_short_inputs() -> None:
     z = np.zeros((0, 3), dtype=np.float32)
     assert encode_3di(z, z, z, z) == ""

@@ -71,8 +71,36 @@ def encode_states(n: np.ndarray, ca: np.ndarray, c: np.ndarray, cb: np.ndarray) 
         return np.zeros(0, dtype=np.uint8)
     if k < 3:  # no residue has both sequence neighbours: every state is invalid
         return np.full(k, 2, dtype=np.uint8)
-    states = _encoder().encode_atoms(ca=ca, cb=cb, n=n, c=c)
-    return np.asarray(states.filled(), dtype=np.uint8)
+    return _states(_encoder(), ca, cb, n, c)
+
+
+def _states(encoder, ca: np.ndarray, cb: np.ndarray, n: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """`encoder.encode_atoms(...).filled()`, with the nearest-partner search on plain arrays when
+    no residue lacks N, CA or C (nearly always): mini3di runs it on masked arrays, whose boolean
+    mask product made it 60% of the 3Di time. A chain with such a residue takes mini3di's path."""
+    features = encoder.feature_encoder
+    centres = features.vc_encoder.encode_atoms(ca, cb, n, c)  # masked where N, CA or C is missing
+    missing = np.ma.getmaskarray(centres)[:, 0]
+    if missing.any():
+        return np.asarray(encoder.encode_atoms(ca=ca, cb=cb, n=n, c=c).filled(), dtype=np.uint8)
+    partner = nearest_partner(np.ma.getdata(centres))
+    descriptors = features._calc_conformation_descriptors(ca, partner)
+    invalid = features._create_descriptor_mask(missing, partner)[:, 0]
+    states = np.asarray(encoder.vae_encoder(descriptors), dtype=np.uint8)
+    states[invalid] = encoder._INVALID_STATE
+    return states
+
+
+def nearest_partner(centres: np.ndarray) -> np.ndarray:
+    """Each residue's nearest other residue by virtual centre, the first and last residue never
+    chosen: mini3di's `PartnerIndexEncoder._find_residue_partners` step for step (the same float32
+    arithmetic, NaN for the ends, the diagonal's inf made the largest finite value by nan_to_num),
+    so the index, ties included, is the one mini3di gives."""
+    r = np.sum(centres * centres, axis=-1).reshape(-1, 1)
+    r[0] = r[-1] = np.nan
+    distance = r - 2 * np.dot(centres, centres.T) + r.T
+    distance[np.diag_indices_from(distance)] = np.inf
+    return np.nan_to_num(distance, copy=False, nan=np.inf).argmin(axis=1)
 
 
 _LETTERS = np.frombuffer(ALPHABET_3DI.encode("ascii"), dtype=np.uint8)

@@ -6,9 +6,9 @@ the weakest bridge, and its eigenvalue (the algebraic connectivity) says how wea
 
 Two solvers give the same partitions: `dense` (numpy eigh of the full matrix, every eigenpair: the
 seed's straightforward method, O(n^3), kept as the reference) and `sparse`, rayfold's default:
-ARPACK in shift-invert mode around a small negative shift, which factorises L + 1e-3 I once (SuperLU
-with a minimum-degree ordering of A^T + A, about twice as fast as the default column ordering on
-these graphs; no pivoting, since L + 1e-3 I is positive definite). The null vector of L is known
+ARPACK in shift-invert mode around a small negative shift, which factorises L + 1e-3 I once (an
+LDL^T factorisation of its upper triangle by QDLDL with an AMD ordering, 0.8 ms against SuperLU's
+1.3 ms on a 400-residue part; no pivoting, since L + 1e-3 I is positive definite). The null vector of L is known
 (D^1/2 1) and is projected out of the operator, so ARPACK looks for one eigenpair (k=1), the
 Fiedler pair, instead of two. The graph lives in plain CSR-ordered edge arrays: the Laplacian's
 CSC arrays and the connected-component check are built from them without scipy's COO conversion. Plain
@@ -23,10 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import qdldl
 import scipy.sparse as sp
 from scipy.linalg import eigh as dense_eigh
 from scipy.sparse.csgraph import connected_components
-from scipy.sparse.linalg import LinearOperator, eigsh, splu
+from scipy.sparse.linalg import LinearOperator, eigsh
 from scipy.spatial import cKDTree
 
 SOLVERS = ("sparse", "dense")
@@ -83,16 +84,17 @@ def knn_edges(coords: np.ndarray, k: int, sigma: float) -> Edges:
         empty = np.zeros(0, dtype=np.int64)
         return Edges(empty, empty, np.zeros(0), n)
     _, neighbours = cKDTree(coords).query(coords, k=k_eff + 1)
-    rows = np.repeat(np.arange(n, dtype=np.int64), k_eff)
-    cols = neighbours[:, 1:].ravel().astype(np.int64)
     # Symmetrise: the union of both directions, each pair once per direction, in CSR order. A plain
-    # sort of the int64 keys is several times cheaper than np.unique(return_index=True); the weights
-    # are recomputed from the coordinates (w_ij = w_ji).
-    keys = np.concatenate([rows * n + cols, cols * n + rows])
+    # sort of the keys is several times cheaper than np.unique(return_index=True), and int32 keys
+    # (any chain under 46,341 residues) sort and divide in about half the time of int64; the
+    # weights are recomputed from the coordinates (w_ij = w_ji).
+    dtype = np.int32 if n * n < 2**31 else np.int64
+    rows = np.repeat(np.arange(n, dtype=dtype), k_eff)
+    cols = neighbours[:, 1:].astype(dtype).ravel()
+    keys = np.concatenate([rows * dtype(n) + cols, cols * dtype(n) + rows])
     keys.sort()
     keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
-    i = keys // n
-    j = keys - i * n
+    i, j = (x.astype(np.int64) for x in np.divmod(keys, dtype(n)))
     d2 = ((coords[i] - coords[j]) ** 2).sum(axis=1)
     return Edges(i, j, np.exp(-d2 / (2.0 * sigma**2)), n)
 
@@ -135,14 +137,17 @@ def _dense_laplacian(g: Edges, off: np.ndarray) -> np.ndarray:
     return laplacian
 
 
-def _normalized_laplacian(g: Edges, shift: float = 0.0) -> sp.csc_matrix:
-    """L + shift*I with L = I - D^-1/2 W D^-1/2 (symmetric: its CSR arrays are its CSC arrays)."""
+def _upper_laplacian(g: Edges, shift: float) -> sp.csc_matrix:
+    """The upper triangle of L + shift*I in CSC, straight from the edge arrays: the edges below the
+    diagonal in CSR order are, read as columns, the upper triangle's rows in order; each column's
+    diagonal entry goes last (its row is the largest)."""
     off, _ = _laplacian_entries(g)
-    diag = np.arange(g.n, dtype=np.int64)
-    at = np.searchsorted(g.rows * g.n + g.cols, diag * (g.n + 1))  # diagonal slot within each row
-    data = np.insert(off, at, 1.0 + shift)
-    indices = np.insert(g.cols, at, diag)
-    indptr = g.indptr() + np.arange(g.n + 1)
+    lower = g.cols < g.rows
+    counts = np.bincount(g.rows[lower], minlength=g.n)
+    ends = np.cumsum(counts)
+    data = np.insert(off[lower], ends, 1.0 + shift)
+    indices = np.insert(g.cols[lower], ends, np.arange(g.n, dtype=np.int64))
+    indptr = np.concatenate(([0], ends + np.arange(1, g.n + 1)))
     return sp.csc_matrix((data, indices, indptr), shape=(g.n, g.n))
 
 
@@ -161,14 +166,9 @@ def fiedler(w: sp.spmatrix | Edges, solver: str = "sparse", dense_below: int = 2
         values, vectors = dense_eigh(_dense_laplacian(g, off), subset_by_index=[0, 1], driver="evr")
         return float(values[1]), vectors[:, 1]
     shift = 1e-3
-    # L + shift I is symmetric positive definite: no pivoting is needed, and SymmetricMode keeps the
-    # minimum-degree ordering on the diagonal (~10% faster factorisation than partial pivoting).
-    lu = splu(
-        _normalized_laplacian(g, shift),
-        permc_spec="MMD_AT_PLUS_A",
-        diag_pivot_thresh=0.0,
-        options={"SymmetricMode": True},
-    )
+    # L + shift I is symmetric positive definite, so an LDL^T factorisation without pivoting (QDLDL,
+    # AMD ordering) serves: 0.8 ms against SuperLU's 1.3 ms for a 400-residue part.
+    factor = qdldl.Solver(_upper_laplacian(g, shift), upper=True)
     # The null vector of L is known, D^1/2 1: project it out of the operator so that the Fiedler
     # pair is the largest eigenpair of P (L + shift I)^-1 P and ARPACK needs k=1.
     degree = np.bincount(g.rows, weights=g.weights, minlength=n)
@@ -177,7 +177,7 @@ def fiedler(w: sp.spmatrix | Edges, solver: str = "sparse", dense_below: int = 2
 
     def solve(x: np.ndarray) -> np.ndarray:
         x = x.ravel()
-        y = lu.solve(x - null * (null @ x))
+        y = factor.solve(x - null * (null @ x))
         return y - null * (null @ y)
 
     inverse = LinearOperator((n, n), matvec=solve, dtype=np.float64)
