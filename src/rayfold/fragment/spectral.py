@@ -89,12 +89,13 @@ def knn_edges(coords: np.ndarray, k: int, sigma: float) -> Edges:
     # (any chain under 46,341 residues) sort and divide in about half the time of int64; the
     # weights are recomputed from the coordinates (w_ij = w_ji).
     dtype = np.int32 if n * n < 2**31 else np.int64
-    rows = np.repeat(np.arange(n, dtype=dtype), k_eff)
-    cols = neighbours[:, 1:].astype(dtype).ravel()
-    keys = np.concatenate([rows * dtype(n) + cols, cols * dtype(n) + rows])
+    width = np.asarray(n, dtype=dtype)
+    rows: np.ndarray = np.repeat(np.arange(n, dtype=dtype), k_eff)
+    cols: np.ndarray = neighbours[:, 1:].astype(dtype).ravel()
+    keys = np.concatenate([rows * width + cols, cols * width + rows])
     keys.sort()
     keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
-    i, j = (x.astype(np.int64) for x in np.divmod(keys, dtype(n)))
+    i, j = (x.astype(np.int64) for x in np.divmod(keys, width))
     d2 = ((coords[i] - coords[j]) ** 2).sum(axis=1)
     return Edges(i, j, np.exp(-d2 / (2.0 * sigma**2)), n)
 
