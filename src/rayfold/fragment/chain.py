@@ -45,9 +45,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from rayfold.config import FragmentConfig
+from rayfold.fragment.contacts import ContactPairs
 from rayfold.fragment.geometry import expected_radius_of_gyration, radius_of_gyration
 from rayfold.fragment.spectral import recursive_bisection
 from rayfold.fragment.splits import RodCutVeto
@@ -92,33 +92,43 @@ def contiguous_segments(mask: np.ndarray, coords: np.ndarray, break_distance: fl
 
 
 def _touching_counts(
-    coords: np.ndarray, labels: np.ndarray, n_groups: int, distance: float
+    contacts: ContactPairs, labels: np.ndarray, n_groups: int, distance: float
 ) -> np.ndarray:
-    """touch[a, b] = residues of group a with a C-alpha within `distance` of some residue of group b."""
-    pairs = cKDTree(coords).query_pairs(distance, output_type="ndarray")
+    """touch[a, b] = residues of group a with a C-alpha within `distance` of some residue of group b
+    (`labels`: each residue's group, -1 for a residue in none)."""
+    i, j = contacts.closer_than(distance)
+    la, lb = labels[i], labels[j]
+    cross = (la >= 0) & (lb >= 0) & (la != lb)
+    i, j, la, lb = i[cross], j[cross], la[cross], lb[cross]
     touch = np.zeros((n_groups, n_groups), dtype=np.int64)
-    if len(pairs) == 0:
-        return touch
-    la, lb = labels[pairs[:, 0]], labels[pairs[:, 1]]
-    cross = la != lb
-    i, j, la, lb = pairs[cross, 0], pairs[cross, 1], la[cross], lb[cross]
     # Unique (residue, other group) pairs, counted per (own group, other group).
-    for res, _own, other in ((i, la, lb), (j, lb, la)):
+    for res, other in ((i, lb), (j, la)):
         keys = np.unique(res * n_groups + other)
         res_u, other_u = np.divmod(keys, n_groups)
         np.add.at(touch, (labels[res_u], other_u), 1)
     return touch
 
 
+def _labels(groups: list[np.ndarray], n_residues: int) -> np.ndarray:
+    labels = np.full(n_residues, -1, dtype=np.int64)
+    for k, group in enumerate(groups):
+        labels[group] = k
+    return labels
+
+
+def _contacts(coords: np.ndarray, config: FragmentConfig) -> ContactPairs:
+    return ContactPairs.within(coords, max(config.contact_distance, config.packing_distance))
+
+
 def rejoin_segments(
-    segments: list[np.ndarray], coords: np.ndarray, config: FragmentConfig
+    segments: list[np.ndarray], coords: np.ndarray, config: FragmentConfig, contacts: ContactPairs | None = None
 ) -> list[np.ndarray]:
-    """Union-find over segments in clear spatial contact (rule in the module docstring)."""
+    """Union-find over segments in clear spatial contact (rule in the module docstring). `contacts`:
+    the chain's pairs within at least `config.contact_distance` (found here when not given)."""
     if len(segments) <= 1:
         return segments
-    members = np.concatenate(segments)
-    labels = np.repeat(np.arange(len(segments)), [len(s) for s in segments])
-    touch = _touching_counts(coords[members], labels, len(segments), config.contact_distance)
+    contacts = contacts or _contacts(coords, config)
+    touch = _touching_counts(contacts, _labels(segments, len(coords)), len(segments), config.contact_distance)
     sizes = np.array([len(s) for s in segments])
     forest = UnionFind(len(segments))
     for a, b in zip(*np.nonzero(np.triu(touch + touch.T))):
@@ -129,13 +139,16 @@ def rejoin_segments(
     return [np.sort(np.concatenate([segments[i] for i in group])) for group in forest.groups()]
 
 
-def remerge_pieces(pieces: list[np.ndarray], coords: np.ndarray, config: FragmentConfig) -> list[np.ndarray]:
+def remerge_pieces(
+    pieces: list[np.ndarray], coords: np.ndarray, config: FragmentConfig, contacts: ContactPairs | None = None
+) -> list[np.ndarray]:
     """Agglomerate pieces that still form one compact unit, best-touching pair first."""
     pieces = [p for p in pieces if len(p)]
+    if len(pieces) > 1:
+        contacts = contacts or _contacts(coords, config)
     while len(pieces) > 1:
-        members = np.concatenate(pieces)
-        labels = np.repeat(np.arange(len(pieces)), [len(p) for p in pieces])
-        touch = _touching_counts(coords[members], labels, len(pieces), config.contact_distance)
+        assert contacts is not None
+        touch = _touching_counts(contacts, _labels(pieces, len(coords)), len(pieces), config.contact_distance)
         sizes = np.array([len(p) for p in pieces], dtype=np.float64)
         best: tuple[float, int, int] | None = None
         for a, b in zip(*np.nonzero(np.triu(touch + touch.T))):
@@ -256,15 +269,22 @@ def chopping(
     return "_".join(f"{label(r[0])}-{label(r[-1])}" for r in runs)
 
 
-def quality(chain: Chain, residue_index: np.ndarray, config: FragmentConfig) -> Fragment:
-    """Metrics of one fragment and whether it passes the quality filters (first failing reason kept)."""
+def quality(
+    chain: Chain, residue_index: np.ndarray, config: FragmentConfig, contacts: ContactPairs | None = None
+) -> Fragment:
+    """Metrics of one fragment and whether it passes the quality filters (first failing reason kept).
+    `contacts`: the chain's pairs within at least `config.packing_distance`, when already found."""
     coords = chain.ca_coords[residue_index].astype(np.float64)
     n = len(residue_index)
     plddt = float(chain.plddt[residue_index].mean())
     rg = radius_of_gyration(coords)
     rg_ratio = rg / float(expected_radius_of_gyration(n))
-    pairs = cKDTree(coords).query_pairs(config.packing_distance, output_type="ndarray")
-    separation = np.abs(residue_index[pairs[:, 0]] - residue_index[pairs[:, 1]]) if len(pairs) else np.zeros(0)
+    contacts = contacts or ContactPairs.within(chain.ca_coords, config.packing_distance)
+    inside = np.zeros(chain.n_residues, dtype=bool)
+    inside[residue_index] = True
+    first, second = contacts.closer_than(config.packing_distance)
+    both = inside[first] & inside[second]
+    separation = second[both] - first[both]  # along the chain: first < second
     density = 2.0 * float((separation >= config.packing_min_separation).sum()) / n
     n_segments = int((np.diff(residue_index) != 1).sum()) + 1
     reason = None
@@ -300,7 +320,8 @@ def fragment_chain(chain: Chain, config: FragmentConfig = FragmentConfig()) -> C
 
     usable = chain.plddt >= config.plddt_cutoff
     segments = contiguous_segments(usable, coords, config.chain_break_distance)
-    groups = rejoin_segments(segments, coords, config)
+    contacts = _contacts(coords, config)  # one neighbour search for the whole chain
+    groups = rejoin_segments(segments, coords, config, contacts)
     pieces: list[np.ndarray] = []
     linkers: list[np.ndarray] = []
     for group in groups:
@@ -320,13 +341,13 @@ def fragment_chain(chain: Chain, config: FragmentConfig = FragmentConfig()) -> C
         linkers.append(group[result.linkers])
     pieces = smooth_along_sequence(pieces, config.min_segment_length)
     if config.remerge:
-        pieces = remerge_pieces(pieces, coords, config)
+        pieces = remerge_pieces(pieces, coords, config, contacts)
     pieces = fill_short_gaps(pieces, n, config.fill_gap_max)
     pieces = drop_short_segments(pieces, config.min_island_length)
     kept = [p for p in pieces if len(p) >= config.min_fragment_length]
     kept.sort(key=lambda p: p[0])
     return ChainFragments(
-        fragments=[quality(chain, p, config) for p in kept],
+        fragments=[quality(chain, p, config, contacts) for p in kept],
         n_usable=int(usable.sum()),
         linker_index=np.sort(np.concatenate(linkers)) if linkers else np.zeros(0, np.int64),
         dropped_short=len(pieces) - len(kept),
