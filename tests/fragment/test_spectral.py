@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 
 from rayfold.fragment.spectral import (
+    Edges,
+    LaplacianSolves,
     _components,
     _upper_laplacian,
     fiedler,
@@ -125,3 +127,55 @@ def test_deflated_sparse_fiedler_matches_dense(n):
     dense_value, dense_vector = fiedler(g, solver="dense")
     assert value == pytest.approx(dense_value, abs=1e-10)
     assert abs(vector @ dense_vector) == pytest.approx(1.0, abs=1e-8)
+
+
+@pytest.mark.parametrize("dense_below", [0, 10_000])  # the LDL^T inertia test, the Cholesky test
+def test_a_proven_stop_agrees_with_the_eigenvalue(dense_below):
+    """`exceeds(bound)` is True only when lambda_2 > bound, and is True when lambda_2 clears the bound
+    by 1%: on random graphs (blobs, dumbbells, sub-graphs) and bounds on both sides of lambda_2."""
+    rng = np.random.default_rng(21)
+    checked = proven = 0
+    for trial in range(40):
+        n_ball = int(rng.integers(40, 160))
+        coords, _ = dumbbell(rng, n_ball=n_ball, linker=int(rng.integers(2, 14))) if trial % 2 else (
+            blob(2 * n_ball, (0, 0, 0), float(rng.uniform(10, 25)), rng), None)
+        g = knn_edges(coords, 15, 8.0)
+        value = fiedler(g, solver="dense")[0]
+        if value < 1e-6:  # fell apart (a bridge too short): the next test's case
+            continue
+        for factor in (0.5, 0.9, 0.99, 1.01, 1.1, 2.0):
+            bound = value * factor
+            if bound >= 1:
+                continue
+            got = LaplacianSolves(g, dense_below).exceeds(bound)
+            assert not got or value > bound
+            if factor <= 0.99:
+                assert got, (trial, factor, value)
+            checked += 1
+            proven += got
+    assert checked >= 200 and 0 < proven < checked
+
+
+@pytest.mark.parametrize("dense_below", [0, 10_000])
+def test_no_stop_is_proven_for_a_disconnected_graph(dense_below):
+    rng = np.random.default_rng(22)
+    apart = knn_edges(np.vstack([blob(80, (0, 0, 0), 12, rng), blob(80, (200, 0, 0), 12, rng)]), 15, 8.0)
+    assert not LaplacianSolves(apart, dense_below).exceeds(0.01)
+    # an isolated node: its row is eigenvalue 1's, so lambda_2 of the rest could clear the bound
+    g = knn_edges(blob(120, (0, 0, 0), 14, rng), 15, 8.0)
+    keep = (g.rows != 7) & (g.cols != 7)
+    isolated = Edges(g.rows[keep], g.cols[keep], g.weights[keep], g.n)
+    assert LaplacianSolves(g, dense_below).exceeds(0.01)
+    assert not LaplacianSolves(isolated, dense_below).exceeds(0.01)
+
+
+def test_proven_stops_leave_the_cuts_of_the_dense_reference():
+    """Leaves proven without an eigen-solve are the leaves the eigenvalue gives (the dense solver
+    never takes the shortcut)."""
+    rng = np.random.default_rng(23)
+    for n_ball in (60, 140, 260):
+        coords, _ = dumbbell(rng, n_ball=n_ball, linker=8)
+        sparse = recursive_bisection(coords, scaled_threshold=0.8, solver="sparse")
+        dense = recursive_bisection(coords, scaled_threshold=0.8, solver="dense")
+        assert [leaf.tolist() for leaf in sparse.leaves] == [leaf.tolist() for leaf in dense.leaves]
+        assert sparse.linkers.tolist() == dense.linkers.tolist()
