@@ -14,7 +14,8 @@ Fiedler pair, instead of two. The graph lives in plain CSR-ordered edge arrays: 
 CSC arrays and the connected-component check are built from them without scipy's COO conversion. Plain
 `eigsh(which='SM')` is avoided: it returned the wrong eigenvalue at n >= 1000. Sub-problems below
 `dense_below` nodes are solved densely, asking LAPACK for the two lowest eigenpairs only, which is
-faster than any sparse method at that size.
+faster than any sparse method at that size. Most parts are leaves, and a stop is proven without an
+eigen-solve where it can be (`LaplacianSolves.exceeds`).
 """
 
 from __future__ import annotations
