@@ -179,3 +179,15 @@ def test_proven_stops_leave_the_cuts_of_the_dense_reference():
         dense = recursive_bisection(coords, scaled_threshold=0.8, solver="dense")
         assert [leaf.tolist() for leaf in sparse.leaves] == [leaf.tolist() for leaf in dense.leaves]
         assert sparse.linkers.tolist() == dense.linkers.tolist()
+
+
+def test_a_zero_pivot_is_no_proof_and_the_solve_still_runs():
+    """L - bound*I singular (bound = an eigenvalue of a 2-node graph: lambda_2 = 2) stops QDLDL;
+    the answer is then False, and the Fiedler pair is still computed."""
+    pair = Edges(np.array([0, 1]), np.array([1, 0]), np.array([1.0, 1.0]), 2)
+    solves = LaplacianSolves(pair, dense_below=0)
+    assert solves.exceeds(0.5)  # lambda_2 = 2 > 0.5: one negative pivot
+    singular = LaplacianSolves(pair, dense_below=0)
+    assert not singular.exceeds(1.0)  # L - I has a zero pivot
+    value, vector = singular.fiedler()
+    assert value == pytest.approx(2.0) and abs(vector @ np.array([-1.0, 1.0])) == pytest.approx(np.sqrt(2))

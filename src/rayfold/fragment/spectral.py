@@ -226,7 +226,7 @@ class LaplacianSolves:
             return bool(info == 0)
         try:
             _, pivots, _ = self._factorise(-bound).factors()
-        except ValueError:  # a zero pivot: no factorisation to reuse either
+        except RuntimeError:  # QDLDL met a zero pivot: no factorisation to reuse either
             self.factor = None
             return False
         magnitude = np.abs(pivots)
