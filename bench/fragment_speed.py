@@ -1,6 +1,8 @@
 """Fragmenting speed, measured side by side in one run.
 
-1. Per-structure time of parse-only vs parse + fragment on the shared AFDB models (target <= 2.0x).
+1. Per-structure time of parse-only vs parse + fragment on the shared AFDB models (target <= 2.0x),
+   and the whole stage as the pipeline runs it (`FragmentStage.process` over work units of 16 files:
+   reading the files and building the tables included) against reading and parsing them.
 2. The dense-eigh splitter (the seed's method: numpy eigh of the full normalized Laplacian at every
    split) vs rayfold's sparse shift-invert splitter on chains over 1,000 residues (target >= 20x),
    with a check that both give the same cuts.
@@ -27,6 +29,8 @@ from rayfold.align.alphabet import encode_fragment
 from rayfold.config import FragmentConfig
 from rayfold.fragment.chain import fragment_chain
 from rayfold.fragment.spectral import recursive_bisection
+from rayfold.fragment.stage import FragmentStage
+from rayfold.io.storage import list_inputs
 from rayfold.io.structure import parse_structure
 
 AFDB_SETS = ("afdb_mycoplasma_mycoides_pdb", "afdb_pf04034_knotted_mmcif_v3", "afdb_misc_models")
@@ -85,6 +89,22 @@ def parse_vs_fragment(files: list[Path], repeats: int) -> None:
           f"with 3Di {stage_total / parse_total:.2f}x")
 
 
+def whole_stage(files: list[Path], repeats: int) -> None:
+    """`FragmentStage.process` in work units of 16 files against reading and parsing the same files."""
+    refs = list_inputs([str(p) for p in files])
+    units = [refs[k : k + 16] for k in range(0, len(refs), 16)]
+    stage = FragmentStage(FragmentConfig())
+    read_parse = sum(best_of(lambda p=p: parse_structure(p.read_bytes(), p.name), repeats) for p in files)
+    process = sum(best_of(lambda u=u: stage.process(u), repeats) for u in units)
+    n = len(files)
+    print(f"\n## the whole stage ({len(units)} work units of up to 16 files, best of {repeats})")
+    print("| step | ms per structure |")
+    print("|---|---|")
+    print(f"| read + parse | {1000 * read_parse / n:.1f} |")
+    print(f"| FragmentStage.process (read, parse, fragment, 3Di, tables) | {1000 * process / n:.1f} |")
+    print(f"ratio {process / read_parse:.2f}x")
+
+
 def dense_vs_sparse(files: list[Path], min_residues: int, repeats: int) -> None:
     config = FragmentConfig()
     kwargs = dict(
@@ -130,6 +150,7 @@ def main() -> None:
     args = parser.parse_args()
     files = structure_files(Path(args.data))
     parse_vs_fragment(files[: args.limit] if args.limit else files, args.repeats)
+    whole_stage(files[: args.limit] if args.limit else files, args.repeats)
     dense_vs_sparse(files, args.min_residues, args.repeats)
 
 
