@@ -14,11 +14,14 @@ from rayfold.fragment.chain import (
     drop_short_segments,
     fill_short_gaps,
     fragment_chain,
+    fragment_residues,
     quality,
     radius_of_gyration,
     rejoin_segments,
     smooth_along_sequence,
 )
+from rayfold.fragment.contacts import ContactPairs
+from rayfold.fragment.geometry import squared_distances
 from rayfold.fragment.stage import FragmentStage
 from rayfold.io.storage import list_inputs
 from rayfold.io.structure import Chain
@@ -217,3 +220,54 @@ def test_fragment_chain_drops_a_stray_residue_island():
     assert [f.chopping for f in with_island.fragments] == ["1-80_96-96"]
     cleaned = fragment_chain(chain, FragmentConfig())
     assert [f.chopping for f in cleaned.fragments] == ["1-80"]
+
+
+def test_squared_distances_are_the_axis_reduction_bit_for_bit():
+    rng = np.random.default_rng(21)
+    coords = (rng.normal(size=(300, 3)) * 20).astype(np.float32)  # structures store float32
+    i, j = rng.integers(0, 300, 5000), rng.integers(0, 300, 5000)
+    as_float = coords.astype(np.float64)
+    reference = ((as_float[i] - as_float[j]) ** 2).sum(axis=1)
+    assert np.array_equal(squared_distances(coords, i, j), reference)
+    assert np.array_equal(squared_distances(coords, j, i), reference)  # the same bits either way round
+
+
+def test_fragment_residues_keep_usable_and_short_inner_gaps():
+    usable = np.array([0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1, 1, 0], dtype=bool)
+    # a gap of 2 between usable residues can be filled; a gap of 4 cannot; termini never are
+    assert fragment_residues(usable, max_gap=3).tolist() == [1, 2, 3, 4, 5, 10, 11]
+    assert fragment_residues(usable, max_gap=4).tolist() == list(range(1, 12))
+    assert fragment_residues(np.zeros(5, bool), max_gap=10).tolist() == []
+
+
+def test_contacts_among_a_subset_are_the_full_search_restricted():
+    rng = np.random.default_rng(22)
+    coords = compact_walk(150, rng)
+    among = np.flatnonzero(rng.random(150) < 0.7)
+    full, part = ContactPairs.within(coords, 10.0), ContactPairs.within(coords, 10.0, among)
+    inside = np.isin(full.first, among) & np.isin(full.second, among)
+    expected = set(zip(full.first[inside].tolist(), full.second[inside].tolist()))
+    assert set(zip(part.first.tolist(), part.second.tolist())) == expected
+    assert (part.first < part.second).all()
+    by_pair = dict(zip(zip(full.first.tolist(), full.second.tolist()), full.squared_distance.tolist()))
+    assert [by_pair[p] for p in zip(part.first.tolist(), part.second.tolist())] == part.squared_distance.tolist()
+
+
+def test_contacts_of_fragment_residues_change_no_fragment(shared_data: Path, monkeypatch) -> None:
+    """The neighbour search skips residues no fragment can hold; searching every residue instead
+    gives the same fragments on real models with long disordered regions."""
+    from rayfold.fragment import chain as chain_module
+    from rayfold.io.structure import parse_structure
+
+    folder = shared_data / "afdb_mycoplasma_mycoides_pdb" / "structures"
+    files = sorted(folder.glob("*.pdb*"))[:25]
+    chains = [c for f in files for c in parse_structure(f.read_bytes(), f.name).chains]
+    skipped = sum(len(c.plddt) - len(fragment_residues(c.plddt >= 65.0, 10)) for c in chains)
+    assert skipped > 0  # the sample has residues outside any fragment's reach
+
+    def outcome() -> list:
+        return [[(f.chopping, f.passed, f.contact_density) for f in fragment_chain(c).fragments] for c in chains]
+
+    restricted = outcome()
+    monkeypatch.setattr(chain_module, "fragment_residues", lambda usable, max_gap: np.arange(len(usable)))
+    assert outcome() == restricted

@@ -116,8 +116,22 @@ def _labels(groups: list[np.ndarray], n_residues: int) -> np.ndarray:
     return labels
 
 
-def _contacts(coords: np.ndarray, config: FragmentConfig) -> ContactPairs:
-    return ContactPairs.within(coords, max(config.contact_distance, config.packing_distance))
+def _contacts(coords: np.ndarray, config: FragmentConfig, among: np.ndarray | None = None) -> ContactPairs:
+    return ContactPairs.within(coords, max(config.contact_distance, config.packing_distance), among)
+
+
+def fragment_residues(usable: np.ndarray, max_gap: int) -> np.ndarray:
+    """The residues a fragment can hold: the usable ones, and unusable runs of at most `max_gap`
+    between two usable residues (`fill_short_gaps` may give those to a piece). A chain's contacts
+    are needed among these only; the rest (a quarter of the shared AFDB models' residues: long
+    disordered termini and loops) is never searched."""
+    keep = usable.copy()
+    edges = np.diff(np.r_[0, (~usable).astype(np.int8), 0])
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    short = (starts > 0) & (ends < len(usable)) & (ends - starts <= max_gap)
+    for a, b in zip(starts[short].tolist(), ends[short].tolist()):
+        keep[a:b] = True
+    return np.flatnonzero(keep)
 
 
 def rejoin_segments(
@@ -320,7 +334,8 @@ def fragment_chain(chain: Chain, config: FragmentConfig = FragmentConfig()) -> C
 
     usable = chain.plddt >= config.plddt_cutoff
     segments = contiguous_segments(usable, coords, config.chain_break_distance)
-    contacts = _contacts(coords, config)  # one neighbour search for the whole chain
+    # one neighbour search for the whole chain, among the residues a fragment can hold
+    contacts = _contacts(coords, config, fragment_residues(usable, config.fill_gap_max))
     groups = rejoin_segments(segments, coords, config, contacts)
     pieces: list[np.ndarray] = []
     linkers: list[np.ndarray] = []

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from rayfold.fragment.geometry import squared_distances
+
 
 @dataclass(frozen=True)
 class ContactPairs:
@@ -24,12 +26,17 @@ class ContactPairs:
     radius: float
 
     @classmethod
-    def within(cls, coords: np.ndarray, radius: float) -> ContactPairs:
+    def within(cls, coords: np.ndarray, radius: float, among: np.ndarray | None = None) -> ContactPairs:
+        """`among`: only pairs of these residues (sorted indices), e.g. the residues a fragment can
+        hold; the pairs still carry global indices."""
         coords = np.asarray(coords, dtype=np.float64)
-        pairs = (cKDTree(coords).query_pairs(radius, output_type="ndarray") if len(coords) > 1
+        points = coords if among is None else coords[among]
+        pairs = (cKDTree(points).query_pairs(radius, output_type="ndarray") if len(points) > 1
                  else np.zeros((0, 2), dtype=np.int64))
         first, second = pairs[:, 0], pairs[:, 1]
-        return cls(first, second, ((coords[first] - coords[second]) ** 2).sum(axis=1), radius)
+        if among is not None:  # a sorted index keeps first < second
+            first, second = among[first], among[second]
+        return cls(first, second, squared_distances(coords, first, second), radius)
 
     def closer_than(self, distance: float) -> tuple[np.ndarray, np.ndarray]:
         """The pairs within `distance` (at most the radius they were found with)."""
