@@ -38,10 +38,13 @@ def main() -> None:
     parser.add_argument("fragments", help="a fragments dataset (or a run folder holding one)")
     parser.add_argument("out", help="where the clustering tables go")
     parser.add_argument("--allocators", action="store_true", help="attribute the driver's memory by allocator")
+    parser.add_argument("--no-trace", action="store_true",
+                        help="with --allocators: glibc's arenas and Arrow's pool only, no tracemalloc")
     args = parser.parse_args()
     cli = ["cluster", args.fragments, "--out", args.out, "--engine", "builtin"]
     probe_file = f"{args.out}.allocators.jsonl"
-    command = ([sys.executable, __file__, "--child", probe_file, *cli] if args.allocators
+    child_flag = "--child-untraced" if args.no_trace else "--child"
+    command = ([sys.executable, __file__, child_flag, probe_file, *cli] if args.allocators
                else [sys.executable, "-m", "rayfold", *cli])
     child = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
     assert child.stderr is not None
@@ -102,27 +105,54 @@ class MallInfo2(ctypes.Structure):
                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
-def probe(path: str, every: float = 0.25) -> None:
+def thread_arenas(libc: ctypes.CDLL, scratch: str) -> tuple[float, float, int]:
+    """(bytes the non-main glibc arenas hold from the system, bytes free inside them, how many), from
+    `malloc_info`: `mallinfo2` counts the main arena and mmapped blocks only, while every thread that
+    allocates (gRPC's, Ray's core worker's, the catalogue's readers) may get an arena of its own."""
+    handle = libc.fopen(scratch.encode(), b"w")
+    libc.malloc_info(0, handle)
+    libc.fclose(handle)
+    held = free = 0.0
+    count = 0
+    for heap in re.findall(r'<heap nr="(\d+)">(.*?)</heap>', open(scratch).read(), re.S):
+        if heap[0] == "0":
+            continue
+        count += 1
+        held += float(re.search(r'<system type="current" size="(\d+)"', heap[1]).group(1))
+        free += sum(float(x) for x in re.findall(r'<total type="(?:fast|rest)" count="\d+" size="(\d+)"', heap[1]))
+    return held, free, count
+
+
+def probe(path: str, every: float = 0.25, trace: bool = True) -> None:
     """Sample the allocators of this process into `path` (one JSON line per sample, MB); at each new
-    high of RSS, the 12 source lines holding the most traced memory go into the sample too."""
+    high of RSS, the 12 source lines holding the most traced memory go into the sample too.
+    `trace=False`: no tracemalloc (its bookkeeping adds ~150 MB), the glibc and Arrow figures only."""
     import tracemalloc
 
     import pyarrow as pa
 
     libc = ctypes.CDLL("libc.so.6")
     libc.mallinfo2.restype = MallInfo2
-    tracemalloc.start(1)
+    libc.fopen.restype = ctypes.c_void_p
+    libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    if trace:
+        tracemalloc.start(1)
     start, highest = time.monotonic(), 0.0
     mb = 2**20
+    scratch = f"{path}.malloc_info.xml"
     with open(path, "w") as out:
         while True:
             rss = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / mb
             info = libc.mallinfo2()
-            traced, _ = tracemalloc.get_traced_memory()
+            traced, _ = tracemalloc.get_traced_memory() if trace else (0, 0)
+            held, free, count = thread_arenas(libc, scratch)
             row = {"t": time.monotonic() - start, "rss": rss, "traced": traced / mb,
                    "arrow": pa.total_allocated_bytes() / mb, "glibc_used": (info.uordblks + info.hblkhd) / mb,
-                   "glibc_free": info.fordblks / mb, "glibc_mmapped": info.hblkhd / mb}
-            if rss > highest * 1.02 + 1.0:
+                   "glibc_free": info.fordblks / mb, "glibc_mmapped": info.hblkhd / mb,
+                   "arenas_used": (held - free) / mb, "arenas_free": free / mb, "arenas": count}
+            if trace and rss > highest * 1.02 + 1.0:
                 highest = rss
                 stats = tracemalloc.take_snapshot().statistics("lineno")[:12]
                 row["top"] = [[str(s.traceback[0]), s.size / mb] for s in stats]
@@ -136,15 +166,18 @@ def report_allocators(path: str, stages: list[tuple[float, str]]) -> None:
     rows = [json.loads(line) for line in open(path)]
     if not rows:
         return
-    keys = ("rss", "traced", "arrow", "glibc_used", "glibc_free")
-    print("\n| from | stage | RSS | traced (Python + NumPy) | Arrow pool | glibc in use | glibc free, kept |\n"
-          "|---|---|---|---|---|---|---|")
+    keys = ("rss", "traced", "arrow", "glibc_used", "glibc_free", "arenas_used", "arenas_free", "arenas")
+    print("\n| from | stage | RSS | traced (Python + NumPy) | Arrow pool | main arena + mmapped, in use | main arena free, kept "
+          "| thread arenas, in use | thread arenas, free | thread arenas |\n|---|---|---|---|---|---|---|---|---|---|")
     for (begin, name), (end, _) in zip(stages, [*stages[1:], (float("inf"), "")]):
         here = [r for r in rows if begin <= r["t"] < end]
         if here:
             print(f"| {begin:.0f} s | {name} | " + " | ".join(f"{max(r[k] for r in here):.1f}" for k in keys) + " |")
     peak = max(rows, key=lambda r: r["rss"])
-    last_top = [r for r in rows if "top" in r and r["t"] <= peak["t"]][-1]
+    tops = [r for r in rows if "top" in r and r["t"] <= peak["t"]]
+    if not tops:
+        return
+    last_top = tops[-1]
     print(f"\nat the highest RSS ({peak['t']:.0f} s): " + ", ".join(f"{k} {peak[k]:.1f} MB" for k in keys))
     print(f"most traced memory, by source line ({last_top['t']:.0f} s, RSS {last_top['rss']:.1f} MB):")
     for where, size in last_top["top"]:
@@ -152,8 +185,8 @@ def report_allocators(path: str, stages: list[tuple[float, str]]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "--child":  # the driver itself, with the probe running
-        threading.Thread(target=probe, args=(sys.argv[2],), daemon=True).start()
+    if len(sys.argv) > 2 and sys.argv[1] in ("--child", "--child-untraced"):  # the driver, with the probe
+        threading.Thread(target=probe, args=(sys.argv[2], 0.25, sys.argv[1] == "--child"), daemon=True).start()
         from rayfold.cli import main as cli_main
 
         sys.exit(cli_main(sys.argv[3:]))
