@@ -13,9 +13,12 @@ Resident memory is split as the kernel counts it: private (RssAnon: the driver's
 the child starts before the CLI runs, sampling every 0.25 s): Python objects and NumPy arrays
 (`tracemalloc`, which NumPy reports its data buffers to), Arrow's memory pool, and glibc's
 `mallinfo2` (bytes in use, and bytes freed but kept by the allocator). At the driver's highest RSS
-it prints each allocator's share and the source lines holding the most traced memory then.
+it prints each allocator's share and the source lines holding the most traced memory then. glibc's
+thread arenas (`malloc_info`: what every other thread of the driver allocated, gRPC's and Ray's
+included) are counted beside the main arena; `--no-trace` leaves tracemalloc out (its bookkeeping
+adds ~150 MB to every figure).
 
-    python bench/driver_memory.py /tmp/lin/n10000 /tmp/driver-memory-out [--allocators]
+    python bench/driver_memory.py /tmp/lin/n10000 /tmp/driver-memory-out [--allocators [--no-trace]]
 """
 
 from __future__ import annotations
