@@ -126,12 +126,18 @@ def fragment_residues(usable: np.ndarray, max_gap: int) -> np.ndarray:
     are needed among these only; the rest (a quarter of the shared AFDB models' residues: long
     disordered termini and loops) is never searched."""
     keep = usable.copy()
-    edges = np.diff(np.r_[0, (~usable).astype(np.int8), 0])
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    short = (starts > 0) & (ends < len(usable)) & (ends - starts <= max_gap)
-    for a, b in zip(starts[short].tolist(), ends[short].tolist()):
+    for a, b in zip(*(x.tolist() for x in short_inner_runs(~usable, max_gap))):
         keep[a:b] = True
     return np.flatnonzero(keep)
+
+
+def short_inner_runs(mask: np.ndarray, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the runs of True in `mask`, [start, end), of at most `max_length` that touch
+    neither end of the chain: the gaps `fill_short_gaps` may fill."""
+    edges = np.diff(np.r_[0, mask.astype(np.int8), 0])
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    short = (starts > 0) & (ends < len(mask)) & (ends - starts <= max_length)
+    return starts[short], ends[short]
 
 
 def rejoin_segments(
@@ -230,12 +236,8 @@ def fill_short_gaps(pieces: list[np.ndarray], n_residues: int, max_gap: int) -> 
     labels = np.full(n_residues, -1, dtype=np.int64)
     for k, p in enumerate(pieces):
         labels[p] = k
-    free = labels < 0
-    edges = np.diff(np.r_[0, free.astype(np.int8), 0])
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # run = [start, end)
-    inner = (starts > 0) & (ends < n_residues)
-    starts, ends = starts[inner], ends[inner]
-    fill = (ends - starts <= max_gap) & (labels[starts - 1] == labels[np.minimum(ends, n_residues - 1)])
+    starts, ends = short_inner_runs(labels < 0, max_gap)
+    fill = labels[starts - 1] == labels[ends]  # inner runs: both flanks exist
     if not fill.any():
         return pieces
     for a, b in zip(starts[fill], ends[fill]):
