@@ -1,6 +1,7 @@
 """The clustering rules as pure functions, on hand-made cases with known answers."""
 
 import numpy as np
+import pytest
 
 from rayfold.cluster.rules import (
     ClusterConfig,
@@ -45,6 +46,35 @@ def test_greedy_set_cover_breaks_ties_by_rank_and_recounts():
     rank = np.array([1, 0, 2, 3, 4])
     rep_of = greedy_set_cover(5, reps, members, rank)
     assert rep_of.tolist() == [0, 1, 0, 1, 1]
+
+
+def _greedy_by_definition(n, reps, members, rank):
+    """Set cover as the docstring defines it, recounted from scratch at every pick."""
+    cover = {x: {x} for x in range(n)}
+    for r, m in zip(reps.tolist(), members.tolist()):
+        cover[r].add(m)
+    rep_of = [-1] * n
+    while -1 in rep_of:
+        best = min((x for x in range(n) if rep_of[x] < 0),
+                   key=lambda x: (-sum(rep_of[m] < 0 for m in cover[x]), int(rank[x]), x))
+        for m in cover[best]:
+            if rep_of[m] < 0:
+                rep_of[m] = best
+    return rep_of
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_greedy_set_cover_matches_its_definition(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 60))
+    reps, members = rng.integers(0, n, 3 * n), rng.integers(0, n, 3 * n)
+    if seed % 4 == 0:  # ties in rank: the index decides
+        rank = rng.integers(0, 3, n)
+    elif seed % 4 == 1:  # keys past int64: the Python-int path
+        rank = rng.permutation(n) * 2**56
+    else:
+        rank = rng.permutation(n)
+    assert greedy_set_cover(n, reps, members, rank).tolist() == _greedy_by_definition(n, reps, members, rank)
 
 
 def test_singleton_sample_is_seeded_and_limited():

@@ -120,26 +120,48 @@ def first_pass_edges(
 
 
 def greedy_set_cover(n: int, reps: np.ndarray, members: np.ndarray, rank: np.ndarray) -> np.ndarray:
-    """rep_of[m]: the representative chosen for every fragment 0..n-1 (itself for singletons)."""
-    neighbours: list[list[int]] = [[] for _ in range(n)]
-    for r, m in zip(reps.tolist(), members.tolist()):
-        if r != m:
-            neighbours[r].append(m)
-    neighbours = [sorted(set(nb)) for nb in neighbours]
+    """rep_of[m]: the representative chosen for every fragment 0..n-1 (itself for singletons).
+
+    Lazy greedy: the fragment covering the most uncovered ones first (ties: lower `rank`, then lower
+    index). Neighbours are one sorted int64 array with offsets, and the queue is one Python int per
+    fragment (count, rank and index in one key): a few dozen bytes a fragment on the driver where a
+    list of neighbours and a tuple each took ~340 (the search rounds run this over every
+    representative)."""
+    reps = np.asarray(reps, dtype=np.int64).ravel()
+    members = np.asarray(members, dtype=np.int64).ravel()
+    other = reps != members
+    edge = np.unique(reps[other] * n + members[other])  # by representative, then member; each once
+    start = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(edge // n, minlength=n), out=start[1:])
+    neighbour = edge % n
+    del edge, other
+    rank = np.asarray(rank, dtype=np.int64)
+    width = int(rank.max()) + 1 if n else 1
+    count = np.diff(start) + 1
+
+    def key(c: int, r: int, x: int) -> int:  # smaller first: more covered, then lower rank, then lower x
+        return ((n + 1 - c) * width + r) * n + x
+
+    if (n + 1) * width * n < 2**63:  # the keys fit int64: made and sorted in NumPy (a sorted list is a heap)
+        heap = np.sort(((n + 1 - count) * width + rank) * n + np.arange(n)).tolist()
+    else:
+        order = np.lexsort((np.arange(n), rank, -count))
+        heap = [key(c, r, x) for c, r, x in zip(count[order].tolist(), rank[order].tolist(), order.tolist())]
+    del count
     rep_of = np.full(n, -1, dtype=np.int64)
-    heap = [(-(len(neighbours[x]) + 1), int(rank[x]), x) for x in range(n)]
-    heapq.heapify(heap)
     while heap:
-        negative_count, rank_x, x = heapq.heappop(heap)
+        top = heapq.heappop(heap)
+        x = top % n
         if rep_of[x] >= 0:
             continue
-        uncovered = [m for m in neighbours[x] if rep_of[m] < 0]
-        count = len(uncovered) + 1
-        if count != -negative_count:  # stale entry: re-queue with the true count (lazy greedy)
-            heapq.heappush(heap, (-count, rank_x, x))
+        near = neighbour[start[x]:start[x + 1]]
+        uncovered = near[rep_of[near] < 0]
+        covers = len(uncovered) + 1
+        if covers != n + 1 - top // n // width:  # stale entry: re-queue with the true count
+            heapq.heappush(heap, key(covers, top // n % width, x))
             continue
         rep_of[x] = x
-        rep_of[np.array(uncovered, dtype=np.int64)] = x
+        rep_of[uncovered] = x
     return rep_of
 
 
