@@ -3,6 +3,7 @@ blocked TM-align, and the k-mer round's Ray Data shuffle against the same comput
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -167,7 +168,9 @@ def test_the_ray_data_shuffle_gives_the_in_process_candidates(ray_local, fragmen
     config = ClusterConfig(kmer_size=5, kmers_per_fragment=40, centres_per_fragment=2)
     priority = centre_priority(fs.lengths, fs.mean_plddt, fs.ids)
     members = np.arange(len(fs))
-    candidates = RayKmerCandidates(shard_in_memory(fs, 7), config, progress=False, rows_per_task=rows_per_task)
+    sharded = shard_in_memory(fs, 7)
+    held_before = _driver_references()
+    candidates = RayKmerCandidates(sharded, config, progress=False, rows_per_task=rows_per_task)
     member, centre, shared = candidates(members, priority)
     assert len(member) > 0, "the example set has no shared k-mers at all: the test would prove nothing"
     m, c, s = local_candidates(fs.states_3di, fs.lengths, config.kmer_config(), config.coverage)(members, priority)
@@ -186,6 +189,22 @@ def test_the_ray_data_shuffle_gives_the_in_process_candidates(ray_local, fragmen
                       config.centres_per_fragment)
     assert list(zip(m.tolist(), a.tolist(), c.tolist())) == sorted(zip(want[0].tolist(), want[3].tolist(),
                                                                        want[1].tolist()))
+    # the k-mer tables and the tasks that made them are let go once the tries are back (Ray Data's
+    # plan in the shuffle's task held them in reference cycles: pinned in the object store all run)
+    deadline = time.monotonic() + 20
+    while _driver_references() - held_before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _driver_references() - held_before
+
+
+def _driver_references() -> set:
+    """Object ids the driver's core worker still tracks (its own, borrowed, or kept for lineage)."""
+    import gc
+
+    import ray
+
+    gc.collect()
+    return set(ray._private.worker.global_worker.core_worker.get_all_reference_counts())
 
 
 def test_the_sharded_scored_search_checks_at_most_limit_candidates_per_query_and_target_shard(ray_local,

@@ -225,11 +225,13 @@ def cluster(fragments: Fragments, engine: Engine, aligner: Aligner, config: Clus
         audit = align_once(rep_pairs, between_reps, aligner, desc="representative audit")
         merges = algo.concat_evidence(algo.merge_evidence(audit, rep_of, config.merge_threshold,
                                                           source="representatives"), members_found)
+        del between_reps, members_found, rep_pairs  # each step lets go of what no later step reads
 
     # 3. the linkage decides which evidence joins clusters
     with steps("linkage"):
         known = known_scores([audit])
         known.absorb(members_known)
+        del audit, members_known
         linked = link_clusters(
             rep_of, merges["rep_a"], merges["rep_b"], np.minimum(merges["tm_a"], merges["tm_b"]), merges["source"],
             rank, linkage=config.linkage, guard=config.guard_threshold,
@@ -249,6 +251,7 @@ def cluster(fragments: Fragments, engine: Engine, aligner: Aligner, config: Clus
     # 5. singleton audit
     with steps("singleton audit"):
         audit_result, links = singleton_audit(fragments, cluster_rep, engine, aligner, config, known)
+        del known, pairs
 
     with steps("tables"):
         tables = cluster_tables(fragments, rep_of, cluster_rep, merges, audit_result, cohesion)

@@ -3,6 +3,7 @@ kept in `cluster_runs.steps` so nobody has to guess it from progress bars."""
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections.abc import Iterator
@@ -23,7 +24,9 @@ class Step:
 
 class Steps:
     """`with steps("audit"): ...` adds the block's wall time and the aligner's new calls to "audit";
-    a step entered twice adds up. Steps keep the order they first ran in."""
+    a step entered twice adds up. Steps keep the order they first ran in. A step's garbage is
+    collected as it ends: NumPy arrays are not what starts Python's cycle collector, so arrays held
+    by a cycle (a closure, a generator) could otherwise outlive their step by several."""
 
     def __init__(self, aligner: Counted) -> None:
         self.aligner = aligner
@@ -38,6 +41,7 @@ class Steps:
             step = self.record.setdefault(name, Step())
             step.seconds += time.perf_counter() - tick
             step.alignments += self.aligner.calls - before
+            gc.collect()
 
     def to_json(self) -> str:
         return json.dumps({name: {"seconds": round(s.seconds, 3), "alignments": s.alignments}

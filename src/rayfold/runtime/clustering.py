@@ -9,6 +9,7 @@ which merges) is pure and lives in `rayfold.cluster.algorithm`.
 
 from __future__ import annotations
 
+import gc
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -162,6 +163,10 @@ def _tries_by_shuffle(min_ratio: float, limit: int, partitions: int, kmer_refs: 
                .map_batches(_tries_batch, batch_format="pyarrow", batch_size=None,  # type: ignore[arg-type]
                             fn_kwargs={"limit": limit}))
     tables = [t for t in ray.get(dataset.to_arrow_refs()) if t.num_rows]
+    # Ray Data's plan holds the k-mer tables' references in cycles: collected now, their owner (the
+    # driver) drops them and the tasks that made them, instead of keeping both while this worker idles
+    del dataset
+    gc.collect()
     return pa.concat_tables(tables).combine_chunks() if tables else TRIES_SCHEMA.empty_table()
 
 
