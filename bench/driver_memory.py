@@ -18,7 +18,15 @@ thread arenas (`malloc_info`: what every other thread of the driver allocated, g
 included) are counted beside the main arena; `--no-trace` leaves tracemalloc out (its bookkeeping
 adds ~150 MB to every figure).
 
-    python bench/driver_memory.py /tmp/lin/n10000 /tmp/driver-memory-out [--allocators [--no-trace]]
+`--memray` runs the driver under memray (`pip install -e ".[bench]"`; native stacks, aggregated:
+one record per allocation site live at the peak) and prints the allocations live at the high-water
+mark of what it tracks, by where they were made: rayfold's own source lines (NumPy arrays, Python
+objects, and what Ray's C++ allocates inside a rayfold call such as a task's arguments), Ray's core
+worker and gRPC threads, Python's object arenas, the rest. Single mappings of 256 MB and more (the
+object store's file, Arrow's reserved segments: mapped, not resident) are left out. The RSS table
+then includes memray's own bookkeeping: read the attribution, not the RSS.
+
+    python bench/driver_memory.py /tmp/lin/n10000 /tmp/driver-memory-out [--allocators [--no-trace] | --memray]
 """
 
 from __future__ import annotations
@@ -43,12 +51,21 @@ def main() -> None:
     parser.add_argument("--allocators", action="store_true", help="attribute the driver's memory by allocator")
     parser.add_argument("--no-trace", action="store_true",
                         help="with --allocators: glibc's arenas and Arrow's pool only, no tracemalloc")
+    parser.add_argument("--memray", action="store_true",
+                        help="run the driver under memray and attribute what is live at its peak")
     args = parser.parse_args()
     cli = ["cluster", args.fragments, "--out", args.out, "--engine", "builtin"]
-    probe_file = f"{args.out}.allocators.jsonl"
+    probe_file, capture = f"{args.out}.allocators.jsonl", f"{args.out}.memray.bin"
     child_flag = "--child-untraced" if args.no_trace else "--child"
-    command = ([sys.executable, __file__, child_flag, probe_file, *cli] if args.allocators
-               else [sys.executable, "-m", "rayfold", *cli])
+    if args.memray:
+        if os.path.exists(capture):
+            os.remove(capture)  # memray will not overwrite
+        command = [sys.executable, "-m", "memray", "run", "--native", "--aggregate", "-q", "-o", capture,
+                   "-m", "rayfold", *cli]
+    elif args.allocators:
+        command = [sys.executable, __file__, child_flag, probe_file, *cli]
+    else:
+        command = [sys.executable, "-m", "rayfold", *cli]
     child = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
     assert child.stderr is not None
     start = time.monotonic()
@@ -86,6 +103,8 @@ def main() -> None:
           f"[heap] {peaks[4]:.1f} MB; the kernel's high-water mark {peaks[5]:.1f} MB; exit status {child.returncode}")
     if args.allocators:
         report_allocators(probe_file, stages)
+    if args.memray:
+        report_memray(capture)
 
 
 def resident(pid: int) -> tuple[float, float, float, float, float, float]:
@@ -185,6 +204,51 @@ def report_allocators(path: str, stages: list[tuple[float, str]]) -> None:
     print(f"most traced memory, by source line ({last_top['t']:.0f} s, RSS {last_top['rss']:.1f} MB):")
     for where, size in last_top["top"]:
         print(f"  {size:8.2f} MB  {where}")
+
+
+UNTOUCHED_MAPPING = 256 * 2**20  # single mappings this large are reservations (object store, Arrow's arenas)
+
+
+def where_made(record) -> str:
+    """Python's object arenas; else the innermost rayfold source line of the allocation's stack; else
+    what made it."""
+    frames = record.hybrid_stack_trace(max_stacks=64)
+    natives = " ".join(f"{function} {filename}" for function, filename, _ in frames)
+    if "_PyObject_ArenaMmap" in natives or "new_arena" in natives:  # made by whichever object needed it
+        return "Python's object arenas (pymalloc: objects of 512 B or less)"
+    for function, filename, line in frames:
+        if "/rayfold/" in filename and filename.endswith(".py"):
+            return f"rayfold {filename.split('/rayfold/')[-1]}:{line} ({function})"
+    if "ray::core" in natives or "_raylet" in natives or "ray/_private" in natives or "ray::" in natives:
+        return "Ray's core worker (C++)"
+    if "grpc" in natives:
+        return "gRPC (C++)"
+    for function, filename, line in frames:
+        if filename.endswith(".py") or filename.startswith("<frozen"):
+            return f"other Python: {filename.split('/')[-1]}:{line} ({function})"
+    return f"other native: {frames[0][0][:60] if frames else '?'}"
+
+
+def report_memray(capture: str, top: int = 30) -> None:
+    """What was live at the driver's high-water mark, by `where_made`, biggest first."""
+    from collections import Counter
+
+    from memray import AllocatorType, FileReader
+
+    reader = FileReader(capture)
+    records = list(reader.get_high_watermark_allocation_records(merge_threads=True))
+    sizes: Counter = Counter()
+    reserved = 0
+    for record in records:
+        if record.allocator == AllocatorType.MMAP and record.size >= UNTOUCHED_MAPPING:
+            reserved += record.size
+            continue
+        sizes[where_made(record)] += record.size
+    mb = 2**20
+    print(f"\nmemray: live at the high-water mark {sum(sizes.values()) / mb:.1f} MB, besides {reserved / mb:.0f} MB "
+          f"of reserved mappings (the object store's file, Arrow's segments)")
+    for where, size in sizes.most_common(top):
+        print(f"  {size / mb:8.2f} MB  {where}")
 
 
 if __name__ == "__main__":
