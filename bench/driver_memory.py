@@ -219,7 +219,7 @@ def where_made(record) -> str:
     for function, filename, line in frames:
         if "/rayfold/" in filename and filename.endswith(".py"):
             return f"rayfold {filename.split('/rayfold/')[-1]}:{line} ({function})"
-    if "ray::core" in natives or "_raylet" in natives or "ray/_private" in natives or "ray::" in natives:
+    if "ray::" in natives or "_raylet" in natives or "ray/_private" in natives:
         return "Ray's core worker (C++)"
     if "grpc" in natives:
         return "gRPC (C++)"
