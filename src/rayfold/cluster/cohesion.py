@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rayfold.cluster.rules import seeded_hash
+from rayfold.cluster.rules import seeded_hashes
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,7 @@ def cohesion_pairs(cluster_rep: np.ndarray, ids: Sequence[str], per_cluster: int
     members = np.flatnonzero(cluster_rep != np.arange(len(cluster_rep)))
     if per_cluster <= 0 or not len(members):
         return np.zeros((0, 2), np.int64)
-    # the members' Python ints a slice at a time, never a list of all of them
-    hashes = np.fromiter((seeded_hash(seed, ids[m]) for k in range(0, len(members), 65_536)
-                          for m in members[k:k + 65_536].tolist()), np.uint64, len(members))
+    hashes = seeded_hashes(seed, ids, members)  # a slice at a time, never a Python object per member
     order = np.lexsort((hashes, cluster_rep[members]))  # by cluster, then hash
     members = members[order]
     reps = cluster_rep[members]

@@ -27,6 +27,7 @@ from typing import Literal
 
 import numpy as np
 
+from rayfold.model.ids import IdColumn
 from rayfold.model.unionfind import Forest, forest_labels
 
 
@@ -79,6 +80,8 @@ class ClusterConfig:
 
 def in_id_order(ids: Sequence[str]) -> bool:
     """Whether the ids are sorted (the sharded engine's global index is): one pass of comparisons."""
+    if isinstance(ids, IdColumn):
+        return ids.is_sorted()
     return all(ids[k] < ids[k + 1] for k in range(len(ids) - 1))
 
 
@@ -89,7 +92,8 @@ def id_rank(ids: Sequence[str]) -> np.ndarray:
     if in_id_order(ids):
         return np.arange(n, dtype=np.int64)
     rank = np.empty(n, np.int64)
-    rank[np.argsort(np.array(ids, dtype=object), kind="stable")] = np.arange(n)
+    order = ids.sort_indices() if isinstance(ids, IdColumn) else np.argsort(np.array(ids, dtype=object), kind="stable")
+    rank[order] = np.arange(n)
     return rank
 
 
@@ -187,7 +191,8 @@ def concat_evidence(a: dict, b: dict) -> dict:
     return {k: np.concatenate([a[k], b[k]]) for k in a}
 
 
-def sample_singletons(cluster_rep: np.ndarray, sample_size: int, seed: int, ids: list[str] | None = None) -> np.ndarray:
+def sample_singletons(cluster_rep: np.ndarray, sample_size: int, seed: int,
+                      ids: Sequence[str] | None = None) -> np.ndarray:
     """Sorted indices of up to `sample_size` fragments alone in their cluster.
 
     Bottom-k by a seeded hash of the fragment id: the sample does not depend on the order or
@@ -198,13 +203,30 @@ def sample_singletons(cluster_rep: np.ndarray, sample_size: int, seed: int, ids:
     if len(singletons) <= sample_size:
         return singletons
     names = ids if ids is not None else [str(i) for i in range(len(cluster_rep))]
-    hashes = np.fromiter((seeded_hash(seed, names[i]) for i in singletons.tolist()), np.uint64, len(singletons))
-    order = np.lexsort((id_rank(names)[singletons], hashes))[:sample_size]
+    hashes = seeded_hashes(seed, names, singletons)
+    # ties of the hash (2^-64) go to the smaller id: the singletons' own id order, no rank of every id
+    tie = np.arange(len(singletons)) if in_id_order(names) else id_rank(names_of(names, singletons))
+    order = np.lexsort((tie, hashes))[:sample_size]
     return np.sort(singletons[order])
 
 
 def seeded_hash(seed: int, name: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest(), "big")
+
+
+def names_of(ids: Sequence[str], index: np.ndarray) -> list[str]:
+    """ids[index] as Python strings (an `IdColumn` takes them in one Arrow call)."""
+    return ids.take(index) if isinstance(ids, IdColumn) else [ids[k] for k in np.asarray(index).tolist()]
+
+
+def seeded_hashes(seed: int, ids: Sequence[str], index: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    """`seeded_hash` of ids[index] (uint64), `chunk` ids at a time: never a Python object per fragment."""
+    index = np.asarray(index)
+    out = np.empty(len(index), np.uint64)
+    for lo in range(0, len(index), chunk):
+        names = names_of(ids, index[lo:lo + chunk])
+        out[lo:lo + len(names)] = np.fromiter((seeded_hash(seed, x) for x in names), np.uint64, len(names))
+    return out
 
 
 def within_reach(a: np.ndarray, b: np.ndarray, lengths: np.ndarray, min_length_ratio: float) -> np.ndarray:

@@ -9,6 +9,7 @@ from rayfold.cluster.cohesion import Cohesion
 from rayfold.cluster.rules import SingletonAudit, id_rank, in_id_order
 from rayfold.model import schema
 from rayfold.model.fragset import Fragments
+from rayfold.model.ids import id_array
 
 # the members table as `cluster_tables` holds it: representative columns dictionary-encoded over the ids
 MEMBERS_IN_MEMORY = pa.schema(
@@ -30,8 +31,8 @@ def cluster_tables(
     cohesion: Cohesion,
 ) -> dict[str, pa.Table]:
     """clusters, members, merges and singleton_audit tables, sorted by their keys."""
-    # one Arrow copy of the ids, taken from: no Python list per column
-    names = pa.array(fragments.ids, pa.string())
+    # one Arrow array of the ids (the driver's own, not a copy, when it holds an `IdColumn`), taken from
+    names = id_array(fragments.ids)
     n = len(names)
     # the sharded engine's index is in id order already: no rank array then
     rank = None if in_id_order(fragments.ids) else id_rank(fragments.ids)

@@ -15,12 +15,16 @@ from typing import Protocol
 import numpy as np
 import pyarrow as pa
 
+from rayfold.model.ids import IdColumn
+
 
 class Fragments(Protocol):
     """What the clustering's bookkeeping needs per fragment (a FragmentSet or a FragmentIndex)."""
 
-    ids: list[str]
     mean_plddt: np.ndarray
+
+    @property
+    def ids(self) -> Sequence[str]: ...  # a list, or an `IdColumn` (one Arrow array) on a driver
 
     @property
     def lengths(self) -> np.ndarray: ...
@@ -31,10 +35,12 @@ class Fragments(Protocol):
 
 
 class FragmentIndex:
-    """Ids, lengths and mean pLDDT only: what a driver holds when the coordinates live in shards."""
+    """Ids, lengths and mean pLDDT only: what a driver holds when the coordinates live in shards
+    (the ids as one Arrow array, `IdColumn`)."""
 
-    def __init__(self, ids: Sequence[str], lengths: np.ndarray, mean_plddt: np.ndarray) -> None:
-        self.ids = list(ids)
+    def __init__(self, ids: Sequence[str] | pa.Array | pa.ChunkedArray, lengths: np.ndarray,
+                 mean_plddt: np.ndarray) -> None:
+        self.ids = ids if isinstance(ids, IdColumn) else IdColumn(ids)
         self._lengths = np.asarray(lengths, dtype=np.int32)
         self.mean_plddt = np.asarray(mean_plddt, dtype=np.float32)
         if not len(self.ids) == len(self._lengths) == len(self.mean_plddt):

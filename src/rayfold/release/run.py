@@ -53,6 +53,7 @@ from rayfold.io.storage import (
 )
 from rayfold.model import schema
 from rayfold.model.errors import InputError
+from rayfold.model.ids import id_array
 from rayfold.release import manifest as mf
 from rayfold.release.clustermap import NEW, cluster_map
 from rayfold.release.inputfilter import EntryFilter
@@ -201,7 +202,7 @@ def _run_release(
         # one part for the whole collection, replaced each release: a duplicate is listed once
         folder.write_table(duplicates, "errors", "part-duplicates.parquet")
         changed = mf.changed_content(manifest, release)
-        ids = pa.array(fragments.index.ids, pa.string())
+        ids = id_array(fragments.index.ids)
         timings["load"] = time.perf_counter() - tick
 
         with tempfile.TemporaryDirectory(prefix="rayfold-memo-") as spill:

@@ -29,6 +29,7 @@ from rayfold.cluster.rules import ClusterConfig
 from rayfold.io.storage import exists, join_uri, parquet_parts, write_parquet
 from rayfold.model.errors import InputError
 from rayfold.model.fragset import FragmentSet
+from rayfold.model.ids import id_array
 from rayfold.runtime.heap import release_freed
 from rayfold.runtime.session import WORKER_ENV, iter_tasks, quiet_ray_data, ray_remote, ray_session
 from rayfold.runtime.shards import (
@@ -279,8 +280,8 @@ class RayAligner:
             todo = rows[~found[rows]]
             if not len(todo):
                 return ray.put({k: known[k][rows] for k in VALUES})  # type: ignore[index]
-            return self.remote.remote(shards.refs[a], shards.position[pairs[todo, 0]],
-                                      shards.refs[b], shards.position[pairs[todo, 1]])
+            return self.remote.remote(shards.refs[a], shards.position(pairs[todo, 0]),
+                                      shards.refs[b], shards.position(pairs[todo, 1]))
 
         submissions = [partial(submit, a, b, rows) for a, b, rows in blocks]
 
@@ -368,16 +369,16 @@ class RayPrefilter:
             return
         shards, cpus = self.fragments, _cpus()
         chunk = self.chunk or int(np.clip(-(-len(queries) // (4 * cpus)), 64, 2000))
-        target_shards = [targets[shards.shard_of[targets] == s] for s in range(shards.n_shards)]
+        target_shards = [targets[shards.shard_of(targets) == s] for s in range(shards.n_shards)]
         submissions = []
         for qs in range(shards.n_shards):
-            in_q = queries[shards.shard_of[queries] == qs]
+            in_q = queries[shards.shard_of(queries) == qs]
             for start in range(0, len(in_q), chunk):
                 q = in_q[start:start + chunk]
                 for ts, t in enumerate(target_shards):
                     if len(t):
                         submissions.append(lambda q=q, qs=qs, t=t, ts=ts: self.remote.remote(
-                            shards.refs[qs], shards.position[q], q, shards.refs[ts], shards.position[t], t,
+                            shards.refs[qs], shards.position(q), q, shards.refs[ts], shards.position(t), t,
                             prefilter_config))
         for _, block in iter_tasks(submissions, desc=desc, progress=self.progress, max_in_flight=max(8, cpus)):
             yield block
@@ -426,9 +427,9 @@ class RayKmerCandidates:
         kmer_config = kmer_config if seed is None else replace(kmer_config, seed=seed)
         refs, counts = [], []
         for s in range(shards.n_shards):
-            m = members[shards.shard_of[members] == s]
+            m = members[shards.shard_of(members) == s]
             if len(m):
-                table, count = self.remote.remote(shards.refs[s], shards.position[m], m, priority[m],
+                table, count = self.remote.remote(shards.refs[s], shards.position(m), m, priority[m],
                                                   shards.index.lengths[m], kmer_config)
                 refs.append(table)
                 counts.append(count)
@@ -467,9 +468,8 @@ class RayFoldseek:
             options["resources"] = {FOLDSEEK_RESOURCE: 1}
         shards = []
         for s in range(fragments.n_shards):
-            globals_ = np.flatnonzero(fragments.shard_of == s)
-            globals_ = globals_[np.argsort(fragments.position[globals_], kind="stable")]
-            shards.append((fragments.refs[s], fragments.position[globals_], globals_))
+            globals_ = fragments.in_shard(s)
+            shards.append((fragments.refs[s], fragments.position(globals_), globals_))
         self.node: Any = ray.remote(**options)(FoldseekNode).remote(shards, binary, threads,
                                                                 config.foldseek_audit_alignment)
 
@@ -552,11 +552,11 @@ def cluster_fragments(
     finally:
         if engine.close is not None:
             engine.close()
-    ids, links = shards.index.ids, result.links
+    ids, links = id_array(shards.index.ids), result.links
     tables = dict(result.tables)
     tables["singleton_links"] = pa.Table.from_arrays(
-        [pa.array([ids[k] for k in links[:, 0].tolist()], pa.string()),
-         pa.array([ids[k] for k in links[:, 1].tolist()], pa.string())], schema=schema.SINGLETON_LINKS)
+        [ids.take(pa.array(links[:, 0].astype(np.int64))), ids.take(pa.array(links[:, 1].astype(np.int64)))],
+        schema=schema.SINGLETON_LINKS)
     tables["cluster_runs"] = result.run
     return tables
 

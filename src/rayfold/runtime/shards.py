@@ -3,8 +3,8 @@
 A shard is a `FragmentSet` of up to `shard_size` fragments (coordinates, sequences, 3Di), cut by a
 task from tables that reading tasks made of the fragments table's part files (column projection,
 the selected rows only, each file read once), so no coordinates ever pass through the driver.
-Fragment g (global index: rank of its id) lives in shard `shard_of[g]` at row `position[g]`; a
-shard's rows are in global order.
+Fragment g (global index: rank of its id) lives in shard g // shard_size at row g % shard_size (both
+computed, not held per fragment); a shard's rows are in global order.
 
 Work over pairs is blocked by shard pair: a TM-align task gets the two shards its pairs touch, a
 search task one query shard and one target shard. No task holds more than two shards.
@@ -28,12 +28,23 @@ CATALOGUE_COLUMNS = ("fragment_id", "n_residues", "mean_plddt")
 @dataclass
 class ShardedFragments:
     index: FragmentIndex  # ids, lengths, mean pLDDT: all the driver holds per fragment
-    shard_of: np.ndarray  # int32 per fragment
-    position: np.ndarray  # int32 per fragment: its row in the shard
+    shard_size: int  # shard s holds global indices [s * shard_size, (s + 1) * shard_size)
     refs: list  # ObjectRef of each shard's FragmentSet
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def shard_of(self, g: np.ndarray) -> np.ndarray:
+        """The shard of each global index (int32): computed, never held per fragment."""
+        return (np.asarray(g) // self.shard_size).astype(np.int32)
+
+    def position(self, g: np.ndarray) -> np.ndarray:
+        """Each global index's row in its shard (int32)."""
+        return (np.asarray(g) % self.shard_size).astype(np.int32)
+
+    def in_shard(self, s: int) -> np.ndarray:
+        """The global indices shard `s` holds, in its row order."""
+        return np.arange(s * self.shard_size, min(len(self), (s + 1) * self.shard_size), dtype=np.int64)
 
     @property
     def n_shards(self) -> int:
@@ -48,7 +59,9 @@ class ShardedFragments:
         # one key per row, int32 while the shard pairs fit (46,340 shards: 190 M fragments), the
         # shard pair read back from it: 16 B a pair on the driver with the sort, not 48
         dtype = np.int32 if width * width < 2**31 else np.int64
-        key = self.shard_of[a].astype(dtype) * dtype(width) + self.shard_of[b].astype(dtype)
+        key = self.shard_of(a).astype(dtype)
+        np.multiply(key, width, out=key)  # in place: the key stays `dtype`
+        np.add(key, self.shard_of(b), out=key)
         order = np.argsort(key, kind="stable")
         if not len(order):
             return
@@ -77,9 +90,7 @@ def shard_in_memory(fragments: FragmentSet, shard_size: int) -> ShardedFragments
     n = len(fragments)
     starts = list(range(0, n, shard_size)) or [0]
     refs = [ray.put(fragments.subset(range(s, min(n, s + shard_size)))) for s in starts]
-    g = np.arange(n)
-    return ShardedFragments(FragmentIndex(fragments.ids, fragments.lengths, fragments.mean_plddt),
-                            (g // shard_size).astype(np.int32), (g % shard_size).astype(np.int32), refs)
+    return ShardedFragments(FragmentIndex(fragments.ids, fragments.lengths, fragments.mean_plddt), shard_size, refs)
 
 
 def _read_group(parts: Sequence[str], rows: Sequence[np.ndarray], storage_options: dict | None) -> pa.Table:
@@ -161,11 +172,10 @@ def load_sharded(parts: Sequence[str], catalogue: pa.Table, *, storage_options: 
                   for k in touched.tolist()]
         refs.append(cut.remote(slices, *[tables[k] for k in touched.tolist()]))
     del tables, in_group, part
-    g = np.arange(n)
-    shard_of, position = g // shard_size, g % shard_size
     lengths, mean_plddt = sorted_column("n_residues", np.int32), sorted_column("mean_plddt", np.float32)
-    index = FragmentIndex(pc.take(catalogue.column("fragment_id"), order).to_pylist(), lengths, mean_plddt)
-    return ShardedFragments(index, shard_of.astype(np.int32), position.astype(np.int32), refs)
+    # the ids stay one Arrow array (`IdColumn`): ~30 B an id, where Python strings take ~85
+    index = FragmentIndex(pc.take(catalogue.column("fragment_id"), order), lengths, mean_plddt)
+    return ShardedFragments(index, shard_size, refs)
 
 
 CATALOGUE_THREADS = 16  # part files read at once for the catalogue (object-store GETs wait on the network)
