@@ -300,3 +300,22 @@ def test_the_driver_never_runs_ray_data_for_the_shuffle(ray_local, fragments_tab
     assert done.returncode == 0, done.stderr[-3000:]
     tries, imported = done.stdout.split()[-2:]
     assert int(tries) > 0 and imported == "False"
+
+
+def test_shard_of_a_fragment_is_computed_from_its_index() -> None:
+    """Shard and row come from the global index alone (nothing held per fragment); `by_shard` splits
+    sorted indices as a pass per shard would."""
+    from rayfold.model.fragset import FragmentIndex
+    from rayfold.runtime.shards import ShardedFragments
+
+    n = 103
+    index = FragmentIndex([f"f{k:03d}" for k in range(n)], np.full(n, 50), np.full(n, 90.0))
+    sharded = ShardedFragments(index, 25, [None] * 5)
+    g = np.arange(n)
+    assert sharded.shard_of(g).tolist() == (g // 25).tolist() and sharded.position(g).tolist() == (g % 25).tolist()
+    assert np.concatenate([sharded.in_shard(s) for s in range(5)]).tolist() == g.tolist()
+    chosen = np.unique(np.random.default_rng(0).integers(0, n, 40))
+    split = sharded.by_shard(chosen)
+    assert len(split) == 5
+    assert [part.tolist() for part in split] == [chosen[(chosen // 25) == s].tolist() for s in range(5)]
+    assert [len(p) for p in sharded.by_shard(np.zeros(0, np.int64))] == [0] * 5

@@ -369,10 +369,9 @@ class RayPrefilter:
             return
         shards, cpus = self.fragments, _cpus()
         chunk = self.chunk or int(np.clip(-(-len(queries) // (4 * cpus)), 64, 2000))
-        target_shards = [targets[shards.shard_of(targets) == s] for s in range(shards.n_shards)]
+        target_shards = shards.by_shard(targets)
         submissions = []
-        for qs in range(shards.n_shards):
-            in_q = queries[shards.shard_of(queries) == qs]
+        for qs, in_q in enumerate(shards.by_shard(queries)):
             for start in range(0, len(in_q), chunk):
                 q = in_q[start:start + chunk]
                 for ts, t in enumerate(target_shards):
@@ -426,8 +425,7 @@ class RayKmerCandidates:
         kmer_config = config.kmer_config()
         kmer_config = kmer_config if seed is None else replace(kmer_config, seed=seed)
         refs, counts = [], []
-        for s in range(shards.n_shards):
-            m = members[shards.shard_of(members) == s]
+        for s, m in enumerate(shards.by_shard(members)):
             if len(m):
                 table, count = self.remote.remote(shards.refs[s], shards.position(m), m, priority[m],
                                                   shards.index.lengths[m], kmer_config)

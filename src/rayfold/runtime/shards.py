@@ -42,6 +42,12 @@ class ShardedFragments:
         """Each global index's row in its shard (int32)."""
         return (np.asarray(g) % self.shard_size).astype(np.int32)
 
+    def by_shard(self, g: np.ndarray) -> list[np.ndarray]:
+        """Sorted global indices `g` split by shard (one view per shard, empty where none): one
+        binary search per shard, not a pass over `g` per shard."""
+        cuts = np.searchsorted(g, np.arange(self.n_shards + 1, dtype=np.int64) * self.shard_size)
+        return [g[a:b] for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist())]
+
     def in_shard(self, s: int) -> np.ndarray:
         """The global indices shard `s` holds, in its row order."""
         return np.arange(s * self.shard_size, min(len(self), (s + 1) * self.shard_size), dtype=np.int64)
