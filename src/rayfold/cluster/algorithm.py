@@ -31,7 +31,18 @@ import numpy as np
 from rayfold.cluster import rules as algo
 from rayfold.cluster.cascade import KmerCandidates, ScoredSearch, cascade_first_pass, centre_priority
 from rayfold.cluster.cohesion import cohesion_pairs, summarise
-from rayfold.cluster.evidence import Across, Among, Columns, Either, Evidence, OfPairs, concat_columns, take_rows
+from rayfold.cluster.evidence import (
+    Across,
+    Among,
+    Both,
+    Columns,
+    Either,
+    Evidence,
+    OfPairs,
+    Touches,
+    concat_columns,
+    take_rows,
+)
 from rayfold.cluster.linkage import MERGED, link_clusters
 from rayfold.cluster.memo import VALUES, oriented
 from rayfold.cluster.pairscores import PairScores
@@ -168,22 +179,27 @@ def singleton_audit(fragments: Fragments, cluster_rep: np.ndarray, engine: Engin
 
 def read_back(evidence: Evidence, rep_of: np.ndarray, first_reps: np.ndarray,
               config: ClusterConfig) -> tuple[PairScores, dict, list[Columns]]:
-    """(scores known among the flagged fragments, the members' merge evidence, the rows between
-    representatives) from the alignments kept so far, in two scans: the merge evidence (pairs
-    across first-pass clusters at min-TM >= the merge threshold), then the rows among the
-    representatives and that evidence's fragments (the audit reuses them, the guard and
-    reassignment look their scores up). The rest (~one row per fragment) is never read back."""
+    """(scores later steps look up, the members' merge evidence, the rows between representatives)
+    from the alignments kept so far, in three scans: the merge evidence (pairs across first-pass
+    clusters at min-TM >= the merge threshold) and the rows among the representatives (the audit
+    reuses them), every column; then the min-TM of the rows among the representatives and that
+    evidence's fragments that have a representative at one end at least. Those are all the scores
+    later steps look up: the guard's pairs join two representatives, a reassignment's a member and
+    a representative, cohesion's a member and its representative, the singleton audit's two
+    singletons (representatives). The rest (~one row per fragment) is never read back."""
+    evidence.flush()
     is_rep = np.zeros(len(rep_of), bool)
     is_rep[first_reps] = True
     across = Across(rep_of, config.merge_threshold)
+    near = evidence.select(Either((across, Among(is_rep))))
+    merges = algo.merge_evidence(near, rep_of, config.merge_threshold, source="members")
     flagged = is_rep.copy()
-    ends = evidence.select(across)
-    flagged[ends["i"]] = True
-    flagged[ends["j"]] = True
-    near = evidence.select(Either((across, Among(flagged))))
-    del ends, flagged
-    return (known_scores([near]), algo.merge_evidence(near, rep_of, config.merge_threshold, source="members"),
-            [take_rows(near, is_rep[near["i"]] & is_rep[near["j"]])])
+    flagged[merges["i"]] = True
+    flagged[merges["j"]] = True
+    between_reps = take_rows(near, is_rep[near["i"]] & is_rep[near["j"]])
+    del near
+    known = evidence.scores(Both((Among(flagged), Touches(is_rep))))
+    return known, merges, [between_reps]
 
 
 @dataclass
@@ -214,6 +230,7 @@ def cluster(fragments: Fragments, engine: Engine, aligner: Aligner, config: Clus
     else:
         rep_of, rounds = builtin_first_pass(fragments, members, rank, engine, aligner, config, evidence, steps)
         rep_of = np.asarray(rep_of, dtype=np.int32)
+    del members
     first_reps = np.unique(rep_of)
     with steps("evidence"):
         members_known, members_found, between_reps = read_back(evidence, rep_of, first_reps, config)
@@ -227,7 +244,7 @@ def cluster(fragments: Fragments, engine: Engine, aligner: Aligner, config: Clus
                                                           source="representatives"), members_found)
         del between_reps, members_found, rep_pairs  # each step lets go of what no later step reads
 
-    # 3. the linkage decides which evidence joins clusters
+    # 3. the linkage decides which evidence joins clusters (the guard's alignments extend `known`)
     with steps("linkage"):
         known = known_scores([audit])
         known.absorb(members_known)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from rayfold.cluster.pairscores import pair_keys
+from rayfold.cluster.pairscores import PairScores, pair_keys
 from rayfold.cluster.rules import ClusterConfig
 
 Columns = dict[str, np.ndarray]  # i, j, tm_a, tm_b, rmsd, aligned_length, seq_identity, cov_a, cov_b
@@ -115,6 +115,27 @@ class OfPairs:
 
 
 @dataclass(frozen=True)
+class Touches:
+    """Rows with at least one flagged fragment."""
+
+    flagged: np.ndarray  # bool per fragment
+
+    def __call__(self, columns: Columns) -> np.ndarray:
+        return self.flagged[columns["i"]] | self.flagged[columns["j"]]
+
+
+@dataclass(frozen=True)
+class Both:
+    rules: tuple
+
+    def __call__(self, columns: Columns) -> np.ndarray:
+        keep = np.ones(len(columns["i"]), bool)
+        for rule in self.rules:
+            keep &= rule(columns)
+        return keep
+
+
+@dataclass(frozen=True)
 class Either:
     rules: tuple
 
@@ -181,6 +202,23 @@ class Evidence:
                 parts.append(take_rows(block, keep))
             start += rows
         return concat_columns(parts)
+
+    def scores(self, rule: RowRule) -> PairScores:
+        """min-TM of the rows `rule` keeps, later rows winning (as `PairScores.from_columns` of
+        `select`), built a block at a time: 16 B a kept row, not every column of it."""
+        keys, tms = [], []
+        for block in self.scan():
+            keep = rule(block)
+            keys.append(pair_keys(block["i"][keep], block["j"][keep]))
+            tms.append(np.minimum(block["tm_a"][keep], block["tm_b"][keep]))
+        return PairScores.from_keys(np.concatenate(keys or [np.zeros(0, np.int64)]),
+                                    np.concatenate(tms or [np.zeros(0)]))
+
+    def flush(self) -> None:
+        """Spill the rows not written yet (a spilling store): later steps only read, and the driver
+        then holds none of them between scans."""
+        if self.spill is not None and self.rows_pending:
+            self._write()
 
     def rows(self) -> Columns:
         """Every row (tests and small runs)."""

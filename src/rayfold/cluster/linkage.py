@@ -83,10 +83,10 @@ def link_clusters(
 ) -> Linked:
     """Final clusters from first-pass clusters `rep_of` and evidence rows (rep_a, rep_b, tm_min, source).
 
-    `known` holds min-TM scores already
-    computed (a PairScores, or a dict pair_key -> score); `score` aligns the missing ones the guard
-    needs. `pair_i`, `pair_j` are the evidence pairs' own fragments (default: the representatives),
-    which the guarded linkage may reassign when a merge is refused.
+    `known` holds min-TM scores already computed (a PairScores, extended in place with the guard's
+    alignments, or a dict pair_key -> score); `score` aligns the missing ones the guard needs.
+    `pair_i`, `pair_j` are the evidence pairs' own fragments (default: the representatives), which
+    the guarded linkage may reassign when a merge is refused.
     """
     if linkage not in LINKAGES:
         raise ValueError(f"unknown linkage {linkage!r}: one of {', '.join(LINKAGES)}")
@@ -113,7 +113,9 @@ def link_clusters(
     for k, r in enumerate(first_reps.tolist()):
         head[k], reps_of[k] = r, [r]
 
-    scores = _Scores(PairScores.of(known), score)
+    # a PairScores is used as it is (no copy of ~3 pairs a fragment): the guard's alignments extend it,
+    # so the caller's later steps reuse them too
+    scores = _Scores(known if isinstance(known, PairScores) else PairScores.of(known), score)
     usable = np.ones(rows, bool) if linkage != "method" else (np.asarray(source) == "representatives")
     decision[~usable] = IGNORED
     order = [int(k) for k in evidence_order(tm_min, rep_a, rep_b, rank) if usable[k]]
@@ -161,7 +163,8 @@ def link_clusters(
         decision[k] = MERGED
         position += 1
 
-    label = np.array([head[forest.find(k)] for k in range(len(first_reps))], dtype=np.int64)[
+    # int32 per fragment, as rep_of (2^31 fragments)
+    label = np.array([head[forest.find(k)] for k in range(len(first_reps))], dtype=np.int32)[
         np.searchsorted(first_reps, rep_of)]
     if linkage == "guarded":
         i = rep_a if pair_i is None else np.asarray(pair_i, dtype=np.int64)

@@ -76,6 +76,13 @@ class PairScores:
             out.update(columns["i"], columns["j"], np.minimum(columns["tm_a"], columns["tm_b"]))
         return out
 
+    @classmethod
+    def from_keys(cls, key: np.ndarray, tm: np.ndarray) -> PairScores:
+        """Scores of `pair_keys` in order (a repeated key: the later score wins)."""
+        out = cls()
+        out._merge(np.asarray(key, np.int64), np.asarray(tm, np.float64))
+        return out
+
     def update(self, a: np.ndarray, b: np.ndarray, tm: np.ndarray) -> None:
         self._merge(pair_keys(a, b), np.asarray(tm, np.float64))
 
