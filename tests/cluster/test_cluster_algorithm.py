@@ -111,3 +111,55 @@ def test_an_engine_with_its_own_first_pass_is_used_as_given():
     result = cluster(frags, engine, aligner, CONFIG)
     assert {v[0] for v in members_of(result).values()} == {"p0_f1"}
     assert result.run["engine"] == "own" and result.run["first_pass_clusters"] == 1
+
+
+def _read_back_every_flagged_row(evidence, rep_of, first_reps, config):
+    """The read-back before the scores were narrowed: every row among the representatives and the
+    merge evidence's fragments (and the evidence itself) in the known scores."""
+    from rayfold.cluster import rules as algo
+    from rayfold.cluster.algorithm import known_scores
+    from rayfold.cluster.evidence import Across, Among, Either, take_rows
+
+    is_rep = np.zeros(len(rep_of), bool)
+    is_rep[first_reps] = True
+    across = Across(rep_of, config.merge_threshold)
+    flagged = is_rep.copy()
+    ends = evidence.select(across)
+    flagged[ends["i"]] = True
+    flagged[ends["j"]] = True
+    near = evidence.select(Either((across, Among(flagged))))
+    return (known_scores([near]), algo.merge_evidence(near, rep_of, config.merge_threshold, source="members"),
+            [take_rows(near, is_rep[near["i"]] & is_rep[near["j"]])])
+
+
+def test_the_scores_read_back_are_all_that_later_steps_look_up(tmp_path, monkeypatch):
+    """Random families with borderline pairs (merges, refusals, reassignments, cohesion): reading back
+    only the rows with a representative at one end gives the tables of reading back every flagged
+    row, and no alignment more."""
+    import rayfold.cluster.algorithm as algorithm
+    from rayfold.cluster.evidence import Evidence
+
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        n = 48
+        family = rng.integers(0, 5, n)
+        table = {}
+        for i in range(n):
+            for j in range(i + 1, n):
+                same = family[i] == family[j]
+                base = rng.uniform(0.55, 0.95) if same else rng.uniform(0.3, 0.78)
+                table[(i, j)] = (base + rng.uniform(-0.05, 0.05), base + rng.uniform(-0.05, 0.05),
+                                 rng.uniform(0.7, 1.0), rng.uniform(0.7, 1.0))
+        frags = fragments([int(x) for x in rng.integers(80, 110, n)])
+        config = ClusterConfig(singleton_sample=10, cohesion_sample=4, seed=seed)
+        results = []
+        for read_back in (algorithm.read_back, _read_back_every_flagged_row):
+            monkeypatch.setattr(algorithm, "read_back", read_back)
+            aligner = TableAligner(table)
+            spill = tmp_path / f"{seed}-{len(results)}"
+            spill.mkdir()
+            results.append((cluster(frags, ENGINE, aligner, config, Evidence(str(spill), block_rows=64)), aligner))
+        (new, new_aligner), (old, old_aligner) = results
+        for name in ("clusters", "members", "merges", "singleton_audit"):
+            assert new.tables[name].equals(old.tables[name]), (seed, name)
+        assert new_aligner.calls == old_aligner.calls

@@ -11,13 +11,16 @@ from rayfold.cluster.evidence import (
     J_REPRESENTS_I,
     Across,
     Among,
+    Both,
     Either,
     Evidence,
     OfPairs,
+    Touches,
     edge_bits,
     edges_of,
     worth_keeping,
 )
+from rayfold.cluster.pairscores import PairScores
 from rayfold.cluster.rules import ClusterConfig, first_pass_edges
 
 
@@ -62,6 +65,44 @@ def test_spilled_and_in_memory_stores_give_the_same_rows_in_the_order_they_were_
                 np.testing.assert_array_equal(got[k], everything[k][keep])
     assert len(expected["i"]) > 0
     np.testing.assert_array_equal(spilled.rows()["tm_a"], everything["tm_a"])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_scores_folded_block_by_block_equal_the_scores_of_the_selected_rows(tmp_path, seed) -> None:
+    """`scores(rule)` is `PairScores.from_columns([select(rule)])`: the same pairs, the later row of a
+    repeated pair winning (pairs repeat across blocks here, in both orientations)."""
+    rng = np.random.default_rng(seed)
+    flagged, reps = rng.random(200) < 0.4, rng.random(200) < 0.2
+    rule = Both((Among(flagged), Touches(reps)))
+    memory, spilled = Evidence(), Evidence(str(tmp_path), block_rows=300)
+    for store in (memory, spilled):
+        fill(store, seed=seed, n=30)
+        expected = PairScores.from_columns([store.select(rule)])
+        got = store.scores(rule)
+        assert len(got) == len(expected) > 0
+        np.testing.assert_array_equal(got._key, expected._key)
+        np.testing.assert_array_equal(got._tm, expected._tm)
+    rows = memory.rows()
+    keep = flagged[rows["i"]] & flagged[rows["j"]] & (reps[rows["i"]] | reps[rows["j"]])
+    assert rule(rows).tolist() == keep.tolist()
+    assert len(Evidence().scores(rule)) == 0
+
+
+def test_flush_spills_the_pending_rows_and_selects_stay_the_same(tmp_path) -> None:
+    store = Evidence(str(tmp_path), block_rows=10_000)
+    fill(store)
+    before = store.rows()
+    assert store.blocks and not store.files
+    store.flush()
+    assert not store.blocks and store.rows_pending == 0 and len(store.files) == 1
+    for k in COLUMNS:
+        np.testing.assert_array_equal(store.rows()[k], before[k])
+    store.flush()  # nothing pending: no empty file
+    assert len(store.files) == 1
+    in_memory = Evidence()
+    fill(in_memory)
+    in_memory.flush()  # no spill folder: the rows stay in memory
+    assert in_memory.blocks
 
 
 def test_a_spilled_store_keeps_fewer_rows_in_memory_than_a_block(tmp_path) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from rayfold.cluster.cohesion import cohesion_pairs, summarise
 from rayfold.cluster.linkage import IGNORED, MERGED, REASSIGNED, REDUNDANT, REFUSED, link_clusters, pair_key
+from rayfold.cluster.pairscores import PairScores
 
 
 class Matrix:
@@ -153,3 +154,17 @@ def test_a_refused_pair_is_kept_by_moving_one_member_within_the_guard():
                           np.array(["members"], dtype=object), np.arange(4), guard=0.5, score=Matrix(tm),
                           pair_i=np.array([1]), pair_j=np.array([3]))
     assert stays.cluster_rep.tolist() == [0, 0, 2, 2] and stays.decision.tolist() == [REFUSED]
+
+
+def test_the_guards_alignments_extend_the_callers_scores():
+    """A PairScores given as `known` is extended in place (no copy): the steps after the linkage
+    look the guard's alignments up instead of aligning them again."""
+    tm = np.array([[1.0, 0.8, 0.1], [0.8, 1.0, 0.72], [0.1, 0.72, 1.0]])
+    a, b, s, src = evidence_of([(1, 2), (0, 1)], tm)
+    known = PairScores(a, b, s)
+    assert (0, 2) not in known
+    linked = link_clusters(np.arange(3), a, b, s, src, np.arange(3), guard=0.5, score=Matrix(tm), known=known)
+    assert linked.guard_alignments == 1 and known[(0, 2)] == pytest.approx(0.1) and len(known) == 3
+    as_dict = {pair_key(int(x), int(y)): float(v) for x, y, v in zip(a, b, s)}
+    link_clusters(np.arange(3), a, b, s, src, np.arange(3), guard=0.5, score=Matrix(tm), known=as_dict)
+    assert len(as_dict) == 2  # a dict is copied, never changed
