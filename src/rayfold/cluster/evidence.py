@@ -126,24 +126,22 @@ class Touches:
 
 @dataclass(frozen=True)
 class Both:
+    """Rows every rule keeps."""
+
     rules: tuple
 
     def __call__(self, columns: Columns) -> np.ndarray:
-        keep = np.ones(len(columns["i"]), bool)
-        for rule in self.rules:
-            keep &= rule(columns)
-        return keep
+        return np.logical_and.reduce([np.ones(len(columns["i"]), bool), *(rule(columns) for rule in self.rules)])
 
 
 @dataclass(frozen=True)
 class Either:
+    """Rows some rule keeps."""
+
     rules: tuple
 
     def __call__(self, columns: Columns) -> np.ndarray:
-        keep = np.zeros(len(columns["i"]), bool)
-        for rule in self.rules:
-            keep |= rule(columns)
-        return keep
+        return np.logical_or.reduce([np.zeros(len(columns["i"]), bool), *(rule(columns) for rule in self.rules)])
 
 
 # --- the store ---------------------------------------------------------------------------------
