@@ -12,7 +12,9 @@ Resident memory is split as the kernel counts it: private (RssAnon: the driver's
 `--allocators` also attributes the driver's memory by allocator, from inside the driver (a thread
 the child starts before the CLI runs, sampling every 0.25 s): Python objects and NumPy arrays
 (`tracemalloc`, which NumPy reports its data buffers to), Arrow's memory pool, and glibc's
-`mallinfo2` (bytes in use, and bytes freed but kept by the allocator). At the driver's highest RSS
+`mallinfo2` (bytes in use, and bytes freed but kept by the allocator), and how many objects
+Python's own allocator holds (`sys.getallocatedblocks`: pymalloc's arenas are mapped outside
+glibc, so they show only in RSS). At the driver's highest RSS
 it prints each allocator's share and the source lines holding the most traced memory then. glibc's
 thread arenas (`malloc_info`: what every other thread of the driver allocated, gRPC's and Ray's
 included) are counted beside the main arena; `--no-trace` leaves tracemalloc out (its bookkeeping
@@ -173,7 +175,8 @@ def probe(path: str, every: float = 0.25, trace: bool = True) -> None:
             row = {"t": time.monotonic() - start, "rss": rss, "traced": traced / mb,
                    "arrow": pa.total_allocated_bytes() / mb, "glibc_used": (info.uordblks + info.hblkhd) / mb,
                    "glibc_free": info.fordblks / mb, "glibc_mmapped": info.hblkhd / mb,
-                   "arenas_used": (held - free) / mb, "arenas_free": free / mb, "arenas": count}
+                   "arenas_used": (held - free) / mb, "arenas_free": free / mb, "arenas": count,
+                   "py_blocks": sys.getallocatedblocks() / 1e6}
             if trace and rss > highest * 1.02 + 1.0:
                 highest = rss
                 stats = tracemalloc.take_snapshot().statistics("lineno")[:12]
@@ -188,9 +191,13 @@ def report_allocators(path: str, stages: list[tuple[float, str]]) -> None:
     rows = [json.loads(line) for line in open(path)]
     if not rows:
         return
-    keys = ("rss", "traced", "arrow", "glibc_used", "glibc_free", "arenas_used", "arenas_free", "arenas")
+    keys = ("rss", "traced", "arrow", "glibc_used", "glibc_free", "arenas_used", "arenas_free", "arenas",
+            "py_blocks")
+    for r in rows:
+        r.setdefault("py_blocks", 0.0)  # samples from before this column
     print("\n| from | stage | RSS | traced (Python + NumPy) | Arrow pool | main arena + mmapped, in use | main arena free, kept "
-          "| thread arenas, in use | thread arenas, free | thread arenas |\n|---|---|---|---|---|---|---|---|---|---|")
+          "| thread arenas, in use | thread arenas, free | thread arenas | Python objects (millions of pymalloc blocks) |"
+          "\n|---|---|---|---|---|---|---|---|---|---|---|")
     for (begin, name), (end, _) in zip(stages, [*stages[1:], (float("inf"), "")]):
         here = [r for r in rows if begin <= r["t"] < end]
         if here:
@@ -200,7 +207,8 @@ def report_allocators(path: str, stages: list[tuple[float, str]]) -> None:
     if not tops:
         return
     last_top = tops[-1]
-    print(f"\nat the highest RSS ({peak['t']:.0f} s): " + ", ".join(f"{k} {peak[k]:.1f} MB" for k in keys))
+    print(f"\nat the highest RSS ({peak['t']:.0f} s): " + ", ".join(
+        f"{k} {peak[k]:.1f} {'M blocks' if k == 'py_blocks' else 'MB'}" for k in keys))
     print(f"most traced memory, by source line ({last_top['t']:.0f} s, RSS {last_top['rss']:.1f} MB):")
     for where, size in last_top["top"]:
         print(f"  {size:8.2f} MB  {where}")
