@@ -68,3 +68,29 @@ print(rss_mb() - before)
 def test_arrow_pool_gives_back_what_it_freed():
     assert grown_mb("kept", ARROW_PATTERN) > 150  # the pool keeps the ~190 MB it freed
     assert grown_mb("released", ARROW_PATTERN) < 40
+
+
+BIG_ARROW_PATTERN = """
+import sys
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from rayfold.runtime.heap import keep_heap_small
+
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+
+if sys.argv[1] == "driver":
+    keep_heap_small()
+base = pa.array(np.ones(131072))
+before = rss_mb()
+tables = [pc.add(base, k) for k in range(200)]  # 1 MB each
+del tables
+print(rss_mb() - before)
+"""
+
+
+@pytest.mark.skipif(_glibc() is None, reason="glibc's malloc only")
+def test_the_drivers_arrow_buffers_go_back_when_freed_without_a_trim():
+    assert grown_mb("default", BIG_ARROW_PATTERN) > 150  # Arrow's own pool keeps the ~200 MB until asked
+    assert grown_mb("driver", BIG_ARROW_PATTERN) < 20

@@ -180,9 +180,10 @@ def test_best_partners_folded_block_by_block_equal_the_ranking_of_all_candidates
     u, s = unique_scored_pairs(pairs[admitted], estimate[admitted])
     expected = ranked_tries(np.r_[u[:, 0], u[:, 1]], np.r_[u[:, 1], u[:, 0]], np.r_[s, s],
                             rank[np.r_[u[:, 1], u[:, 0]]], 3)
-    for block_size, seed in ((50, 0), (700, 1), (20_000, 2)):
+    # merged in ranges of ends of at most `chunk` rows: the default, and small ones that cut ends apart
+    for block_size, seed, chunk in ((50, 0, 65_536), (700, 1, 65_536), (20_000, 2, 65_536), (50, 3, 64), (700, 4, 5)):
         order = np.random.default_rng(seed).permutation(len(pairs))
-        best = BestPartners(3, rank, admit)
+        best = BestPartners(3, rank, admit, chunk=chunk)
         for start in range(0, len(order), block_size):
             rows = order[start:start + block_size]
             best.add(pairs[rows], estimate[rows])

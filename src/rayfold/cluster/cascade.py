@@ -35,6 +35,7 @@ from rayfold.cluster.evidence import (
     edges_of,
     worth_keeping,
 )
+from rayfold.cluster.pairscores import find_sorted
 from rayfold.cluster.rules import ClusterConfig
 from rayfold.cluster.steps import Steps
 
@@ -136,11 +137,17 @@ class BestPartners:
     """Each end's `limit` best partners by estimated TM (ties: the better-ranked partner; a pair found
     twice keeps its higher estimate), folded from search blocks as they arrive. The driver holds about
     `limit` rows per representative, not every candidate of every block (16 per target shard: at 25
-    shards up to 400 per representative). The result does not depend on the order of the blocks."""
+    shards up to 400 per representative). The result does not depend on the order of the blocks.
 
-    def __init__(self, limit: int, rank: np.ndarray, admit: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
-        self.limit, self.rank, self.admit = limit, rank, admit
-        # int32 ends (2^31 fragments) and float32 estimates (the search's own precision): 12 B a row
+    Each block is cut to its own best `limit` per end as it comes (what a block drops can never be
+    among the best of the union), and the kept rows are merged with the pending ones `chunk` rows at a
+    time by ranges of ends: a merge's temporaries are bounded by `chunk`, not by the kept rows."""
+
+    def __init__(self, limit: int, rank: np.ndarray, admit: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                 chunk: int = 65_536) -> None:
+        self.limit, self.rank, self.admit, self.chunk = limit, rank, admit, chunk
+        # int32 ends (2^31 fragments) and float32 estimates (the search's own precision): 12 B a row,
+        # sorted by end, each end's rows best first
         self.end, self.partner = np.zeros(0, np.int32), np.zeros(0, np.int32)
         self.strength = np.zeros(0, np.float32)
         self.pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -151,30 +158,50 @@ class BestPartners:
         estimate = np.nan_to_num(np.asarray(estimate, np.float32), nan=0.0)
         ok = (pairs[:, 0] != pairs[:, 1]) & self.admit(pairs[:, 0], pairs[:, 1])
         a, b, e = pairs[ok, 0].astype(np.int32), pairs[ok, 1].astype(np.int32), estimate[ok]
-        self.pending.append((np.r_[a, b], np.r_[b, a], np.r_[e, e]))
-        self.pending_rows += 2 * len(a)
-        # compacting when the pending rows pass the kept ones keeps the peak a small multiple of
-        # what is kept, at a sort of the kept rows per as many new rows
-        if self.pending_rows > max(65_536, len(self.end)):
+        self.pending.append(self._best(np.r_[a, b], np.r_[b, a], np.r_[e, e]))
+        self.pending_rows += len(self.pending[-1][0])
+        # merging when the pending rows pass the kept ones: a merge per as many new rows as are kept
+        if self.pending_rows > max(self.chunk, len(self.end)):
             self._compact()
 
-    def _compact(self) -> None:
-        end = np.concatenate([self.end, *(p[0] for p in self.pending)])
-        partner = np.concatenate([self.partner, *(p[1] for p in self.pending)])
-        strength = np.concatenate([self.strength, *(p[2] for p in self.pending)])
-        self.pending, self.pending_rows = [], 0
+    def _best(self, end: np.ndarray, partner: np.ndarray,
+              strength: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows sorted by end, each pair once at its highest estimate, each end's best `limit`."""
         order = np.lexsort((-strength, partner, end))
         end, partner, strength = end[order], partner[order], strength[order]
         first = np.r_[True, (end[1:] != end[:-1]) | (partner[1:] != partner[:-1])] if len(end) else np.zeros(0, bool)
-        end, partner, strength = end[first], partner[first], strength[first]
-        self.end, self.partner, self.strength, _ = ranked_tries(end, partner, strength, self.rank[partner], self.limit)
+        end, partner, strength, _ = ranked_tries(end[first], partner[first], strength[first],
+                                                 self.rank[partner[first]], self.limit)
+        return end, partner, strength
+
+    def _compact(self) -> None:
+        if not self.pending:
+            return
+        end = np.concatenate([p[0] for p in self.pending])
+        order = np.argsort(end, kind="stable")
+        end = end[order]
+        partner = np.concatenate([p[1] for p in self.pending])[order]
+        strength = np.concatenate([p[2] for p in self.pending])[order]
+        self.pending, self.pending_rows = [], 0
+        del order
+        # ranges of ends holding at most ~`chunk` pending and ~`chunk` kept rows each
+        cuts = np.unique(np.r_[end[::self.chunk], self.end[::self.chunk]])[1:]
+        new_at = np.r_[0, np.searchsorted(end, cuts), len(end)]
+        kept_at = np.r_[0, np.searchsorted(self.end, cuts), len(self.end)]
+        pieces = [self._best(np.r_[self.end[k0:k1], end[n0:n1]], np.r_[self.partner[k0:k1], partner[n0:n1]],
+                             np.r_[self.strength[k0:k1], strength[n0:n1]])
+                  for k0, k1, n0, n1 in zip(kept_at[:-1], kept_at[1:], new_at[:-1], new_at[1:])]
+        del end, partner, strength
+        self.end, self.partner, self.strength = (np.concatenate([p[c] for p in pieces]) for c in range(3))
 
     def tries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(end, partner, estimate, attempt) as `ranked_tries` over every admitted pair (int64 indices)."""
         self._compact()
-        end, partner, strength, attempt = ranked_tries(self.end, self.partner, self.strength,
-                                                       self.rank[self.partner], self.limit)
-        return end.astype(np.int64), partner.astype(np.int64), strength, attempt
+        end = self.end
+        first = np.r_[True, end[1:] != end[:-1]] if len(end) else np.zeros(0, bool)
+        row = np.arange(len(end), dtype=np.int64)
+        attempt = row - np.maximum.accumulate(np.where(first, row, 0))
+        return end.astype(np.int64), self.partner.astype(np.int64), self.strength, attempt
 
 
 def resolve_greedy(members: np.ndarray, member: np.ndarray, centre: np.ndarray, attempt: np.ndarray,
@@ -237,7 +264,7 @@ def search_round(reps: np.ndarray, search: ScoredSearch, aligner: Aligner, lengt
     # evidence for the audit (both ends would otherwise never meet again once either is a member)
     def admit(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (algo.within_reach(a, b, lengths, min(config.coverage, config.merge_threshold))
-                & ~np.isin(np.minimum(a, b) * n + np.maximum(a, b), aligned))
+                & ~find_sorted(aligned, np.minimum(a, b) * n + np.maximum(a, b))[0])
 
     best = BestPartners(config.centres_per_fragment, rank, admit)
     for pairs, estimate in search(reps, reps, desc=f"{desc} search", limit=config.search_candidates):
@@ -246,7 +273,7 @@ def search_round(reps: np.ndarray, search: ScoredSearch, aligner: Aligner, lengt
     for t in range(config.centres_per_fragment):
         sel = (attempt == t) & ~covered[end]
         key = np.unique(np.minimum(end[sel], partner[sel]) * n + np.maximum(end[sel], partner[sel]))
-        key = key[~np.isin(key, aligned)]
+        key = key[~find_sorted(aligned, key)[0]]
         if not len(key):
             continue
         aligned = np.union1d(aligned, key)

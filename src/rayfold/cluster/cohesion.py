@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rayfold.cluster.pairscores import find_sorted
 from rayfold.cluster.rules import seeded_hashes
 
 
@@ -28,8 +29,7 @@ class Cohesion:
     def of(self, reps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(sampled, min, median) for each representative: 0 and NaN where nothing was sampled."""
         reps = np.asarray(reps, dtype=np.int64)
-        where = np.minimum(np.searchsorted(self.reps, reps), max(len(self.reps) - 1, 0))
-        found = (self.reps[where] == reps) if len(self.reps) else np.zeros(len(reps), bool)
+        found, where = find_sorted(self.reps, reps)
         if not len(self.reps):
             return np.zeros(len(reps), np.int64), np.full(len(reps), np.nan), np.full(len(reps), np.nan)
         return (np.where(found, self.sampled[where], 0), np.where(found, self.min_tm[where], np.nan),

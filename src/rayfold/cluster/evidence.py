@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from rayfold.cluster.pairscores import PairScores, pair_keys
+from rayfold.cluster.pairscores import PairScores, find_sorted, pair_keys
 from rayfold.cluster.rules import ClusterConfig
 
 Columns = dict[str, np.ndarray]  # i, j, tm_a, tm_b, rmsd, aligned_length, seq_identity, cov_a, cov_b
@@ -111,7 +111,7 @@ class OfPairs:
         return cls(np.unique(pair_keys(pairs[:, 0], pairs[:, 1])))
 
     def __call__(self, columns: Columns) -> np.ndarray:
-        return np.isin(pair_keys(columns["i"], columns["j"]), self.keys)
+        return find_sorted(self.keys, pair_keys(columns["i"], columns["j"]))[0]
 
 
 @dataclass(frozen=True)
@@ -149,9 +149,10 @@ class Either:
 
 class Evidence:
     """Alignment rows in the order they were added, held in memory or spilled to Arrow IPC files in
-    `spill` (a folder the caller owns) every `block_rows` rows."""
+    `spill` (a folder the caller owns) every `block_rows` rows: at most ~0.5 MB of rows waits on the
+    driver (it was 65,536 rows, 4.4 MB)."""
 
-    def __init__(self, spill: str | None = None, block_rows: int = 65_536) -> None:
+    def __init__(self, spill: str | None = None, block_rows: int = 8_192) -> None:
         self.spill, self.block_rows = spill, block_rows
         self.blocks: list[Columns] = []  # in memory: all of them; spilling: the rows not written yet
         self.files: list[str] = []

@@ -19,6 +19,16 @@ def pair_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (np.minimum(a, b) << _SHIFT) | np.maximum(a, b)
 
 
+def find_sorted(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(found, where) per key in an ascending array: one binary search each, temporaries the size of
+    `keys` only (`np.isin` sorts both arrays on every call). `where` is a valid index when found."""
+    keys = np.asarray(keys)
+    if not len(sorted_keys):
+        return np.zeros(len(keys), bool), np.zeros(len(keys), np.int64)
+    where = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[where] == keys, where
+
+
 class DistinctPairs:
     """Unordered pairs folded as they come (a pair found from both ends, or twice, counts once):
     the distinct keys at 8 bytes a pair, compacted whenever the pending keys pass the kept ones, so
@@ -99,9 +109,7 @@ class PairScores:
 
     def lookup(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(found, min-TM) per pair (a[k], b[k]); min-TM is NaN where not found."""
-        key = pair_keys(a, b)
-        where = np.minimum(np.searchsorted(self._key, key), max(len(self._key) - 1, 0))
-        found = (self._key[where] == key) if len(self._key) else np.zeros(len(key), bool)
+        found, where = find_sorted(self._key, pair_keys(a, b))
         return found, np.where(found, self._tm[where] if len(self._tm) else np.nan, np.nan)
 
     def __contains__(self, pair: tuple[int, int]) -> bool:

@@ -13,7 +13,11 @@ fix it where glibc is the allocator (elsewhere they do nothing):
   back to the system too.
 
 Arrow's own pool (mimalloc) keeps what it freed as well: at 10^5 fragments 18 MB of the driver
-was a mimalloc arena after the catalogue's tables were gone. `release_freed` hands that back too.
+was a mimalloc arena after the catalogue's tables were gone. `release_freed` hands that back, but
+it runs only while the driver waits on tasks: what a step frees between two waits is kept until
+the next one. The driver's Arrow buffers therefore come from glibc (`pa.system_memory_pool()`):
+one allocator for the bench to account for, whose big blocks are unmapped the moment they are freed
+(the fixed threshold). Workers keep Arrow's default pool.
 """
 
 from __future__ import annotations
@@ -44,9 +48,15 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def keep_heap_small() -> bool:
-    """Fix the mmap threshold for this process (the driver); False where glibc is not the allocator."""
+    """Fix the mmap threshold for this process (the driver) and give Arrow glibc's allocator; False
+    where glibc is not the allocator (then both are left as they are)."""
     libc = _glibc()
-    return bool(libc is not None and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    if libc is None or not libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES):
+        return False
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+    return True
 
 
 def release_freed(every: float = TRIM_EVERY_SECONDS) -> None:
