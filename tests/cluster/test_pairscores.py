@@ -3,7 +3,7 @@ import pytest
 
 from rayfold.cluster.algorithm import known_scores, scores_of, unique_pairs
 from rayfold.cluster.linkage import pair_key
-from rayfold.cluster.pairscores import DistinctPairs, PairScores
+from rayfold.cluster.pairscores import DistinctPairs, PairScores, find_sorted
 from rayfold.cluster.rules import id_rank, priority_order
 
 
@@ -77,3 +77,13 @@ def test_distinct_pairs_fold_equals_unique_pairs_in_any_chunking(chunk):
         folded.add(pairs[start:start + chunk])
     assert np.array_equal(folded.pairs(), unique_pairs(pairs))
     assert DistinctPairs().pairs().shape == (0, 2)
+
+
+def test_find_sorted_answers_as_isin_and_points_at_the_key():
+    rng = np.random.default_rng(7)
+    for size in (0, 1, 50, 5_000):
+        keys = np.unique(rng.integers(0, 10_000, size=size))
+        wanted = rng.integers(-5, 10_005, size=3_000)  # below, inside and past the sorted keys
+        found, where = find_sorted(keys, wanted)
+        np.testing.assert_array_equal(found, np.isin(wanted, keys))
+        np.testing.assert_array_equal(keys[where[found]], wanted[found])
