@@ -41,6 +41,7 @@ from rayfold.cluster.evidence import (
     OfPairs,
     Touches,
     concat_columns,
+    empty_columns,
     take_rows,
 )
 from rayfold.cluster.linkage import MERGED, link_clusters
@@ -180,7 +181,7 @@ def singleton_audit(fragments: Fragments, cluster_rep: np.ndarray, engine: Engin
 def read_back(evidence: Evidence, rep_of: np.ndarray, first_reps: np.ndarray,
               config: ClusterConfig) -> tuple[PairScores, dict, list[Columns]]:
     """(scores later steps look up, the members' merge evidence, the rows between representatives)
-    from the alignments kept so far, in three scans: the merge evidence (pairs across first-pass
+    from the alignments kept so far, in two scans: the merge evidence (pairs across first-pass
     clusters at min-TM >= the merge threshold) and the rows among the representatives (the audit
     reuses them), every column; then the min-TM of the rows among the representatives and that
     evidence's fragments that have a representative at one end at least. Those are all the scores
@@ -191,15 +192,18 @@ def read_back(evidence: Evidence, rep_of: np.ndarray, first_reps: np.ndarray,
     is_rep = np.zeros(len(rep_of), bool)
     is_rep[first_reps] = True
     across = Across(rep_of, config.merge_threshold)
-    near = evidence.select(Either((across, Among(is_rep))))
-    merges = algo.merge_evidence(near, rep_of, config.merge_threshold, source="members")
+    # split a block at a time: the rows of both slices are never held together with their union
+    parts, between_reps = [algo.merge_evidence(empty_columns(), rep_of, 0.0, source="members")], []
+    for near in evidence.selected(Either((across, Among(is_rep)))):
+        parts.append(algo.merge_evidence(near, rep_of, config.merge_threshold, source="members"))
+        between_reps.append(take_rows(near, is_rep[near["i"]] & is_rep[near["j"]]))
+    merges = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    del parts
     flagged = is_rep.copy()
     flagged[merges["i"]] = True
     flagged[merges["j"]] = True
-    between_reps = take_rows(near, is_rep[near["i"]] & is_rep[near["j"]])
-    del near
     known = evidence.scores(Both((Among(flagged), Touches(is_rep))))
-    return known, merges, [between_reps]
+    return known, merges, between_reps
 
 
 @dataclass

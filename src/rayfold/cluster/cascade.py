@@ -250,14 +250,21 @@ def search_round(reps: np.ndarray, search: ScoredSearch, aligner: Aligner, lengt
     n = len(lengths)
     is_rep = np.zeros(n, bool)
     is_rep[reps] = True
-    known = evidence.select(Among(is_rep), since=since)
-    r, m = algo.first_pass_edges(known["i"], known["j"], known["tm_a"], known["tm_b"], known["cov_a"],
-                                 known["cov_b"], config)
-    rep_ends, member_ends = [r], [m]
+    # what the earlier rounds aligned among these representatives, reduced a block at a time to the
+    # edges (16 B each) and pair keys (8 B) this round needs, never every column of every row
+    none = np.zeros(0, np.int64)
+    rep_ends, member_ends, keys = [none], [none], [none]
+    for known in evidence.selected(Among(is_rep), since=since):
+        r, m = algo.first_pass_edges(known["i"], known["j"], known["tm_a"], known["tm_b"], known["cov_a"],
+                                     known["cov_b"], config)
+        rep_ends.append(r)
+        member_ends.append(m)
+        keys.append(np.minimum(known["i"], known["j"]) * n + np.maximum(known["i"], known["j"]))
     covered = np.zeros(n, bool)
-    covered[m] = True
-    aligned = np.unique(np.minimum(known["i"], known["j"]) * n + np.maximum(known["i"], known["j"]))
-    del known
+    for m in member_ends:
+        covered[m] = True
+    aligned = np.unique(np.concatenate(keys))
+    del keys
 
     # pairs aligned already are not tried again: a later round's tries reach further down the list.
     # Pairs in merge reach but not coverage reach can never be an edge; they are tried as merge

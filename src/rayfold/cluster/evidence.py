@@ -189,18 +189,21 @@ class Evidence:
             del table
         yield from self.blocks
 
-    def select(self, rule: RowRule, *, since: int = 0) -> Columns:
-        """The rows `rule` keeps among those added from row `since` on, in the order they were added
-        (one scan)."""
-        parts, start = [], 0
+    def selected(self, rule: RowRule, *, since: int = 0) -> Iterator[Columns]:
+        """The rows `rule` keeps among those added from row `since` on, a block at a time, in the
+        order they were added (one scan): a caller that reduces each block never holds them all."""
+        start = 0
         for block in self.scan():
             rows = len(block["i"])
             if start + rows > since:
                 keep = rule(block)
                 keep[:max(0, since - start)] = False
-                parts.append(take_rows(block, keep))
+                yield take_rows(block, keep)
             start += rows
-        return concat_columns(parts)
+
+    def select(self, rule: RowRule, *, since: int = 0) -> Columns:
+        """Every row `selected` gives, as one set of columns."""
+        return concat_columns(list(self.selected(rule, since=since)))
 
     def scores(self, rule: RowRule) -> PairScores:
         """min-TM of the rows `rule` keeps, later rows winning (as `PairScores.from_columns` of
