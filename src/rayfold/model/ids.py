@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-CHUNK = 65_536  # ids turned into Python strings at once
+CHUNK = 8_192  # ids turned into Python strings at once (~0.6 MB of them)
 
 
 class IdColumn(Sequence[str]):
