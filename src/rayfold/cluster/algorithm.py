@@ -193,11 +193,11 @@ def read_back(evidence: Evidence, rep_of: np.ndarray, first_reps: np.ndarray,
     is_rep[first_reps] = True
     across = Across(rep_of, config.merge_threshold)
     # split a block at a time: the rows of both slices are never held together with their union
-    parts, between_reps = [algo.merge_evidence(empty_columns(), rep_of, 0.0, source="members")], []
+    parts, between_reps = [algo.merge_evidence(empty_columns(), rep_of, config.merge_threshold, source="members")], []
     for near in evidence.selected(Either((across, Among(is_rep)))):
         parts.append(algo.merge_evidence(near, rep_of, config.merge_threshold, source="members"))
         between_reps.append(take_rows(near, is_rep[near["i"]] & is_rep[near["j"]]))
-    merges = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    merges = algo.concat_evidence(*parts)
     del parts
     flagged = is_rep.copy()
     flagged[merges["i"]] = True

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rayfold.cluster.evidence import COLUMNS, Columns, Evidence, OfPairs, empty_columns
+from rayfold.cluster.pairscores import find_sorted
 from rayfold.model import schema
 
 VALUES = COLUMNS[2:]  # what an alignment gives: tm_a, tm_b, rmsd, aligned_length, seq_identity, cov_a, cov_b
@@ -61,8 +62,8 @@ def oriented(pairs: np.ndarray, have: Columns, *, flipped: bool) -> tuple[np.nda
     for flip in (False, True) if flipped else (False,):
         a, b = (pairs[:, 1], pairs[:, 0]) if flip else (pairs[:, 0], pairs[:, 1])
         wanted = _directed(a, b)
-        where = np.minimum(np.searchsorted(sorted_key, wanted), len(sorted_key) - 1)
-        hit = ~found & (sorted_key[where] == wanted)
+        present, where = find_sorted(sorted_key, wanted)
+        hit = ~found & present
         rows = order[where[hit]]
         for k in VALUES:
             out[k][hit] = have[SWAPPED.get(k, k) if flip else k][rows]

@@ -187,8 +187,8 @@ def merge_evidence(columns: dict[str, np.ndarray], rep_of: np.ndarray, threshold
     return out
 
 
-def concat_evidence(a: dict, b: dict) -> dict:
-    return {k: np.concatenate([a[k], b[k]]) for k in a}
+def concat_evidence(*parts: dict) -> dict:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def sample_singletons(cluster_rep: np.ndarray, sample_size: int, seed: int,
