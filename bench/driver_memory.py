@@ -84,6 +84,7 @@ def main() -> None:
     threading.Thread(target=sample, daemon=True).start()
     stages: list[tuple[float, str]] = [(0.0, "start-up, loading, first k-mer shuffle")]
     seen: set[bytes] = set()
+    stage_marks: list[float] = []  # the kernel's high-water mark of each finished stage (reset as it ends)
     pending = b""
     while chunk := child.stderr.read(256):
         *lines, pending = re.split(rb"[\r\n]", pending + chunk)
@@ -91,22 +92,38 @@ def main() -> None:
             match = STAGE.match(line)
             if match and match.group(1) not in seen:
                 seen.add(match.group(1))
+                stage_marks.append(end_stage(child.pid))
                 stages.append((time.monotonic() - start, match.group(1).decode()))
     child.wait()
     print("| from | stage | RSS max (MB) | private max | shared max | file max | [heap] max | high-water mark |\n"
           "|---|---|---|---|---|---|---|---|")
-    for (begin, name), (end, _) in zip(stages, [*stages[1:], (float("inf"), "")]):
+    stage_marks.append(0.0)  # the last stage's: its samples' alone (the process is gone)
+    for (begin, name), (end, _), mark in zip(stages, [*stages[1:], (float("inf"), "")], stage_marks):
         rows = [s[1:] for s in samples if begin <= s[0] < end]
         if rows:
-            columns = " | ".join(f"{max(c):.1f}" for c in zip(*rows))
-            print(f"| {begin:.0f} s | {name} | {columns} |")
+            *columns, marks = (max(c) for c in zip(*rows))
+            print(f"| {begin:.0f} s | {name} | " + " | ".join(f"{c:.1f}" for c in columns)
+                  + f" | {max(marks, mark):.1f} |")
     peaks = [max(c) for c in zip(*(s[1:] for s in samples))]
+    peaks[5] = max(peaks[5], *stage_marks)
     print(f"\npeak RSS {peaks[0]:.1f} MB, private {peaks[1]:.1f} MB, shared {peaks[2]:.1f} MB, file {peaks[3]:.1f} MB, "
           f"[heap] {peaks[4]:.1f} MB; the kernel's high-water mark {peaks[5]:.1f} MB; exit status {child.returncode}")
     if args.allocators:
         report_allocators(probe_file, stages)
     if args.memray:
         report_memray(capture)
+
+
+def end_stage(pid: int) -> float:
+    """The kernel's high-water mark of `pid` so far (MB), then reset to its current RSS (Linux's
+    clear_refs 5): each stage's mark is its own, spikes between two samples included."""
+    try:
+        mark = next(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if line.startswith("VmHWM")) / 1024
+        with open(f"/proc/{pid}/clear_refs", "w") as control:
+            control.write("5")
+    except OSError:
+        return 0.0
+    return mark
 
 
 def resident(pid: int) -> tuple[float, float, float, float, float, float]:
@@ -214,6 +231,20 @@ def report_allocators(path: str, stages: list[tuple[float, str]]) -> None:
         print(f"  {size:8.2f} MB  {where}")
 
 
+def mark_steps() -> None:
+    """Each clustering step names itself on stderr as it begins ("step evidence: ..."), as progress
+    bars do: the steps with no bar (the evidence read-back, the tables) get stages of their own."""
+    from rayfold.cluster.steps import Steps
+
+    enter = Steps.__call__
+
+    def marked(self: Steps, name: str):  # type: ignore[no-untyped-def]
+        print(f"step {name}: begins", file=sys.stderr, flush=True)
+        return enter(self, name)
+
+    Steps.__call__ = marked  # type: ignore[method-assign]
+
+
 UNTOUCHED_MAPPING = 256 * 2**20  # single mappings this large are reservations (object store, Arrow's arenas)
 
 
@@ -262,6 +293,7 @@ def report_memray(capture: str, top: int = 30) -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] in ("--child", "--child-untraced"):  # the driver, with the probe
         threading.Thread(target=probe, args=(sys.argv[2], 0.25, sys.argv[1] == "--child"), daemon=True).start()
+        mark_steps()
         from rayfold.cli import main as cli_main
 
         sys.exit(cli_main(sys.argv[3:]))
