@@ -118,12 +118,13 @@ def end_stage(pid: int) -> float:
     """The kernel's high-water mark of `pid` so far (MB), then reset to its current RSS (Linux's
     clear_refs 5): each stage's mark is its own, spikes between two samples included."""
     try:
-        mark = next(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if line.startswith("VmHWM")) / 1024
-        with open(f"/proc/{pid}/clear_refs", "w") as control:
-            control.write("5")
+        marks = [int(line.split()[1]) / 1024 for line in open(f"/proc/{pid}/status") if line.startswith("VmHWM")]
+        if marks:  # none once the process has exited
+            with open(f"/proc/{pid}/clear_refs", "w") as control:
+                control.write("5")
     except OSError:
         return 0.0
-    return mark
+    return marks[0] if marks else 0.0
 
 
 def resident(pid: int) -> tuple[float, float, float, float, float, float]:
