@@ -240,7 +240,7 @@ def mark_steps() -> None:
     enter = Steps.__call__
 
     def marked(self: Steps, name: str):  # type: ignore[no-untyped-def]
-        print(f"step {name}: begins", file=sys.stderr, flush=True)
+        print(f"\nstep {name}: begins", file=sys.stderr, flush=True)  # a line of its own after a bar's \r
         return enter(self, name)
 
     Steps.__call__ = marked  # type: ignore[method-assign]
