@@ -87,3 +87,28 @@ def test_find_sorted_answers_as_isin_and_points_at_the_key():
         found, where = find_sorted(keys, wanted)
         np.testing.assert_array_equal(found, np.isin(wanted, keys))
         np.testing.assert_array_equal(keys[where[found]], wanted[found])
+
+
+def test_pair_scores_merged_in_place_equal_a_dict_under_any_sequence_of_updates():
+    rng = np.random.default_rng(11)
+    known, reference = PairScores(), {}
+    for size in [0, 1, 50, 3, 400, 2, 1_000, 0, 7]:  # small updates into big, big into small, repeats
+        a, b = rng.integers(0, 60, size), rng.integers(0, 60, size)
+        tm = rng.random(size)
+        update = PairScores(a, b, tm) if size % 2 else None
+        if update is not None:
+            known.absorb(update)
+        else:
+            known.update(a, b, tm)
+        for x, y, t in zip(a.tolist(), b.tolist(), tm.tolist()):
+            reference[pair_key(x, y)] = t
+    assert len(known) == len(reference)
+    pairs = np.array(list(reference), np.int64)
+    found, tm = known.lookup(pairs[:, 1], pairs[:, 0])
+    assert found.all() and tm.tolist() == list(reference.values())
+    assert np.all(np.diff(known._key) > 0)
+    keys_before = known._key.copy()
+    other = PairScores(np.array([1]), np.array([2]), np.array([0.5]))
+    known.absorb(other)
+    other.update(np.array([1]), np.array([2]), np.array([0.9]))  # the absorbed scores are not shared
+    assert known[(1, 2)] == 0.5 and len(known) >= len(keys_before)

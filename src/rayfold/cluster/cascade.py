@@ -297,6 +297,15 @@ def search_round(reps: np.ndarray, search: ScoredSearch, aligner: Aligner, lengt
     return reps[local_rep_of]
 
 
+def follow(rep_of: np.ndarray, reps: np.ndarray, new_rep: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    """Each member's new representative: new_rep of its old one (`reps` sorted, unique, holding every
+    value of rep_of), by binary search `chunk` members at a time: no position array per fragment."""
+    out = np.empty(len(rep_of), np.int32)
+    for lo in range(0, len(rep_of), chunk):
+        out[lo:lo + chunk] = new_rep[np.searchsorted(reps, rep_of[lo:lo + chunk])]
+    return out
+
+
 def cascade_first_pass(members: np.ndarray, candidates: KmerCandidates, search: ScoredSearch,
                        aligner: Aligner, lengths: np.ndarray, priority: np.ndarray, rank: np.ndarray,
                        config: ClusterConfig, evidence: Evidence,
@@ -311,7 +320,6 @@ def cascade_first_pass(members: np.ndarray, candidates: KmerCandidates, search: 
     rep_of = np.asarray(members, dtype=np.int32)  # 4 bytes a member (2^31 fragments)
     since = len(evidence)
     counts: list[int] = []
-    position = np.full(len(lengths), -1, np.int32)
     for stage, limit in (("kmer", config.kmer_rounds), ("search", config.search_rounds)):
         for round_no in range(limit):
             reps = np.unique(rep_of)
@@ -323,8 +331,7 @@ def cascade_first_pass(members: np.ndarray, candidates: KmerCandidates, search: 
                 else:
                     new_rep = search_round(reps, search, aligner, lengths, rank, config, evidence,
                                            desc=name, since=since)
-            position[reps] = np.arange(len(reps), dtype=np.int32)
-            rep_of = new_rep.astype(np.int32)[position[rep_of]]
+            rep_of = follow(rep_of, reps, new_rep.astype(np.int32))
             counts.append(int(len(np.unique(rep_of))))
             if counts[-1] > (1.0 - config.min_shrink) * len(reps):
                 break

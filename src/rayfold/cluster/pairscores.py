@@ -101,11 +101,27 @@ class PairScores:
         self._merge(other._key, other._tm)
 
     def _merge(self, key: np.ndarray, tm: np.ndarray) -> None:
-        key, tm = np.r_[self._key, key], np.r_[self._tm, tm]
-        order = np.argsort(key, kind="stable")
-        key, tm = key[order], tm[order]
-        last = np.r_[key[1:] != key[:-1], True] if len(key) else np.zeros(0, bool)
-        self._key, self._tm = key[last], tm[last]
+        """The new scores sorted (a repeated key: the later wins); those of known pairs written in
+        place, the others inserted in one copy. The driver's peak is the kept scores twice over
+        (~32 B a pair) while they grow, not a sort of old and new together (~72 B): the guard and
+        cohesion add a few thousand scores at a time to hundreds of thousands."""
+        if not bool(np.all(key[1:] > key[:-1])):  # another PairScores' keys (`absorb`) are sorted already
+            order = np.argsort(key, kind="stable")
+            key, tm = key[order], tm[order]
+            del order
+            last = np.r_[key[1:] != key[:-1], True]
+            key, tm = key[last], tm[last]
+        else:
+            key, tm = key.copy(), tm.copy()  # never the caller's arrays, which may change
+        if not len(self._key):
+            self._key, self._tm = key, tm
+            return
+        found, where = find_sorted(self._key, key)
+        self._tm[where[found]] = tm[found]
+        new = ~found
+        if new.any():
+            at = np.searchsorted(self._key, key[new])
+            self._key, self._tm = np.insert(self._key, at, key[new]), np.insert(self._tm, at, tm[new])
 
     def lookup(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(found, min-TM) per pair (a[k], b[k]); min-TM is NaN where not found."""

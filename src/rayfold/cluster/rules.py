@@ -183,7 +183,7 @@ def merge_evidence(columns: dict[str, np.ndarray], rep_of: np.ndarray, threshold
     keep = accepted_merges(columns["tm_a"], columns["tm_b"], threshold) & (rep_of[i] != rep_of[j])
     out = {"rep_a": rep_of[i][keep], "rep_b": rep_of[j][keep], "i": i[keep], "j": j[keep]}
     out.update({k: np.asarray(columns[k])[keep] for k in EVIDENCE_COLUMNS[4:]})
-    out["source"] = np.array([source] * int(keep.sum()), dtype=object)
+    out["source"] = np.full(int(keep.sum()), source, dtype=object)
     return out
 
 
