@@ -160,8 +160,9 @@ class BestPartners:
         a, b, e = pairs[ok, 0].astype(np.int32), pairs[ok, 1].astype(np.int32), estimate[ok]
         self.pending.append(self._best(np.r_[a, b], np.r_[b, a], np.r_[e, e]))
         self.pending_rows += len(self.pending[-1][0])
-        # merging when the pending rows pass the kept ones: a merge per as many new rows as are kept
-        if self.pending_rows > max(self.chunk, len(self.end)):
+        # merged every `chunk` pending rows: pending rows never grow with the kept ones (a merge
+        # copies the kept rows once: at 10^5 fragments ~0.9 MB, a few dozen times a round)
+        if self.pending_rows > self.chunk:
             self._compact()
 
     def _best(self, end: np.ndarray, partner: np.ndarray,
@@ -188,8 +189,10 @@ class BestPartners:
         cuts = np.unique(np.r_[end[::self.chunk], self.end[::self.chunk]])[1:]
         new_at = np.r_[0, np.searchsorted(end, cuts), len(end)]
         kept_at = np.r_[0, np.searchsorted(self.end, cuts), len(self.end)]
+        # a range with no pending rows keeps its rows as they are (views until the concatenation)
         pieces = [self._best(np.r_[self.end[k0:k1], end[n0:n1]], np.r_[self.partner[k0:k1], partner[n0:n1]],
-                             np.r_[self.strength[k0:k1], strength[n0:n1]])
+                             np.r_[self.strength[k0:k1], strength[n0:n1]]) if n1 > n0
+                  else (self.end[k0:k1], self.partner[k0:k1], self.strength[k0:k1])
                   for k0, k1, n0, n1 in zip(kept_at[:-1], kept_at[1:], new_at[:-1], new_at[1:])]
         del end, partner, strength
         self.end, self.partner, self.strength = (np.concatenate([p[c] for p in pieces]) for c in range(3))

@@ -207,14 +207,14 @@ class Evidence:
 
     def scores(self, rule: RowRule) -> PairScores:
         """min-TM of the rows `rule` keeps, later rows winning (as `PairScores.from_columns` of
-        `select`), built a block at a time: 16 B a kept row, not every column of it."""
-        keys, tms = [], []
+        `select`), merged in a block at a time: the peak is the kept scores twice over (16 B a row
+        each), not every block's keys and their sorted copies at once."""
+        out = PairScores()
         for block in self.scan():
             keep = rule(block)
-            keys.append(pair_keys(block["i"][keep], block["j"][keep]))
-            tms.append(np.minimum(block["tm_a"][keep], block["tm_b"][keep]))
-        return PairScores.from_keys(np.concatenate(keys or [np.zeros(0, np.int64)]),
-                                    np.concatenate(tms or [np.zeros(0)]))
+            out.absorb(PairScores.from_keys(pair_keys(block["i"][keep], block["j"][keep]),
+                                            np.minimum(block["tm_a"][keep], block["tm_b"][keep])))
+        return out
 
     def flush(self) -> None:
         """Spill the rows not written yet (a spilling store): later steps only read, and the driver

@@ -99,19 +99,19 @@ def link_clusters(
     # the forest joins first-pass representatives only (local index k: first_reps[k]); the driver
     # keeps nothing per fragment through the loop, where the guard's alignments run
     first_reps, fp_counts = np.unique(rep_of, return_counts=True)
-    fp_size = dict(zip(first_reps.tolist(), fp_counts.tolist()))
     if not (np.isin(rep_a, first_reps).all() and np.isin(rep_b, first_reps).all()):
         raise ValueError("evidence rows must join first-pass representatives (values of rep_of)")
     local_a, local_b = np.searchsorted(first_reps, rep_a), np.searchsorted(first_reps, rep_b)
+    fp_rank = np.asarray(rank)[first_reps]
 
-    def key(r: int) -> tuple[int, int]:
-        return (-fp_size[r], int(rank[r]))
+    def key(local: int) -> tuple[int, int]:
+        return (-int(fp_counts[local]), int(fp_rank[local]))
 
+    # per union-find root, arrays over the first-pass representatives (local index k: first_reps[k]),
+    # never a Python object each: the cluster's representative, and its first-pass representatives
+    # as a linked list (first, last, next) that a join splices in O(1)
     forest = UnionFind(len(first_reps))
-    head: dict[int, int] = {}  # union-find root -> cluster representative
-    reps_of: dict[int, list[int]] = {}  # union-find root -> its first-pass representatives
-    for k, r in enumerate(first_reps.tolist()):
-        head[k], reps_of[k] = r, [r]
+    clusters = _Clusters(len(first_reps))
 
     # a PairScores is used as it is (no copy of ~3 pairs a fragment): the guard's alignments extend it,
     # so the caller's later steps reuse them too
@@ -124,20 +124,25 @@ def link_clusters(
     order = order[usable[order]]
 
     def plan(k: int) -> tuple[int, int, int, int] | None:
-        """(root to keep, root that gives up its representative, kept representative, other) or None."""
+        """(root to keep, root that gives up its representative, kept representative, other) as
+        (root, root, fragment, fragment), or None."""
         ra, rb = forest.find(int(local_a[k])), forest.find(int(local_b[k]))
         if ra == rb:
             return None
-        if key(head[ra]) <= key(head[rb]):
-            return ra, rb, head[ra], head[rb]
-        return rb, ra, head[rb], head[ra]
+        ha, hb = int(clusters.head[ra]), int(clusters.head[rb])
+        if key(ha) <= key(hb):
+            return ra, rb, int(first_reps[ha]), int(first_reps[hb])
+        return rb, ra, int(first_reps[hb]), int(first_reps[ha])
+
+    def reps_of(root: int) -> list[int]:
+        return first_reps[clusters.members(root)].tolist()
 
     def missing(k: int) -> list[tuple[int, int]]:
         p = plan(k)
         if p is None:
             return []
         _, loser, winner_rep, _ = p
-        return [pair_key(r, winner_rep) for r in reps_of[loser] if pair_key(r, winner_rep) not in scores.cache]
+        return [pair_key(r, winner_rep) for r in reps_of(loser) if pair_key(r, winner_rep) not in scores.cache]
 
     position = 0
     while position < len(order):
@@ -156,19 +161,19 @@ def link_clusters(
                         break
                     wanted.update(dict.fromkeys(missing(later)))
                 scores.fill(wanted)
-            lowest = min(scores.cache[pair_key(r, winner_rep)] if r != winner_rep else 1.0 for r in reps_of[loser])
+            lowest = min(scores.cache[pair_key(r, winner_rep)] if r != winner_rep else 1.0 for r in reps_of(loser))
             guard_tm[k] = lowest
             if lowest < guard:
                 decision[k] = REFUSED
                 position += 1
                 continue
-        _join(forest, head, reps_of, winner, loser, winner=winner_rep)
+        clusters.join(forest, winner, loser, head=int(clusters.head[winner]))
         decision[k] = MERGED
         position += 1
 
     # int32 per fragment, as rep_of (2^31 fragments)
-    label = np.array([head[forest.find(k)] for k in range(len(first_reps))], dtype=np.int32)[
-        np.searchsorted(first_reps, rep_of)]
+    roots = np.fromiter((forest.find(k) for k in range(len(first_reps))), np.int64, len(first_reps))
+    label = first_reps[clusters.head[roots]].astype(np.int32)[np.searchsorted(first_reps, rep_of)]
     if linkage == "guarded":
         i = rep_a if pair_i is None else np.asarray(pair_i, dtype=np.int64)
         j = rep_b if pair_j is None else np.asarray(pair_j, dtype=np.int64)
@@ -228,13 +233,31 @@ def _reassign(refused: list[int], i: np.ndarray, j: np.ndarray, rep_of: np.ndarr
             decision[k] = REASSIGNED
 
 
-def _join(forest: UnionFind, head: dict, reps_of: dict, a: int, b: int, *, winner: int) -> None:
-    ra, rb = forest.find(a), forest.find(b)
-    if ra == rb:
-        return
-    forest.union(ra, rb)
-    root = forest.find(ra)
-    other = rb if root == ra else ra
-    reps_of[root].extend(reps_of.pop(other))
-    head.pop(other)
-    head[root] = winner
+class _Clusters:
+    """Per union-find root over first-pass representatives 0..n-1: `head`, the local index of the
+    cluster's representative; its first-pass representatives, a linked list in join order."""
+
+    def __init__(self, n: int) -> None:
+        self.head = np.arange(n, dtype=np.int32)
+        self.first = np.arange(n, dtype=np.int32)
+        self.last = np.arange(n, dtype=np.int32)
+        self.next = np.full(n, -1, dtype=np.int32)
+
+    def members(self, root: int) -> np.ndarray:
+        out, k = [], int(self.first[root])
+        while k >= 0:
+            out.append(k)
+            k = int(self.next[k])
+        return np.array(out, dtype=np.int64)
+
+    def join(self, forest: UnionFind, a: int, b: int, *, head: int) -> None:
+        """Union a's and b's sets; the merged cluster's representative is `head` (a local index)."""
+        ra, rb = forest.find(a), forest.find(b)
+        if ra == rb:
+            return
+        forest.union(ra, rb)
+        root = forest.find(ra)
+        other = rb if root == ra else ra
+        self.next[self.last[root]] = self.first[other]
+        self.last[root] = self.last[other]
+        self.head[root] = head
