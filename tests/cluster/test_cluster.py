@@ -74,7 +74,10 @@ def test_greedy_set_cover_matches_its_definition(seed):
         rank = rng.permutation(n) * 2**56
     else:
         rank = rng.permutation(n)
-    assert greedy_set_cover(n, reps, members, rank).tolist() == _greedy_by_definition(n, reps, members, rank)
+    expected = _greedy_by_definition(n, reps, members, rank)
+    assert greedy_set_cover(n, reps, members, rank).tolist() == expected
+    # the queue's keys taken a few at a time, merged with the re-queued ones: the same order
+    assert greedy_set_cover(n, reps, members, rank, chunk=1 + seed % 5).tolist() == expected
 
 
 def test_singleton_sample_is_seeded_and_limited():

@@ -208,7 +208,7 @@ class BestPartners:
 
 
 def resolve_greedy(members: np.ndarray, member: np.ndarray, centre: np.ndarray, attempt: np.ndarray,
-                   priority: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+                   priority: np.ndarray, chunk: int = 8_192) -> np.ndarray:
     """rep_of over `members` (int32): in priority order, each joins its first accepting centre that
     is a representative, else represents itself (every centre has a better priority than its
     members). int32 per fragment, and the Python loop takes `chunk` members at a time: the driver never

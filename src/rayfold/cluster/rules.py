@@ -123,13 +123,15 @@ def first_pass_edges(
     return reps, members
 
 
-def greedy_set_cover(n: int, reps: np.ndarray, members: np.ndarray, rank: np.ndarray) -> np.ndarray:
+def greedy_set_cover(n: int, reps: np.ndarray, members: np.ndarray, rank: np.ndarray,
+                     chunk: int = 8_192) -> np.ndarray:
     """rep_of[m]: the representative chosen for every fragment 0..n-1 (itself for singletons).
 
     Lazy greedy: the fragment covering the most uncovered ones first (ties: lower `rank`, then lower
-    index). Neighbours are one sorted int64 array with offsets, and the queue is one Python int per
-    fragment (count, rank and index in one key): a few dozen bytes a fragment on the driver where a
-    list of neighbours and a tuple each took ~340 (the search rounds run this over every
+    index). Neighbours are one sorted int64 array with offsets, and the queue is one sorted int64
+    key per fragment (count, rank and index in one key) plus a heap of the stale entries re-queued:
+    ~30 bytes a fragment on the driver where a list of neighbours and a tuple each took ~340, and a
+    Python int per fragment in a heap ~40 more (the search rounds run this over every
     representative)."""
     reps = np.asarray(reps, dtype=np.int64).ravel()
     members = np.asarray(members, dtype=np.int64).ravel()
@@ -146,26 +148,38 @@ def greedy_set_cover(n: int, reps: np.ndarray, members: np.ndarray, rank: np.nda
     def key(c: int, r: int, x: int) -> int:  # smaller first: more covered, then lower rank, then lower x
         return ((n + 1 - c) * width + r) * n + x
 
-    if (n + 1) * width * n < 2**63:  # the keys fit int64: made and sorted in NumPy (a sorted list is a heap)
-        heap = np.sort(((n + 1 - count) * width + rank) * n + np.arange(n)).tolist()
+    if (n + 1) * width * n < 2**63:  # the keys fit int64: made and sorted in NumPy
+        initial: np.ndarray | list[int] = np.sort(((n + 1 - count) * width + rank) * n + np.arange(n))
     else:
         order = np.lexsort((np.arange(n), rank, -count))
-        heap = [key(c, r, x) for c, r, x in zip(count[order].tolist(), rank[order].tolist(), order.tolist())]
+        initial = [key(c, r, x) for c, r, x in zip(count[order].tolist(), rank[order].tolist(), order.tolist())]
     del count
     rep_of = np.full(n, -1, dtype=np.int64)
-    while heap:
-        top = heapq.heappop(heap)
+    requeued: list[int] = []  # a heap of the stale entries' new keys (each larger than the one it replaces)
+
+    def take(top: int) -> None:
         x = top % n
         if rep_of[x] >= 0:
-            continue
+            return
         near = neighbour[start[x]:start[x + 1]]
         uncovered = near[rep_of[near] < 0]
         covers = len(uncovered) + 1
         if covers != n + 1 - top // n // width:  # stale entry: re-queue with the true count
-            heapq.heappush(heap, key(covers, top // n % width, x))
-            continue
+            heapq.heappush(requeued, key(covers, top // n % width, x))
+            return
         rep_of[x] = x
         rep_of[uncovered] = x
+
+    # one queue in key order: the sorted initial keys, `chunk` of them as Python ints at a time, merged
+    # with the re-queued ones (the order a single heap of every key gives, without an int per fragment)
+    for lo in range(0, n, chunk):
+        batch = initial[lo:lo + chunk]
+        for top in batch.tolist() if isinstance(batch, np.ndarray) else batch:
+            while requeued and requeued[0] < top:
+                take(heapq.heappop(requeued))
+            take(top)
+    while requeued:
+        take(heapq.heappop(requeued))
     return rep_of
 
 
