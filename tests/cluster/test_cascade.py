@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from rayfold.cluster.algorithm import unique_scored_pairs
 from rayfold.cluster.cascade import (
@@ -191,3 +192,23 @@ def test_best_partners_folded_block_by_block_equal_the_ranking_of_all_candidates
         for g, e in zip(got, expected):
             np.testing.assert_array_equal(g, e)
     assert np.bincount(expected[0], minlength=n).max() == 3  # the limit bound something
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_greedy_resolution_matches_its_definition_in_any_chunking(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 80))
+    priority = rng.permutation(n)
+    members = np.sort(rng.choice(n, int(rng.integers(1, n + 1)), replace=False))
+    rows = [(int(m), int(c), a) for m in members.tolist() for a, c in enumerate(rng.choice(n, 3).tolist())
+            if priority[c] < priority[m] and rng.random() < 0.7]
+    member, centre, attempt = (np.array([r[k] for r in rows], np.int64) for k in range(3))
+    # by definition: members in priority order join their first accepting centre (by attempt) that
+    # already represents itself; else they represent themselves
+    rep: dict = {}
+    for x in sorted(members.tolist(), key=lambda m: priority[m]):
+        mine = sorted((a, c) for m, c, a in rows if m == x)
+        rep[x] = next((c for _, c in mine if rep.get(c) == c), x)
+    expected = [rep[x] for x in members.tolist()]
+    for chunk in (1, 3, 8_192):
+        assert resolve_greedy(members, member, centre, attempt, priority, chunk=chunk).tolist() == expected

@@ -215,22 +215,20 @@ def resolve_greedy(members: np.ndarray, member: np.ndarray, centre: np.ndarray, 
     holds a Python int per fragment."""
     n = len(priority)
     order = np.lexsort((attempt, priority[member]))
-    member, centre = member[order].astype(np.int32), centre[order].astype(np.int32)
+    # the rows by their member's priority, then attempt: one member's rows are contiguous (priorities
+    # are distinct), found by binary search on `key` for each chunk of members (no per-fragment
+    # start and end arrays)
+    key, centre = priority[member[order]].astype(np.int32), centre[order].astype(np.int32)
     del order
     is_rep = np.zeros(n, bool)
     rep = np.full(n, -1, np.int32)
-    # edges of one member are contiguous after the sort (priorities are distinct): rows [start, end)
-    start = np.zeros(n, np.int32)
-    end = np.zeros(n, np.int32)
-    if len(member):
-        firsts = np.flatnonzero(np.r_[True, member[1:] != member[:-1]])
-        start[member[firsts]] = firsts
-        end[member[firsts]] = np.r_[firsts[1:], len(member)]
-        del firsts
     in_order = members[np.argsort(priority[members], kind="stable")]
     for lo in range(0, len(in_order), chunk):
-        for x in in_order[lo:lo + chunk].tolist():
-            for c in centre[start[x]:end[x]].tolist():
+        xs = in_order[lo:lo + chunk]
+        at = priority[xs]
+        first, stop = np.searchsorted(key, at, "left").tolist(), np.searchsorted(key, at, "right").tolist()
+        for x, a, b in zip(xs.tolist(), first, stop):
+            for c in centre[a:b].tolist():
                 if is_rep[c]:
                     rep[x] = c
                     break
