@@ -104,6 +104,8 @@ def main() -> None:
             *columns, marks = (max(c) for c in zip(*rows))
             print(f"| {begin:.0f} s | {name} | " + " | ".join(f"{c:.1f}" for c in columns)
                   + f" | {max(marks, mark):.1f} |")
+        elif mark:  # a step shorter than a sample's interval: its mark alone
+            print(f"| {begin:.0f} s | {name} | " + " | ".join("-" for _ in range(5)) + f" | {mark:.1f} |")
     peaks = [max(c) for c in zip(*(s[1:] for s in samples))]
     peaks[5] = max(peaks[5], *stage_marks)
     print(f"\npeak RSS {peaks[0]:.1f} MB, private {peaks[1]:.1f} MB, shared {peaks[2]:.1f} MB, file {peaks[3]:.1f} MB, "
