@@ -109,7 +109,7 @@ def link_clusters(
 
     # per union-find root, arrays over the first-pass representatives (local index k: first_reps[k]),
     # never a Python object each: the cluster's representative, and its first-pass representatives
-    # as a linked list (first, last, next) that a join splices in O(1)
+    # as a linked list (last, next) that a join splices in O(1)
     forest = UnionFind(len(first_reps))
     clusters = _Clusters(len(first_reps))
 
@@ -235,16 +235,16 @@ def _reassign(refused: list[int], i: np.ndarray, j: np.ndarray, rep_of: np.ndarr
 
 class _Clusters:
     """Per union-find root over first-pass representatives 0..n-1: `head`, the local index of the
-    cluster's representative; its first-pass representatives, a linked list in join order."""
+    cluster's representative; its first-pass representatives, a linked list in join order that
+    starts at the root itself (a join appends the other root's list to the kept root's)."""
 
     def __init__(self, n: int) -> None:
         self.head = np.arange(n, dtype=np.int32)
-        self.first = np.arange(n, dtype=np.int32)
         self.last = np.arange(n, dtype=np.int32)
         self.next = np.full(n, -1, dtype=np.int32)
 
     def members(self, root: int) -> np.ndarray:
-        out, k = [], int(self.first[root])
+        out, k = [], root
         while k >= 0:
             out.append(k)
             k = int(self.next[k])
@@ -258,6 +258,6 @@ class _Clusters:
         forest.union(ra, rb)
         root = forest.find(ra)
         other = rb if root == ra else ra
-        self.next[self.last[root]] = self.first[other]
+        self.next[self.last[root]] = other
         self.last[root] = self.last[other]
         self.head[root] = head

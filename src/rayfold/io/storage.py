@@ -625,8 +625,8 @@ def write_bytes(data: bytes, uri: str, storage_options: dict[str, Any] | None = 
 
 # rows written (and dictionary columns decoded) at a time: a Parquet writer holds a row group's pages
 # until it closes, so the driver's peak while writing grows with it. A 10^5-row members table and
-# 20,000 merge rows: 24.5 MB above the RSS before writing at 131,072 rows, 20.3 at 16,384, against
-# 18.4 for 10^4 rows (one group); the files 1.6% larger (docs/scaling.md, "Round 12")
+# 20,000 merge rows: 24.7 MB above the RSS before writing at 131,072 rows, 20.2 at 16,384, against
+# 18.4 for 10^4 rows (one group); the files 1.6% larger (`bench/write_memory.py`, docs/scaling.md)
 ROW_GROUP_ROWS = 16_384
 
 
