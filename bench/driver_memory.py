@@ -7,7 +7,10 @@ This is where the driver's per-fragment growth (`bench/linear_engine.py`) has to
 Resident memory is split as the kernel counts it: private (RssAnon: the driver's own heap), shared
 (RssShmem: pages of Ray's object store the driver has mapped while it reads a result) and file
 (RssFile: the pages of the libraries and files it has mapped), with the glibc main arena's size
-(the `[heap]` mapping) beside them.
+(the `[heap]` mapping) beside them. Each stage's kernel mark is also given less the file pages
+mapped as the stage began (an upper bound on its private and shared peak: the ~140 MB of library
+pages are the same at any size but moved by 4 MB between two runs here, which the difference of two
+sizes' marks would count as per-fragment memory); the start-up's, less those at its end.
 
 `--allocators` also attributes the driver's memory by allocator, from inside the driver (a thread
 the child starts before the CLI runs, sampling every 0.25 s): Python objects and NumPy arrays
@@ -44,6 +47,7 @@ import threading
 import time
 
 STAGE = re.compile(rb"\s*([A-Za-z][A-Za-z0-9 ,\-]+?):")
+FINAL = re.compile(rb"final high-water mark ([0-9.]+) MB, file pages ([0-9.]+) MB")  # the child's last line
 
 
 def main() -> None:
@@ -84,49 +88,67 @@ def main() -> None:
     threading.Thread(target=sample, daemon=True).start()
     stages: list[tuple[float, str]] = [(0.0, "start-up, loading, first k-mer shuffle")]
     seen: set[bytes] = set()
-    stage_marks: list[float] = []  # the kernel's high-water mark of each finished stage (reset as it ends)
+    # each finished stage's (kernel's high-water mark, file pages mapped as it began); the mark is
+    # reset as a stage ends, and the file pages (the libraries' code: ~140 MB, the same whatever the
+    # set, never freed) only grow, so mark - file pages at the start bounds the stage's private and
+    # shared peak from above
+    stage_marks: list[tuple[float, float]] = []
+    file_at_start = resident(child.pid)[3]
     pending = b""
     while chunk := child.stderr.read(256):
         *lines, pending = re.split(rb"[\r\n]", pending + chunk)
         for line in lines:
+            final = FINAL.match(line)
+            if final:  # the child's own reading as it exits: the last stage's mark (--allocators)
+                stage_marks[len(stages) - 1:] = [(float(final.group(1)), file_at_start)]
+                continue
             match = STAGE.match(line)
             if match and match.group(1) not in seen:
                 seen.add(match.group(1))
-                stage_marks.append(end_stage(child.pid))
+                mark, file_now = end_stage(child.pid)
+                if len(stages) == 1:  # start-up: the libraries were mapped during it, so its file
+                    file_at_start = file_now  # pages are those at its end (a lower bound here)
+                stage_marks.append((mark, file_at_start))
+                file_at_start = file_now or file_at_start  # 0: the child has exited
                 stages.append((time.monotonic() - start, match.group(1).decode()))
     child.wait()
-    print("| from | stage | RSS max (MB) | private max | shared max | file max | [heap] max | high-water mark |\n"
-          "|---|---|---|---|---|---|---|---|")
-    stage_marks.append(0.0)  # the last stage's: its samples' alone (the process is gone)
-    for (begin, name), (end, _), mark in zip(stages, [*stages[1:], (float("inf"), "")], stage_marks):
+    print("| from | stage | RSS max (MB) | private max | shared max | file max | [heap] max | high-water mark | "
+          "mark less file pages |\n|---|---|---|---|---|---|---|---|---|")
+    stage_marks += [(0.0, 0.0)] * (len(stages) - len(stage_marks))  # a child that gave no final reading
+    for (begin, name), (end, _), (mark, file_pages) in zip(stages, [*stages[1:], (float("inf"), "")], stage_marks):
         rows = [s[1:] for s in samples if begin <= s[0] < end]
         if rows:
             *columns, marks = (max(c) for c in zip(*rows))
             print(f"| {begin:.0f} s | {name} | " + " | ".join(f"{c:.1f}" for c in columns)
-                  + f" | {max(marks, mark):.1f} |")
+                  + f" | {max(marks, mark):.1f} | {max(marks, mark) - (file_pages or columns[3]):.1f} |")
         elif mark:  # a step shorter than a sample's interval: its mark alone
-            print(f"| {begin:.0f} s | {name} | " + " | ".join("-" for _ in range(5)) + f" | {mark:.1f} |")
+            print(f"| {begin:.0f} s | {name} | " + " | ".join("-" for _ in range(5))
+                  + f" | {mark:.1f} | {mark - file_pages:.1f} |")
     peaks = [max(c) for c in zip(*(s[1:] for s in samples))]
-    peaks[5] = max(peaks[5], *stage_marks)
+    peaks[5] = max(peaks[5], *(m for m, _ in stage_marks))
+    beyond_files = max((m - f for m, f in stage_marks if m), default=0.0)
     print(f"\npeak RSS {peaks[0]:.1f} MB, private {peaks[1]:.1f} MB, shared {peaks[2]:.1f} MB, file {peaks[3]:.1f} MB, "
-          f"[heap] {peaks[4]:.1f} MB; the kernel's high-water mark {peaks[5]:.1f} MB; exit status {child.returncode}")
+          f"[heap] {peaks[4]:.1f} MB; the kernel's high-water mark {peaks[5]:.1f} MB, {beyond_files:.1f} MB less "
+          f"the file pages; exit status {child.returncode}")
     if args.allocators:
         report_allocators(probe_file, stages)
     if args.memray:
         report_memray(capture)
 
 
-def end_stage(pid: int) -> float:
-    """The kernel's high-water mark of `pid` so far (MB), then reset to its current RSS (Linux's
-    clear_refs 5): each stage's mark is its own, spikes between two samples included."""
+def end_stage(pid: int) -> tuple[float, float]:
+    """(the kernel's high-water mark of `pid` so far, its file pages now) in MB, then the mark reset
+    to its current RSS (Linux's clear_refs 5): each stage's mark is its own, spikes between two
+    samples included."""
     try:
-        marks = [int(line.split()[1]) / 1024 for line in open(f"/proc/{pid}/status") if line.startswith("VmHWM")]
-        if marks:  # none once the process has exited
+        fields = {line.split(":")[0]: int(line.split()[1]) / 1024 for line in open(f"/proc/{pid}/status")
+                  if line.startswith(("VmHWM", "RssFile"))}
+        if fields:  # none once the process has exited
             with open(f"/proc/{pid}/clear_refs", "w") as control:
                 control.write("5")
     except OSError:
-        return 0.0
-    return marks[0] if marks else 0.0
+        return 0.0, 0.0
+    return fields.get("VmHWM", 0.0), fields.get("RssFile", 0.0)
 
 
 def resident(pid: int) -> tuple[float, float, float, float, float, float]:
@@ -299,5 +321,10 @@ if __name__ == "__main__":
         mark_steps()
         from rayfold.cli import main as cli_main
 
-        sys.exit(cli_main(sys.argv[3:]))
+        status = cli_main(sys.argv[3:])
+        own = {line.split(":")[0]: int(line.split()[1]) / 1024 for line in open("/proc/self/status")
+               if line.startswith(("VmHWM", "RssFile"))}
+        print(f"\nfinal high-water mark {own['VmHWM']:.1f} MB, file pages {own['RssFile']:.1f} MB",
+              file=sys.stderr, flush=True)
+        sys.exit(status)
     main()

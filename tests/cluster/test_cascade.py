@@ -182,7 +182,9 @@ def test_best_partners_folded_block_by_block_equal_the_ranking_of_all_candidates
     expected = ranked_tries(np.r_[u[:, 0], u[:, 1]], np.r_[u[:, 1], u[:, 0]], np.r_[s, s],
                             rank[np.r_[u[:, 1], u[:, 0]]], 3)
     # merged in ranges of ends of at most `chunk` rows: the default, and small ones that cut ends apart
-    for block_size, seed, chunk in ((50, 0, 65_536), (700, 1, 65_536), (20_000, 2, 65_536), (50, 3, 64), (700, 4, 5)):
+    # (and a block bigger than `chunk` cut into slices before it is folded)
+    for block_size, seed, chunk in ((50, 0, 8_192), (700, 1, 8_192), (20_000, 2, 8_192), (20_000, 5, 64),
+                                    (50, 3, 64), (700, 4, 5), (20_000, 6, 65_536)):
         order = np.random.default_rng(seed).permutation(len(pairs))
         best = BestPartners(3, rank, admit, chunk=chunk)
         for start in range(0, len(order), block_size):

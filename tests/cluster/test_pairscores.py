@@ -92,16 +92,23 @@ def test_find_sorted_answers_as_isin_and_points_at_the_key():
 def test_pair_scores_merged_in_place_equal_a_dict_under_any_sequence_of_updates():
     rng = np.random.default_rng(11)
     known, reference = PairScores(), {}
-    for size in [0, 1, 50, 3, 400, 2, 1_000, 0, 7]:  # small updates into big, big into small, repeats
+    # small updates into big, big into small, repeats; absorbed scores that win and that do not
+    for step, size in enumerate([0, 1, 50, 3, 400, 2, 1_000, 0, 7, 301, 5, 999]):
         a, b = rng.integers(0, 60, size), rng.integers(0, 60, size)
         tm = rng.random(size)
-        update = PairScores(a, b, tm) if size % 2 else None
-        if update is not None:
-            known.absorb(update)
+        wins = step % 3 != 2
+        if size % 2:
+            update = PairScores(a, b, tm)
+            known.absorb(update, wins=wins)
         else:
+            wins = True
             known.update(a, b, tm)
+        later: dict = {}
         for x, y, t in zip(a.tolist(), b.tolist(), tm.tolist()):
-            reference[pair_key(x, y)] = t
+            later[pair_key(x, y)] = t  # within one update the later row wins
+        for key, t in later.items():
+            if wins or key not in reference:
+                reference[key] = t
     assert len(known) == len(reference)
     pairs = np.array(list(reference), np.int64)
     found, tm = known.lookup(pairs[:, 1], pairs[:, 0])
@@ -112,3 +119,7 @@ def test_pair_scores_merged_in_place_equal_a_dict_under_any_sequence_of_updates(
     known.absorb(other)
     other.update(np.array([1]), np.array([2]), np.array([0.9]))  # the absorbed scores are not shared
     assert known[(1, 2)] == 0.5 and len(known) >= len(keys_before)
+    empty = PairScores()
+    empty.absorb(other, wins=False)
+    other.update(np.array([1]), np.array([2]), np.array([0.1]))
+    assert empty[(1, 2)] == 0.9  # adopted as a copy

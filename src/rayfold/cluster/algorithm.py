@@ -250,8 +250,10 @@ def cluster(fragments: Fragments, engine: Engine, aligner: Aligner, config: Clus
 
     # 3. the linkage decides which evidence joins clusters (the guard's alignments extend `known`)
     with steps("linkage"):
-        known = known_scores([audit])
-        known.absorb(members_known)
+        # the read-back's scores win where the audit aligned a pair again (as when the audit's
+        # absorbed them), merged into the bigger set: one copy of it, not of both and their keys
+        known = members_known
+        known.absorb(known_scores([audit]), wins=False)
         del audit, members_known
         linked = link_clusters(
             rep_of, merges["rep_a"], merges["rep_b"], np.minimum(merges["tm_a"], merges["tm_b"]), merges["source"],

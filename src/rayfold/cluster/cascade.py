@@ -139,12 +139,14 @@ class BestPartners:
     `limit` rows per representative, not every candidate of every block (16 per target shard: at 25
     shards up to 400 per representative). The result does not depend on the order of the blocks.
 
-    Each block is cut to its own best `limit` per end as it comes (what a block drops can never be
-    among the best of the union), and the kept rows are merged with the pending ones `chunk` rows at a
-    time by ranges of ends: a merge's temporaries are bounded by `chunk`, not by the kept rows."""
+    Each block is cut to its own best `limit` per end as it comes, `chunk` candidates at a time (what
+    a slice drops can never be among the best of the union), and the kept rows are merged with the
+    pending ones `chunk` rows at a time by ranges of ends: every temporary is bounded by `chunk`,
+    neither by the kept rows nor by a search block (up to 2,000 queries x 16 candidates x 2 ends; at
+    65,536 rows a merge's sorts took ~9 MB at 10^5 fragments: the search round's peak)."""
 
     def __init__(self, limit: int, rank: np.ndarray, admit: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                 chunk: int = 65_536) -> None:
+                 chunk: int = 8_192) -> None:
         self.limit, self.rank, self.admit, self.chunk = limit, rank, admit, chunk
         # int32 ends (2^31 fragments) and float32 estimates (the search's own precision): 12 B a row,
         # sorted by end, each end's rows best first
@@ -154,14 +156,20 @@ class BestPartners:
         self.pending_rows = 0
 
     def add(self, pairs: np.ndarray, estimate: np.ndarray) -> None:
-        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        pairs = np.asarray(pairs).reshape(-1, 2)
+        estimate = np.asarray(estimate)
+        half = max(1, self.chunk // 2)  # a slice's rows count twice (once per end)
+        for lo in range(0, len(pairs), half):
+            self._add(pairs[lo:lo + half].astype(np.int64), estimate[lo:lo + half])
+
+    def _add(self, pairs: np.ndarray, estimate: np.ndarray) -> None:
         estimate = np.nan_to_num(np.asarray(estimate, np.float32), nan=0.0)
         ok = (pairs[:, 0] != pairs[:, 1]) & self.admit(pairs[:, 0], pairs[:, 1])
         a, b, e = pairs[ok, 0].astype(np.int32), pairs[ok, 1].astype(np.int32), estimate[ok]
         self.pending.append(self._best(np.r_[a, b], np.r_[b, a], np.r_[e, e]))
         self.pending_rows += len(self.pending[-1][0])
         # merged every `chunk` pending rows: pending rows never grow with the kept ones (a merge
-        # copies the kept rows once: at 10^5 fragments ~0.9 MB, a few dozen times a round)
+        # copies the kept rows once: at 10^5 fragments ~0.9 MB, a few hundred times a round)
         if self.pending_rows > self.chunk:
             self._compact()
 
@@ -198,13 +206,14 @@ class BestPartners:
         self.end, self.partner, self.strength = (np.concatenate([p[c] for p in pieces]) for c in range(3))
 
     def tries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(end, partner, estimate, attempt) as `ranked_tries` over every admitted pair (int64 indices)."""
+        """(end, partner, estimate, attempt) as `ranked_tries` over every admitted pair: int32 indices
+        and attempts, the kept arrays themselves (int64 copies took ~2 MB more at 10^5 fragments)."""
         self._compact()
         end = self.end
         first = np.r_[True, end[1:] != end[:-1]] if len(end) else np.zeros(0, bool)
-        row = np.arange(len(end), dtype=np.int64)
+        row = np.arange(len(end), dtype=np.int32)
         attempt = row - np.maximum.accumulate(np.where(first, row, 0))
-        return end.astype(np.int64), self.partner.astype(np.int64), self.strength, attempt
+        return end, self.partner, self.strength, attempt
 
 
 def resolve_greedy(members: np.ndarray, member: np.ndarray, centre: np.ndarray, attempt: np.ndarray,
@@ -280,7 +289,9 @@ def search_round(reps: np.ndarray, search: ScoredSearch, aligner: Aligner, lengt
     end, partner, _, attempt = best.tries()
     for t in range(config.centres_per_fragment):
         sel = (attempt == t) & ~covered[end]
-        key = np.unique(np.minimum(end[sel], partner[sel]) * n + np.maximum(end[sel], partner[sel]))
+        a, b = end[sel].astype(np.int64), partner[sel].astype(np.int64)  # int32 ends: the key needs 64 bits
+        key = np.unique(np.minimum(a, b) * n + np.maximum(a, b))
+        del a, b
         key = key[~find_sorted(aligned, key)[0]]
         if not len(key):
             continue

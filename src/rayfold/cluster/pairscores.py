@@ -96,29 +96,34 @@ class PairScores:
     def update(self, a: np.ndarray, b: np.ndarray, tm: np.ndarray) -> None:
         self._merge(pair_keys(a, b), np.asarray(tm, np.float64))
 
-    def absorb(self, other: PairScores) -> None:
-        """`other`'s scores over these (where both have a pair, other's wins)."""
-        self._merge(other._key, other._tm)
+    def absorb(self, other: PairScores, *, wins: bool = True) -> None:
+        """`other`'s scores added to these; where both have a pair, other's wins (`wins`) or this
+        one's stays. Absorbing a small set into a big one copies the big one once, never the other
+        way round (the linkage's start took ~80 B per kept pair merging the read-back's scores into
+        the audit's; into the read-back's, 16)."""
+        self._merge(other._key, other._tm, overwrite=wins)
 
-    def _merge(self, key: np.ndarray, tm: np.ndarray) -> None:
+    def _merge(self, key: np.ndarray, tm: np.ndarray, overwrite: bool = True) -> None:
         """The new scores sorted (a repeated key: the later wins); those of known pairs written in
-        place, the others inserted in one copy. The driver's peak is the kept scores twice over
-        (~32 B a pair) while they grow, not a sort of old and new together (~72 B): the guard and
-        cohesion add a few thousand scores at a time to hundreds of thousands."""
-        if not bool(np.all(key[1:] > key[:-1])):  # another PairScores' keys (`absorb`) are sorted already
+        place (`overwrite`), the others inserted in one copy. The driver's peak is the kept scores
+        twice over (~32 B a pair) while they grow, not a sort of old and new together (~72 B): the
+        guard and cohesion add a few thousand scores at a time to hundreds of thousands."""
+        presorted = bool(np.all(key[1:] > key[:-1]))  # another PairScores' keys (`absorb`) are sorted already
+        if not presorted:
             order = np.argsort(key, kind="stable")
             key, tm = key[order], tm[order]
             del order
             last = np.r_[key[1:] != key[:-1], True]
             key, tm = key[last], tm[last]
-        else:
-            key, tm = key.copy(), tm.copy()  # never the caller's arrays, which may change
         if not len(self._key):
-            self._key, self._tm = key, tm
+            # never the caller's arrays, which may change (what was sorted here is a copy already)
+            self._key, self._tm = (key.copy(), tm.copy()) if presorted else (key, tm)
             return
         found, where = find_sorted(self._key, key)
-        self._tm[where[found]] = tm[found]
+        if overwrite:
+            self._tm[where[found]] = tm[found]
         new = ~found
+        del found, where
         if new.any():
             at = np.searchsorted(self._key, key[new])
             self._key, self._tm = np.insert(self._key, at, key[new]), np.insert(self._tm, at, tm[new])
