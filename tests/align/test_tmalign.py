@@ -614,3 +614,16 @@ def test_estimated_seconds_follow_the_measured_costs() -> None:
                                                                                       np.array([100]))[0]
     assert estimated_seconds(np.array([800]), np.array([800]))[0] > 16 * estimated_seconds(np.array([200]),
                                                                                            np.array([200]))[0]
+
+
+def test_pair_seconds_in_chunks_equal_the_estimate_at_once():
+    from rayfold.align.tmalign import estimated_seconds
+    from rayfold.runtime.clustering import pair_seconds
+
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(20, 900, size=500).astype(np.int32)
+    pairs = rng.integers(0, 500, size=(2_001, 2)).astype(np.int32)
+    skip = rng.random(len(pairs)) < 0.3
+    expected = np.where(skip, 0.0, estimated_seconds(lengths[pairs[:, 0]], lengths[pairs[:, 1]]))
+    for chunk in (1, 7, 8_192):
+        np.testing.assert_array_equal(pair_seconds(lengths, pairs, skip, chunk=chunk), expected)

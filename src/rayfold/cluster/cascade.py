@@ -105,14 +105,18 @@ def confirm_tries(members: np.ndarray, member: np.ndarray, centre: np.ndarray, a
         sel = (attempt == t) & ~done[member]
         if not sel.any():
             continue
-        bits = align_kept(aligner, np.column_stack([member[sel], centre[sel]]), config, evidence,
+        tried_member, tried_centre = member[sel], centre[sel]
+        del sel
+        bits = align_kept(aligner, np.column_stack([tried_member, tried_centre]), config, evidence,
                           desc=f"{desc}, try {t + 1}")
         rule = (bits & J_REPRESENTS_I) > 0  # the centre (j) represents the member
-        accepted_member.append(member[sel][rule])
-        accepted_centre.append(centre[sel][rule])
-        accepted_attempt.append(np.full(int(rule.sum()), t, np.int64))
-        done[member[sel][rule]] = True
-    none = [np.zeros(0, np.int64)]
+        del bits
+        accepted_member.append(tried_member[rule])
+        accepted_centre.append(tried_centre[rule])
+        accepted_attempt.append(np.full(int(rule.sum()), t, np.int32))
+        done[accepted_member[-1]] = True
+        del tried_member, tried_centre, rule
+    none = [np.zeros(0, np.int32)]
     return resolve_greedy(members, np.concatenate(accepted_member or none), np.concatenate(accepted_centre or none),
                           np.concatenate(accepted_attempt or none), priority)
 
