@@ -98,9 +98,9 @@ class PairScores:
 
     def absorb(self, other: PairScores, *, wins: bool = True) -> None:
         """`other`'s scores added to these; where both have a pair, other's wins (`wins`) or this
-        one's stays. Absorbing a small set into a big one copies the big one once, never the other
-        way round (the linkage's start took ~80 B per kept pair merging the read-back's scores into
-        the audit's; into the read-back's, 16)."""
+        one's stays. With `wins=False` a caller can absorb the smaller set into the bigger one, which
+        is then copied once (the other way round, the bigger set's keys are sorted, searched and
+        copied as well)."""
         self._merge(other._key, other._tm, overwrite=wins)
 
     def _merge(self, key: np.ndarray, tm: np.ndarray, overwrite: bool = True) -> None:
