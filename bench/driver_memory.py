@@ -9,7 +9,7 @@ Resident memory is split as the kernel counts it: private (RssAnon: the driver's
 (RssFile: the pages of the libraries and files it has mapped), with the glibc main arena's size
 (the `[heap]` mapping) beside them. Each stage's kernel mark is also given less the file pages
 mapped as the stage began (an upper bound on its private and shared peak: the ~140 MB of library
-pages are the same at any size but moved by 4 MB between two runs here, which the difference of two
+pages are the same at any size but moved by up to ~30 MB between runs here, which the difference of two
 sizes' marks would count as per-fragment memory); the start-up's, less those at its end.
 
 `--allocators` also attributes the driver's memory by allocator, from inside the driver (a thread
@@ -47,7 +47,7 @@ import threading
 import time
 
 STAGE = re.compile(rb"\s*([A-Za-z][A-Za-z0-9 ,\-]+?):")
-FINAL = re.compile(rb"final high-water mark ([0-9.]+) MB, file pages ([0-9.]+) MB")  # the child's last line
+FINAL = re.compile(rb"final high-water mark ([0-9.]+) MB")  # the child's last line
 
 
 def main() -> None:
@@ -141,8 +141,7 @@ def end_stage(pid: int) -> tuple[float, float]:
     to its current RSS (Linux's clear_refs 5): each stage's mark is its own, spikes between two
     samples included."""
     try:
-        fields = {line.split(":")[0]: int(line.split()[1]) / 1024 for line in open(f"/proc/{pid}/status")
-                  if line.startswith(("VmHWM", "RssFile"))}
+        fields = status_mb(pid, ("VmHWM", "RssFile"))
         if fields:  # none once the process has exited
             with open(f"/proc/{pid}/clear_refs", "w") as control:
                 control.write("5")
@@ -151,13 +150,19 @@ def end_stage(pid: int) -> tuple[float, float]:
     return fields.get("VmHWM", 0.0), fields.get("RssFile", 0.0)
 
 
-def resident(pid: int) -> tuple[float, float, float, float, float, float]:
-    """(RSS, private, shared, file, [heap] size, high-water mark) in MB (MiB) from /proc/PID (Linux)."""
+def status_mb(pid: int | str, keys: tuple[str, ...]) -> dict[str, float]:
+    """The `keys` of /proc/PID/status (kB figures) in MB (MiB); PID may be "self"."""
     fields = {}
     for line in open(f"/proc/{pid}/status"):
         key, _, value = line.partition(":")
-        if key in ("VmRSS", "RssAnon", "RssShmem", "RssFile", "VmHWM"):
+        if key in keys:
             fields[key] = int(value.split()[0]) / 1024
+    return fields
+
+
+def resident(pid: int) -> tuple[float, float, float, float, float, float]:
+    """(RSS, private, shared, file, [heap] size, high-water mark) in MB (MiB) from /proc/PID (Linux)."""
+    fields = status_mb(pid, ("VmRSS", "RssAnon", "RssShmem", "RssFile", "VmHWM"))
     heap = 0.0
     for line in open(f"/proc/{pid}/maps"):
         if line.rstrip().endswith("[heap]"):
@@ -322,8 +327,7 @@ if __name__ == "__main__":
         from rayfold.cli import main as cli_main
 
         status = cli_main(sys.argv[3:])
-        own = {line.split(":")[0]: int(line.split()[1]) / 1024 for line in open("/proc/self/status")
-               if line.startswith(("VmHWM", "RssFile"))}
+        own = status_mb("self", ("VmHWM", "RssFile"))
         print(f"\nfinal high-water mark {own['VmHWM']:.1f} MB, file pages {own['RssFile']:.1f} MB",
               file=sys.stderr, flush=True)
         sys.exit(status)
