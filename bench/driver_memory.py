@@ -132,6 +132,7 @@ def main() -> None:
           f"the file pages; exit status {child.returncode}")
     if args.allocators:
         report_allocators(probe_file, stages)
+        report_peaks(probe_file.replace(".allocators.jsonl", ".peaks.json"), stages)
     if args.memray:
         report_memray(capture)
 
@@ -261,7 +262,61 @@ def report_allocators(path: str, stages: list[tuple[float, str]]) -> None:
         print(f"  {size:8.2f} MB  {where}")
 
 
-def mark_steps() -> None:
+class PeakLocator:
+    """Where in the code each stage's private memory peaks: a thread reads this process's private
+    pages (statm: resident less file and shared pages) every few milliseconds and, at each new high
+    of the current stage, takes the main thread's Python stack. Stages are named as the parent names
+    them (a progress bar's `desc`, "step NAME"), so its table and this one line up."""
+
+    def __init__(self, path: str, every: float = 0.005) -> None:
+        self.path, self.every = path, every
+        self.stage = "start-up, loading, first k-mer shuffle"
+        self.peaks: dict[str, dict] = {}
+        self.main = threading.main_thread().ident
+
+    def enter(self, stage: str) -> None:
+        self.stage = stage
+
+    def run(self) -> None:
+        import traceback
+
+        page = os.sysconf("SC_PAGE_SIZE") / 2**20
+        start = time.monotonic()
+        while True:
+            _, resident, shared = (int(x) for x in open("/proc/self/statm").read().split()[:3])
+            private = (resident - shared) * page
+            stage = self.stage
+            if stage not in self.peaks and self.peaks:
+                self.save()  # the stages so far, readable while the run goes on
+            best = self.peaks.get(stage)
+            if best is None or private > best["private"] + 0.05:
+                frame = sys._current_frames().get(self.main)
+                stack = traceback.extract_stack(frame) if frame is not None else []
+                self.peaks[stage] = {"private": private, "t": time.monotonic() - start,
+                                     "where": [f"{f.filename.split('/')[-1]}:{f.lineno} {f.name}" for f in stack
+                                               if "/rayfold/" in f.filename][-4:]}
+            time.sleep(self.every)
+
+    def save(self) -> None:
+        with open(self.path, "w") as out:
+            json.dump(dict(self.peaks), out)
+
+
+def report_peaks(path: str, stages: list[tuple[float, str]]) -> None:
+    """Each stage's highest private memory (as sampled every few ms) and the rayfold frames running then."""
+    if not os.path.exists(path):
+        return
+    peaks = json.load(open(path))
+    print("\n| stage | private peak (MB, sampled) | where (innermost rayfold frames last) |\n|---|---|---|")
+    for _, name in stages:
+        for key in (name, f"step {name.removeprefix('step ')}"):
+            if key in peaks:
+                p = peaks.pop(key)
+                print(f"| {name} | {p['private']:.1f} | {' < '.join(reversed(p['where'])) or '-'} |")
+                break
+
+
+def mark_steps(locator: PeakLocator | None = None) -> None:
     """Each clustering step names itself on stderr as it begins ("step evidence: ..."), as progress
     bars do: the steps with no bar (the evidence read-back, the tables) get stages of their own."""
     from rayfold.cluster.steps import Steps
@@ -270,9 +325,22 @@ def mark_steps() -> None:
 
     def marked(self: Steps, name: str):  # type: ignore[no-untyped-def]
         print(f"\nstep {name}: begins", file=sys.stderr, flush=True)  # a line of its own after a bar's \r
+        if locator is not None:
+            locator.enter(f"step {name}")
         return enter(self, name)
 
     Steps.__call__ = marked  # type: ignore[method-assign]
+    if locator is None:
+        return
+    from rayfold.runtime import clustering
+
+    tasks = clustering.iter_tasks
+
+    def named(*args, desc: str, **kwargs):  # type: ignore[no-untyped-def]
+        locator.enter(desc)
+        return tasks(*args, desc=desc, **kwargs)
+
+    clustering.iter_tasks = named  # type: ignore[assignment]
 
 
 UNTOUCHED_MAPPING = 256 * 2**20  # single mappings this large are reservations (object store, Arrow's arenas)
@@ -323,10 +391,13 @@ def report_memray(capture: str, top: int = 30) -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] in ("--child", "--child-untraced"):  # the driver, with the probe
         threading.Thread(target=probe, args=(sys.argv[2], 0.25, sys.argv[1] == "--child"), daemon=True).start()
-        mark_steps()
+        locator = PeakLocator(sys.argv[2].replace(".allocators.jsonl", ".peaks.json"))
+        threading.Thread(target=locator.run, daemon=True).start()
+        mark_steps(locator)
         from rayfold.cli import main as cli_main
 
         status = cli_main(sys.argv[3:])
+        locator.save()
         own = status_mb("self", ("VmHWM", "RssFile"))
         print(f"\nfinal high-water mark {own['VmHWM']:.1f} MB, file pages {own['RssFile']:.1f} MB",
               file=sys.stderr, flush=True)

@@ -30,13 +30,12 @@ from rayfold.io.storage import exists, join_uri, parquet_parts, write_parquet
 from rayfold.model.errors import InputError
 from rayfold.model.fragset import FragmentSet
 from rayfold.model.ids import id_array
-from rayfold.runtime.heap import release_freed
 from rayfold.runtime.session import WORKER_ENV, iter_tasks, quiet_ray_data, ray_remote, ray_session
 from rayfold.runtime.shards import (
     ShardedFragments,
-    fragment_catalogue,
+    column_values,
     gather,
-    load_sharded,
+    load_planned,
     shard_in_memory,
 )
 
@@ -100,12 +99,6 @@ def _shard_kmers(shard: FragmentSet, rows: np.ndarray, members: np.ndarray, prio
     kmer, owner = select_kmers([states[r] or "" for r in rows.tolist()], np.arange(len(rows)), kmer_config)
     return pa.table({"kmer": kmer, "member": members[owner], "priority": priority[owner],
                      "length": lengths[owner].astype(np.int32)}), len(kmer)
-
-
-def column(table: pa.Table, name: str) -> np.ndarray:
-    """A column of primitive values as NumPy: a read-only view of its buffer where it is one chunk."""
-    values = table.column(name)
-    return values.chunk(0).to_numpy() if values.num_chunks == 1 else values.to_numpy()
 
 
 def index_pairs(pairs: np.ndarray) -> np.ndarray:
@@ -435,7 +428,7 @@ class RayKmerCandidates:
         copy of its own: at 10^5 fragments ~2.5 tries a fragment, and the sort's index and copies
         were ~25 B each)."""
         table = self._tries(members, priority, seed)
-        return tuple(column(table, c) for c in ("member", "centre", "attempt"))  # type: ignore[return-value]
+        return tuple(column_values(table, c) for c in ("member", "centre", "attempt"))  # type: ignore[return-value]
 
     def _tries(self, members: np.ndarray, priority: np.ndarray, seed: int | None) -> pa.Table:
         import ray
@@ -583,15 +576,10 @@ def load_fragments(uri: str, *, storage_options: dict | None = None, shard_size:
     """The passed fragments under `uri` (a fragments dataset, or a run folder holding one) in shards
     read by tasks: the driver reads only ids, lengths and mean pLDDT. Needs Ray."""
     folder = join_uri(uri, "fragments") if exists(join_uri(uri, "fragments"), storage_options) else uri
-    parts = parquet_parts(folder, storage_options)
-    catalogue = fragment_catalogue(parts, storage_options)
-    if catalogue.num_rows == 0:
+    sharded = load_planned(parquet_parts(folder, storage_options), storage_options=storage_options,
+                           shard_size=shard_size)
+    if sharded is None:
         raise InputError("no_fragments", f"no fragments table at {uri}")
-    # what reading the part files freed goes back before the ids' Python strings are made
-    release_freed(every=0.0)
-    sharded = load_sharded(parts, catalogue, storage_options=storage_options, shard_size=shard_size)
-    del catalogue
-    release_freed(every=0.0)
     return sharded
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -99,11 +100,12 @@ def shard_in_memory(fragments: FragmentSet, shard_size: int) -> ShardedFragments
     return ShardedFragments(FragmentIndex(fragments.ids, fragments.lengths, fragments.mean_plddt), shard_size, refs)
 
 
-def _read_group(parts: Sequence[str], rows: Sequence[np.ndarray], storage_options: dict | None) -> pa.Table:
+def _read_group(parts: Sequence[str], rows: list, storage_options: dict | None, group: int) -> pa.Table:
     """The selected rows of some part files, each file read once, sorted by fragment id (a Ray task):
-    a shard's rows from this group are then one contiguous slice of it."""
+    a shard's rows from this group are then one contiguous slice of it. `rows`: every group's."""
     from rayfold.io.storage import read_parquet_part
 
+    rows = rows[group]
     tables = [read_parquet_part(p, storage_options, columns=SHARD_COLUMNS).take(pa.array(r))
               for p, r in zip(parts, rows)]
     return pa.concat_tables(tables, promote_options="default").sort_by("fragment_id")
@@ -132,17 +134,22 @@ def read_groups(part: np.ndarray, rows_per_group: int) -> list[np.ndarray]:
     return [g for g in np.split(present, closes + 1) if len(g)]
 
 
-def load_sharded(parts: Sequence[str], catalogue: pa.Table, *, storage_options: dict | None = None,
-                 shard_size: int = 4096) -> ShardedFragments:
-    """Shards of the catalogue's rows, by id order: `catalogue` has fragment_id, n_residues,
-    mean_plddt, and `part` / `row` (which row of which of `parts` holds the fragment); ids unique.
+@dataclass
+class ShardPlan:
+    """Where each shard's rows come from: the catalogue's rows in global (id) order, the part files
+    each reading task takes, the rows it reads of each, and the slices of the reading tasks' tables
+    each shard is cut from."""
 
-    Two kinds of task, so that every part file is read once whatever its ids: reading tasks take
-    groups of parts (`read_groups`) and give their rows sorted by id; a shard task cuts its rows out
-    of the groups it overlaps (one contiguous slice of each). Both results are task returns, owned
-    by the driver, which never holds their rows."""
-    from rayfold.runtime.session import WORKER_ENV, ray_remote
+    index: pa.Table  # fragment_id, n_residues (int32), mean_plddt (float32): one chunk each, id order
+    groups: list[list[int]]  # the parts (indices) each reading task reads
+    rows: list[list[np.ndarray]]  # per group, per part of it: the rows (int32) it reads
+    slices: list[list[tuple[int, int, int]]]  # per shard: (group, first row, end) of the group's sorted table
 
+
+def plan_shards(catalogue: pa.Table, n_parts: int, shard_size: int) -> ShardPlan:
+    """The shards of the catalogue's rows, by id order: `catalogue` has fragment_id, n_residues,
+    mean_plddt, and `part` / `row` (which row of which of the `n_parts` part files holds the
+    fragment); ids unique. Pure: `load_fragments` runs it in a task, where the catalogue is."""
     # Arrow sorts strings by their UTF-8 bytes: the order of Python's str comparison, without a
     # Python object per id (ids are unique, so the sort's stability does not matter). Each column
     # is taken in that order on its own, never a sorted copy of the whole catalogue at once.
@@ -152,36 +159,94 @@ def load_sharded(parts: Sequence[str], catalogue: pa.Table, *, storage_options: 
     def sorted_column(name: str, dtype: type) -> np.ndarray:
         return pc.take(catalogue.column(name), order).to_numpy().astype(dtype)
 
-    # rows int32: the reading tasks' specs (and so Ray's lineage of every shard, kept all run) hold them
     part, row = sorted_column("part", np.int64), sorted_column("row", np.int32)
     # shard s holds global indices [s * shard_size, (s + 1) * shard_size): the layout depends on the
     # ids alone, never on how inputs were grouped into part files (so neither do search results)
     groups = read_groups(part, shard_size)
-    group_of = np.zeros(len(parts), np.int64)
+    group_of = np.zeros(n_parts, np.int64)
     for k, members in enumerate(groups):
         group_of[members] = k
     # each part's fragments in global order, one contiguous run of `by_part` per part
     by_part = np.argsort(part, kind="stable")
-    part_start = np.searchsorted(part[by_part], np.arange(len(parts) + 1))
-    read = ray_remote(_read_group, runtime_env={"env_vars": WORKER_ENV})
-    cut = ray_remote(_cut_shard, runtime_env={"env_vars": WORKER_ENV})
-    tables, in_group = [], []
+    part_start = np.searchsorted(part[by_part], np.arange(n_parts + 1))
+    rows, in_group = [], []
     for members in groups:
         runs = [by_part[part_start[p]:part_start[p + 1]] for p in members.tolist()]
-        tables.append(read.remote([parts[p] for p in members.tolist()], [row[r] for r in runs], storage_options))
+        rows.append([row[r] for r in runs])
         in_group.append(np.sort(np.concatenate(runs)))  # the group's fragments in id order: its table's rows
-    del row, by_part
-    refs = []
+    slices = []
     for start in range(0, n, shard_size):
-        touched = np.unique(group_of[part[start:start + shard_size]])
-        slices = [(int(np.searchsorted(in_group[k], start)), int(np.searchsorted(in_group[k], start + shard_size)))
-                  for k in touched.tolist()]
-        refs.append(cut.remote(slices, *[tables[k] for k in touched.tolist()]))
-    del tables, in_group, part
-    lengths, mean_plddt = sorted_column("n_residues", np.int32), sorted_column("mean_plddt", np.float32)
+        touched = np.unique(group_of[part[start:start + shard_size]]).tolist()
+        slices.append([(k, *np.searchsorted(in_group[k], [start, start + shard_size]).tolist()) for k in touched])
+    index = pa.table({"fragment_id": pc.take(catalogue.column("fragment_id"), order).combine_chunks(),
+                      "n_residues": sorted_column("n_residues", np.int32),
+                      "mean_plddt": sorted_column("mean_plddt", np.float32)})
+    return ShardPlan(index, [g.tolist() for g in groups], rows, slices)
+
+
+def _planned_in_task(parts: Sequence[str], storage_options: dict | None,
+                     shard_size: int) -> tuple[tuple[pa.Table, list, list], list]:
+    """The catalogue read and planned in a task (two returns: the driver reads the first, the
+    reading tasks the second)."""
+    plan = plan_shards(fragment_catalogue(parts, storage_options), len(parts), shard_size)
+    return (plan.index, plan.groups, plan.slices), plan.rows
+
+
+def _sharded(parts: Sequence[str], index: pa.Table, groups: list[list[int]], rows: Any,
+             slices: list[list[tuple[int, int, int]]], storage_options: dict | None,
+             shard_size: int) -> ShardedFragments:
+    """Submit the reading and cutting tasks of a plan. `rows`: the plan's rows, or a reference to
+    them (each reading task then takes its group's)."""
+    import ray
+
+    from rayfold.runtime.session import WORKER_ENV, ray_remote
+
+    read = ray_remote(_read_group, runtime_env={"env_vars": WORKER_ENV})
+    cut = ray_remote(_cut_shard, runtime_env={"env_vars": WORKER_ENV})
+    rows = ray.put(rows) if isinstance(rows, list) else rows  # stored once, not once per reading task
+    tables = [read.remote([parts[p] for p in members], rows, storage_options, k) for k, members in enumerate(groups)]
+    refs = [cut.remote([(lo, hi) for _, lo, hi in shard], *[tables[k] for k, _, _ in shard]) for shard in slices]
+    lengths, mean_plddt = (column_values(index, c) for c in ("n_residues", "mean_plddt"))
+    ids = index.column("fragment_id")
     # the ids stay one Arrow array (`IdColumn`): ~30 B an id, where Python strings take ~85
-    index = FragmentIndex(pc.take(catalogue.column("fragment_id"), order), lengths, mean_plddt)
-    return ShardedFragments(index, shard_size, refs)
+    return ShardedFragments(FragmentIndex(ids.chunk(0) if ids.num_chunks == 1 else ids, lengths, mean_plddt),
+                            shard_size, refs)
+
+
+def column_values(table: pa.Table, name: str) -> np.ndarray:
+    """A column of primitive values as NumPy: a read-only view of its buffer where it is one chunk."""
+    values = table.column(name)
+    return values.chunk(0).to_numpy() if values.num_chunks == 1 else values.to_numpy()
+
+
+def load_sharded(parts: Sequence[str], catalogue: pa.Table, *, storage_options: dict | None = None,
+                 shard_size: int = 4096) -> ShardedFragments:
+    """Shards of the catalogue's rows (see `plan_shards`), planned here.
+
+    Two kinds of task, so that every part file is read once whatever its ids: reading tasks take
+    groups of parts (`read_groups`) and give their rows sorted by id; a shard task cuts its rows out
+    of the groups it overlaps (one contiguous slice of each). Both results are task returns, owned
+    by the driver, which never holds their rows."""
+    plan = plan_shards(catalogue, len(parts), shard_size)
+    return _sharded(parts, plan.index, plan.groups, plan.rows, plan.slices, storage_options, shard_size)
+
+
+def load_planned(parts: Sequence[str], *, storage_options: dict | None = None,
+                 shard_size: int = 4096) -> ShardedFragments | None:
+    """`load_sharded` of the passed fragments of `parts`, the catalogue read and planned in a task:
+    the driver receives the ids, lengths and mean pLDDT in id order (in the object store), never
+    the catalogue, its sort or the rows each part file gives (~110 B a fragment at 10^5). None
+    where no fragment passed."""
+    import ray
+
+    from rayfold.runtime.session import WORKER_ENV, ray_remote
+
+    plan = ray_remote(_planned_in_task, num_returns=2, runtime_env={"env_vars": WORKER_ENV})
+    head, rows = plan.remote(list(parts), storage_options, shard_size)
+    index, groups, slices = ray.get(head)
+    if index.num_rows == 0:
+        return None
+    return _sharded(parts, index, groups, rows, slices, storage_options, shard_size)
 
 
 CATALOGUE_THREADS = 16  # part files read at once for the catalogue (object-store GETs wait on the network)
