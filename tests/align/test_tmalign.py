@@ -618,7 +618,7 @@ def test_estimated_seconds_follow_the_measured_costs() -> None:
 
 def test_pair_seconds_in_chunks_equal_the_estimate_at_once():
     from rayfold.align.tmalign import estimated_seconds
-    from rayfold.runtime.clustering import pair_seconds
+    from rayfold.runtime.clustering import pair_seconds, total_seconds
 
     rng = np.random.default_rng(3)
     lengths = rng.integers(20, 900, size=500).astype(np.int32)
@@ -627,3 +627,4 @@ def test_pair_seconds_in_chunks_equal_the_estimate_at_once():
     expected = np.where(skip, 0.0, estimated_seconds(lengths[pairs[:, 0]], lengths[pairs[:, 1]]))
     for chunk in (1, 7, 8_192):
         np.testing.assert_array_equal(pair_seconds(lengths, pairs, skip, chunk=chunk), expected)
+        assert total_seconds(lengths, pairs, skip, chunk=chunk) == pytest.approx(expected.sum(), rel=1e-12)

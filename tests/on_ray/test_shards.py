@@ -96,7 +96,14 @@ def test_blocks_cut_by_cost_keep_the_rows_in_order() -> None:
     cost = rng.exponential(1.0, len(pairs))
     cost[::50] = 9.0  # a few pairs dearer than the limit
     plain = list(sharded.blocks(pairs[:, 0], pairs[:, 1], 16))
-    costed = list(sharded.blocks(pairs[:, 0], pairs[:, 1], 16, cost, 2.0))
+    asked = []
+
+    def cost_of(rows: np.ndarray) -> np.ndarray:
+        asked.append(len(rows))
+        return cost[rows]
+
+    costed = list(sharded.blocks(pairs[:, 0], pairs[:, 1], 16, cost_of, 2.0))
+    assert sum(asked) == len(pairs) and max(asked) < len(pairs)  # asked a run at a time, each row once
     assert np.concatenate([r for *_, r in costed]).tolist() == np.concatenate([r for *_, r in plain]).tolist()
     assert len(costed) > len(plain)
     for a, b, rows in costed:

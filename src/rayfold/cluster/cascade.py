@@ -105,17 +105,18 @@ def confirm_tries(members: np.ndarray, member: np.ndarray, centre: np.ndarray, a
         sel = (attempt == t) & ~done[member]
         if not sel.any():
             continue
-        tried_member, tried_centre = member[sel], centre[sel]
+        # the try's pairs, one column at a time: 8 B a pair held, not the columns and their stack
+        tried = np.empty((int(sel.sum()), 2), np.result_type(member, centre))
+        tried[:, 0], tried[:, 1] = member[sel], centre[sel]
         del sel
-        bits = align_kept(aligner, np.column_stack([tried_member, tried_centre]), config, evidence,
-                          desc=f"{desc}, try {t + 1}")
-        rule = (bits & J_REPRESENTS_I) > 0  # the centre (j) represents the member
-        del bits
-        accepted_member.append(tried_member[rule])
-        accepted_centre.append(tried_centre[rule])
-        accepted_attempt.append(np.full(int(rule.sum()), t, np.int32))
+        bits = align_kept(aligner, tried, config, evidence, desc=f"{desc}, try {t + 1}")
+        accepted = tried[(bits & J_REPRESENTS_I) > 0]  # the centre (j) represents the member
+        del bits, tried
+        accepted_member.append(accepted[:, 0].copy())
+        accepted_centre.append(accepted[:, 1].copy())
+        accepted_attempt.append(np.full(len(accepted), t, np.int32))
         done[accepted_member[-1]] = True
-        del tried_member, tried_centre, rule
+        del accepted
     none = [np.zeros(0, np.int32)]
     return resolve_greedy(members, np.concatenate(accepted_member or none), np.concatenate(accepted_centre or none),
                           np.concatenate(accepted_attempt or none), priority)

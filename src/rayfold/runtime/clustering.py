@@ -246,6 +246,12 @@ def pair_seconds(lengths: np.ndarray, pairs: np.ndarray, skip: np.ndarray, chunk
     return cost
 
 
+def total_seconds(lengths: np.ndarray, pairs: np.ndarray, skip: np.ndarray, chunk: int = 8_192) -> float:
+    """The sum of `pair_seconds`, `chunk` pairs at a time: no array of every pair's cost."""
+    return float(sum(pair_seconds(lengths, pairs[lo:lo + chunk], skip[lo:lo + chunk]).sum()
+                     for lo in range(0, len(pairs), chunk)))
+
+
 def _cpus() -> int:
     import ray
 
@@ -283,9 +289,11 @@ class RayAligner:
         shards = self.fragments
         found, known = (self.memo.lookup(pairs) if self.memo is not None and len(self.memo)
                         else (np.zeros(len(pairs), bool), None))
-        cost = pair_seconds(shards.index.lengths, pairs, found)
-        cost_limit = min(self.task_seconds, float(cost.sum()) / (TASKS_PER_CPU * _cpus()))
-        blocks = list(shards.blocks(pairs[:, 0], pairs[:, 1], self.pairs_per_task, cost, cost_limit))
+        lengths = shards.index.lengths
+        cost_limit = min(self.task_seconds, total_seconds(lengths, pairs, found) / (TASKS_PER_CPU * _cpus()))
+        # costs asked a run of one shard pair at a time: 8 B a pair less on the driver
+        blocks = list(shards.blocks(pairs[:, 0], pairs[:, 1], self.pairs_per_task,
+                                    lambda rows: pair_seconds(lengths, pairs[rows], found[rows]), cost_limit))
         self.calls += int((~found).sum())
 
         def submit(a: int, b: int, rows: np.ndarray) -> Any:

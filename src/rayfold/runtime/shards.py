@@ -12,7 +12,7 @@ search task one query shard and one target shard. No task holds more than two sh
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,21 +57,25 @@ class ShardedFragments:
     def n_shards(self) -> int:
         return len(self.refs)
 
-    def blocks(self, a: np.ndarray, b: np.ndarray, limit: int, cost: np.ndarray | None = None,
+    def blocks(self, a: np.ndarray, b: np.ndarray, limit: int,
+               cost: Callable[[np.ndarray], np.ndarray] | None = None,
                cost_limit: float = float("inf")) -> Iterator[tuple[int, int, np.ndarray]]:
         """(shard of a, shard of b, rows) runs of at most `limit` rows that touch two shards at most.
-        With `cost` (per row), a run also ends once its cost reaches `cost_limit`, so a task of long
-        chains gets few pairs. Rows come in the same order whatever the limits: only the cuts move."""
+        With `cost` (the cost of the given rows, asked a run at a time: no array of every row's), a
+        run also ends once its cost reaches `cost_limit`, so a task of long chains gets few pairs.
+        Rows come in the same order whatever the limits: only the cuts move."""
         width = max(1, self.n_shards)
         # one key per row, int32 while the shard pairs fit (46,340 shards: 190 M fragments), the
-        # shard pair read back from it: 16 B a pair on the driver with the sort, not 48
+        # shard pair read back from it; the rows' order int32 while they fit: 8 B a pair held
         dtype = np.int32 if width * width < 2**31 else np.int64
-        key = self.shard_of(a).astype(dtype)
+        key = np.asarray(np.asarray(a) // self.shard_size, dtype)  # a copy only where `a` is not `dtype`
         np.multiply(key, width, out=key)  # in place: the key stays `dtype`
-        np.add(key, self.shard_of(b), out=key)
+        np.add(key, np.asarray(b) // self.shard_size, out=key, casting="unsafe")
         order = np.argsort(key, kind="stable")
         if not len(order):
             return
+        if len(order) < 2**31:
+            order = order.astype(np.int32)
         in_order = key[order]
         cuts = np.flatnonzero(np.r_[True, in_order[1:] != in_order[:-1], True])
         pair_of_run = in_order[cuts[:-1]].tolist()
@@ -80,7 +84,8 @@ class ShardedFragments:
             shard_a, shard_b = divmod(int(pair), width)
             run = order[lo:hi]
             if cost is not None and np.isfinite(cost_limit):
-                spent = np.cumsum(cost[run]) - cost[run]  # cost of the rows before each row
+                costs = cost(run)
+                spent = np.cumsum(costs) - costs  # cost of the rows before each row
                 bins = np.floor(spent / max(cost_limit, 1e-12)).astype(np.int64)
                 parts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1], True])
             else:
