@@ -105,12 +105,13 @@ def test_unreachable_lengths_are_never_aligned() -> None:
 
 
 def test_greedy_resolution_needs_the_centre_to_stay_a_representative() -> None:
-    # 1 joins 0; 2 was accepted only by 1, which is no representative: 2 represents itself
-    rep = resolve_greedy(np.arange(3), np.array([1, 2]), np.array([0, 1]), np.array([0, 0]), np.arange(3))
+    # 1 joins 0; 2 was accepted by 1, which is no representative: 2 represents itself
+    rep = resolve_greedy(np.arange(3), np.array([-1, 0, 1]), np.arange(3))
     assert rep.tolist() == [0, 0, 2]
-    # with a second accepting centre that is a representative it joins that one
-    rep = resolve_greedy(np.arange(3), np.array([1, 2, 2]), np.array([0, 1, 0]), np.array([0, 0, 1]), np.arange(3))
-    assert rep.tolist() == [0, 0, 0]
+    # accepted by 0, a representative, it joins it
+    assert resolve_greedy(np.arange(3), np.array([-1, 0, 0]), np.arange(3)).tolist() == [0, 0, 0]
+    # in priority order (2, 0, 1): 0 joins 2, so 1, accepted by 0, represents itself
+    assert resolve_greedy(np.arange(3), np.array([2, 0, -1]), np.array([1, 2, 0])).tolist() == [2, 1, 2]
 
 
 def test_cascade_rounds_merge_representatives_and_stop_when_nothing_shrinks() -> None:
@@ -202,15 +203,17 @@ def test_greedy_resolution_matches_its_definition_in_any_chunking(seed: int) -> 
     n = int(rng.integers(2, 80))
     priority = rng.permutation(n)
     members = np.sort(rng.choice(n, int(rng.integers(1, n + 1)), replace=False))
-    rows = [(int(m), int(c), a) for m in members.tolist() for a, c in enumerate(rng.choice(n, 3).tolist())
-            if priority[c] < priority[m] and rng.random() < 0.7]
-    member, centre, attempt = (np.array([r[k] for r in rows], np.int64) for k in range(3))
-    # by definition: members in priority order join their first accepting centre (by attempt) that
-    # already represents itself; else they represent themselves
+    accepted = np.full(n, -1, np.int32)  # at most one accepting centre a member, of a better priority
+    for m in members.tolist():
+        better = np.flatnonzero(priority < priority[m])
+        if len(better) and rng.random() < 0.7:
+            accepted[m] = rng.choice(better)
+    # by definition: members in priority order join the centre that accepted them if it already
+    # represents itself; else they represent themselves
     rep: dict = {}
     for x in sorted(members.tolist(), key=lambda m: priority[m]):
-        mine = sorted((a, c) for m, c, a in rows if m == x)
-        rep[x] = next((c for _, c in mine if rep.get(c) == c), x)
+        c = int(accepted[x])
+        rep[x] = c if c >= 0 and rep.get(c) == c else x
     expected = [rep[x] for x in members.tolist()]
     for chunk in (1, 3, 8_192):
-        assert resolve_greedy(members, member, centre, attempt, priority, chunk=chunk).tolist() == expected
+        assert resolve_greedy(members, accepted, priority, chunk=chunk).tolist() == expected

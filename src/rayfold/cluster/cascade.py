@@ -98,11 +98,11 @@ def confirm_tries(members: np.ndarray, member: np.ndarray, centre: np.ndarray, a
                   desc: str) -> np.ndarray:
     """rep_of over `members`: tries TM-aligned in turns (try t+1 only for members no earlier try
     accepted), accepted by the first pass's rule, resolved greedily; the rows worth keeping go to
-    `evidence`."""
-    done = np.zeros(len(priority), bool)
-    accepted_member, accepted_centre, accepted_attempt = [], [], []
+    `evidence`. A member's accepted centre is kept in one int32 array over the fragments (4 B each),
+    never as lists of accepted rows and their sort."""
+    accepted = np.full(len(priority), -1, np.int32)  # the centre that accepted each member; -1: none yet
     for t in range(int(attempt.max()) + 1 if len(attempt) else 0):
-        sel = (attempt == t) & ~done[member]
+        sel = (attempt == t) & (accepted[member] < 0)
         if not sel.any():
             continue
         # the try's pairs, one column at a time: 8 B a pair held, not the columns and their stack
@@ -110,16 +110,10 @@ def confirm_tries(members: np.ndarray, member: np.ndarray, centre: np.ndarray, a
         tried[:, 0], tried[:, 1] = member[sel], centre[sel]
         del sel
         bits = align_kept(aligner, tried, config, evidence, desc=f"{desc}, try {t + 1}")
-        accepted = tried[(bits & J_REPRESENTS_I) > 0]  # the centre (j) represents the member
-        del bits, tried
-        accepted_member.append(accepted[:, 0].copy())
-        accepted_centre.append(accepted[:, 1].copy())
-        accepted_attempt.append(np.full(len(accepted), t, np.int32))
-        done[accepted_member[-1]] = True
-        del accepted
-    none = [np.zeros(0, np.int32)]
-    return resolve_greedy(members, np.concatenate(accepted_member or none), np.concatenate(accepted_centre or none),
-                          np.concatenate(accepted_attempt or none), priority)
+        ok = (bits & J_REPRESENTS_I) > 0  # the centre (j) represents the member
+        accepted[tried[ok, 0]] = tried[ok, 1]  # a member is tried once per attempt
+        del bits, tried, ok
+    return resolve_greedy(members, accepted, priority)
 
 
 def kmer_round(members: np.ndarray, candidates: KmerCandidates, aligner: Aligner, lengths: np.ndarray,
@@ -221,32 +215,27 @@ class BestPartners:
         return end, self.partner, self.strength, attempt
 
 
-def resolve_greedy(members: np.ndarray, member: np.ndarray, centre: np.ndarray, attempt: np.ndarray,
-                   priority: np.ndarray, chunk: int = 8_192) -> np.ndarray:
-    """rep_of over `members` (int32): in priority order, each joins its first accepting centre that
-    is a representative, else represents itself (every centre has a better priority than its
-    members). int32 per fragment, and the Python loop takes `chunk` members at a time: the driver never
-    holds a Python int per fragment."""
+def resolve_greedy(members: np.ndarray, accepted: np.ndarray, priority: np.ndarray, chunk: int = 8_192) -> np.ndarray:
+    """rep_of over `members` (int32): in priority order, each joins the centre that accepted it
+    (`accepted[m]`, -1: none) if that centre is a representative, else represents itself (every
+    centre has a better priority than its members). `priority`: a permutation of 0..n-1. The
+    members' priority order is read off its inverse (4 B a fragment, no sort), and the Python loop
+    takes `chunk` members at a time: the driver never holds a Python int per fragment."""
     n = len(priority)
-    order = np.lexsort((attempt, priority[member]))
-    # the rows by their member's priority, then attempt: one member's rows are contiguous (priorities
-    # are distinct), found by binary search on `key` for each chunk of members (no per-fragment
-    # start and end arrays)
-    key, centre = priority[member[order]].astype(np.int32), centre[order].astype(np.int32)
-    del order
+    by_priority = np.empty(n, np.int32)
+    by_priority[priority] = np.arange(n, dtype=np.int32)
+    is_member = np.zeros(n, bool)
+    is_member[members] = True
+    in_order = by_priority[is_member[by_priority]]
+    del by_priority, is_member
     is_rep = np.zeros(n, bool)
     rep = np.full(n, -1, np.int32)
-    in_order = members[np.argsort(priority[members], kind="stable")]
     for lo in range(0, len(in_order), chunk):
         xs = in_order[lo:lo + chunk]
-        at = priority[xs]
-        first, stop = np.searchsorted(key, at, "left").tolist(), np.searchsorted(key, at, "right").tolist()
-        for x, a, b in zip(xs.tolist(), first, stop):
-            for c in centre[a:b].tolist():
-                if is_rep[c]:
-                    rep[x] = c
-                    break
-            if rep[x] < 0:
+        for x, c in zip(xs.tolist(), accepted[xs].tolist()):
+            if c >= 0 and is_rep[c]:
+                rep[x] = c
+            else:
                 rep[x] = x
                 is_rep[x] = True
     return rep[members]
