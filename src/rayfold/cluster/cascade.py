@@ -52,10 +52,11 @@ ScoredSearch = Callable[..., Iterable[tuple[np.ndarray, np.ndarray]]]
 
 def centre_priority(lengths: np.ndarray, mean_plddt: np.ndarray, ids: Sequence[str]) -> np.ndarray:
     """priority[i]: 0 for the best k-mer group centre (longest, then higher mean pLDDT, then smaller id)."""
-    order = np.lexsort((algo.id_rank(ids), -np.round(np.asarray(mean_plddt, np.float64), 3), -np.asarray(lengths)))
-    priority = np.empty(len(ids), np.int32)  # 4 bytes a fragment on the driver (2^31 fragments)
-    priority[order] = np.arange(len(ids), dtype=np.int32)
-    return priority
+    plddt = np.array(mean_plddt, np.float64)  # rounded in float64, in place, then a float32 key: pLDDT
+    np.round(plddt, 3, out=plddt)  # <= 100 in steps of 0.001 stays distinct and in order in float32
+    key = np.negative(plddt, out=plddt).astype(np.float32)
+    del plddt
+    return algo.rank_by((key, -np.asarray(lengths)), ids)
 
 
 def align_kept(aligner: Aligner, pairs: np.ndarray, config: ClusterConfig, evidence: Evidence, *,
@@ -296,7 +297,7 @@ def search_round(reps: np.ndarray, search: ScoredSearch, aligner: Aligner, lengt
         rep_ends.append(r)
         member_ends.append(m)
         covered[m] = True
-    local = np.full(n, -1, np.int64)
+    local = np.full(n, -1, np.int32)  # 4 B a fragment: representatives are numbered below 2^31
     local[reps] = np.arange(len(reps))
     local_rep_of = algo.greedy_set_cover(len(reps), local[np.concatenate(rep_ends)],
                                          local[np.concatenate(member_ends)], rank[reps])
