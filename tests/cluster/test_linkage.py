@@ -135,6 +135,29 @@ def test_cohesion_samples_members_per_cluster_and_summarises():
     assert summarise(np.zeros((0, 2), np.int64), np.zeros(0)).of(np.arange(3))[0].tolist() == [0, 0, 0]
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_cohesion_sample_is_its_definition_in_any_chunking(seed: int) -> None:
+    """Each cluster's `per_cluster` members of the smallest seeded hash, by cluster then hash, whatever
+    the chunks the members are read in."""
+    from rayfold.cluster.rules import seeded_hash
+
+    rng = np.random.default_rng(seed)
+    n = 300
+    reps = np.sort(rng.choice(n, 12, replace=False))
+    cluster_rep = reps[rng.integers(0, len(reps), n)]
+    cluster_rep[reps] = reps
+    ids = [f"frag{k:04d}" for k in range(n)]
+    expected = sorted((int(cluster_rep[m]), seeded_hash(seed, ids[m]), m) for m in range(n) if cluster_rep[m] != m)
+    by_cluster: dict = {}
+    for r, _, m in expected:
+        by_cluster.setdefault(r, [])
+        if len(by_cluster[r]) < 3:
+            by_cluster[r].append([m, r])
+    want = [row for r in sorted(by_cluster) for row in by_cluster[r]]
+    for chunk in (1, 7, 64, 16_384):
+        assert cohesion_pairs(cluster_rep, ids, 3, seed, chunk=chunk).tolist() == want
+
+
 def test_a_refused_pair_is_kept_by_moving_one_member_within_the_guard():
     # first-pass clusters {0, 1} and {2, 3}; members 1 and 3 are a real pair (0.75) but the
     # representatives 0 and 2 share little (0.4): no merge, but 3 reaches 0.6 against 0, so it moves.
