@@ -220,8 +220,9 @@ def sample_singletons(cluster_rep: np.ndarray, sample_size: int, seed: int,
     Bottom-k by a seeded hash of the fragment id: the sample does not depend on the order or
     number of other fragments, so a later release keeps most of it and only aligns the newcomers.
     """
-    sizes = np.bincount(cluster_rep, minlength=len(cluster_rep))
-    singletons = np.flatnonzero(sizes[cluster_rep] == 1)
+    alone = np.bincount(cluster_rep, minlength=len(cluster_rep)) == 1  # by representative: 1 B, not 8
+    singletons = np.flatnonzero(alone[cluster_rep])
+    del alone
     if len(singletons) <= sample_size:
         return singletons
     names = ids if ids is not None else [str(i) for i in range(len(cluster_rep))]
