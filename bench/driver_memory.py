@@ -281,8 +281,6 @@ class PeakLocator:
         self.stage = stage
 
     def run(self) -> None:
-        import traceback
-
         page = os.sysconf("SC_PAGE_SIZE") / 2**20
         start = time.monotonic()
         while True:
@@ -293,16 +291,27 @@ class PeakLocator:
                 self.save()  # the stages so far, readable while the run goes on
             best = self.peaks.get(stage)
             if best is None or private > best["private"] + 0.05:
-                frame = sys._current_frames().get(self.main)
-                stack = traceback.extract_stack(frame) if frame is not None else []
                 self.peaks[stage] = {"private": private, "t": time.monotonic() - start,
-                                     "where": [f"{f.filename.split('/')[-1]}:{f.lineno} {f.name}" for f in stack
-                                               if "/rayfold/" in f.filename][-4:]}
+                                     "where": rayfold_frames(sys._current_frames().get(self.main))}
             time.sleep(self.every)
 
     def save(self) -> None:
         with open(self.path, "w") as out:
             json.dump(dict(self.peaks), out)
+
+
+def rayfold_frames(frame, innermost: int = 4) -> list[str]:  # type: ignore[no-untyped-def]
+    """The innermost rayfold frames of a stack, outermost first, from the frames alone: never
+    `traceback.extract_stack`, whose source lines stay in the driver it measures (linecache keeps
+    every line of every file on a stack: 80 of the driver's module files took 4 MB and 43,000
+    objects; round 14's runs held 0.2 M more objects than round 13's from the start)."""
+    where = []
+    while frame is not None and len(where) < innermost:
+        code = frame.f_code
+        if "/rayfold/" in code.co_filename:
+            where.append(f"{code.co_filename.split('/')[-1]}:{frame.f_lineno} {code.co_name}")
+        frame = frame.f_back
+    return where[::-1]
 
 
 def report_peaks(path: str, stages: list[tuple[float, str]]) -> None:
