@@ -582,7 +582,8 @@ def cluster_fragments(
 
 def load_fragments(uri: str, *, storage_options: dict | None = None, shard_size: int = 4096) -> ShardedFragments:
     """The passed fragments under `uri` (a fragments dataset, or a run folder holding one) in shards
-    read by tasks: the driver reads only ids, lengths and mean pLDDT. Needs Ray."""
+    read by tasks: the driver receives only ids, lengths and mean pLDDT, from the task that read
+    the catalogue and planned the shards (`load_planned`). Needs Ray."""
     folder = join_uri(uri, "fragments") if exists(join_uri(uri, "fragments"), storage_options) else uri
     sharded = load_planned(parquet_parts(folder, storage_options), storage_options=storage_options,
                            shard_size=shard_size)
