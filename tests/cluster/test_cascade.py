@@ -17,6 +17,7 @@ from rayfold.cluster.cascade import (
     ranked_tries,
     resolve_greedy,
     search_round,
+    untried_pairs,
 )
 from rayfold.cluster.evidence import Evidence
 from rayfold.cluster.rules import ClusterConfig
@@ -217,3 +218,17 @@ def test_greedy_resolution_matches_its_definition_in_any_chunking(seed: int) -> 
     expected = [rep[x] for x in members.tolist()]
     for chunk in (1, 3, 8_192):
         assert resolve_greedy(members, accepted, priority, chunk=chunk).tolist() == expected
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 65_536])
+def test_untried_pairs_are_the_try_of_members_not_yet_accepted(chunk: int) -> None:
+    rng = np.random.default_rng(11)
+    member = np.sort(rng.integers(0, 300, 1_000)).astype(np.int32)
+    centre = rng.integers(0, 300, len(member)).astype(np.int32)
+    attempt = rng.integers(0, 3, len(member)).astype(np.int8)
+    accepted = np.where(rng.random(300) < 0.4, rng.integers(0, 300, 300), -1).astype(np.int32)
+    for t in range(4):
+        sel = (attempt == t) & (accepted[member] < 0)
+        tried = untried_pairs(member, centre, attempt, t, accepted, chunk=chunk)
+        assert tried.dtype == np.int32 and tried.shape == (int(sel.sum()), 2)
+        assert tried.tolist() == np.column_stack([member[sel], centre[sel]]).tolist()

@@ -81,6 +81,36 @@ def test_read_groups_read_each_part_once_and_keep_contiguous_parts_together() ->
     assert read_groups(np.zeros(0, np.int64), 10) == []
 
 
+def test_blocks_of_pairs_in_order_are_those_of_one_sort() -> None:
+    """Pairs whose first ends are in order are sorted a shard at a time: the same rows in the same
+    order as one stable sort of every pair's shard pair, and the rows are int32."""
+    from rayfold.cluster.rules import is_sorted
+    from rayfold.model.fragset import FragmentIndex
+    from rayfold.runtime.shards import ShardedFragments
+
+    rng = np.random.default_rng(5)
+    n = 90
+    sharded = ShardedFragments(FragmentIndex([f"f{k:03d}" for k in range(n)], np.full(n, 50), np.full(n, 90.0)),
+                               20, [None] * 5)
+    for a in (np.sort(rng.integers(0, n, 700)), rng.integers(0, n, 700), np.sort(rng.integers(40, 60, 50))):
+        b = rng.integers(0, n, len(a)).astype(np.int32)
+        blocks = list(sharded.blocks(a, b, 7))
+        rows = np.concatenate([r for *_, r in blocks])
+        key = (a // 20) * 5 + b // 20
+        assert rows.tolist() == np.argsort(key, kind="stable").tolist()
+        assert rows.dtype == np.int32 and all(len(r) <= 7 for *_, r in blocks)
+        assert all({*(a[r] // 20).tolist()} == {sa} and {*(b[r] // 20).tolist()} == {sb} for sa, sb, r in blocks)
+        assert is_sorted(a) == bool(np.all(np.diff(a) >= 0))
+        plan = sharded.block_plan(a, b, 7)  # the same blocks as arrays
+        assert len(plan) == len(blocks) and plan.rows.dtype == np.int32
+        assert all(plan[k][:2] == blocks[k][:2] and plan[k][2].tolist() == blocks[k][2].tolist()
+                   for k in range(len(blocks)))
+    assert list(sharded.blocks(np.zeros(0, np.int64), np.zeros(0, np.int64), 7)) == []
+    assert len(sharded.block_plan(np.zeros(0, np.int64), np.zeros(0, np.int64), 7)) == 0
+    assert is_sorted(np.arange(200_000)) and not is_sorted(np.r_[np.arange(70_000), 3])
+    assert is_sorted(np.r_[np.arange(70_000), 69_999]) and not is_sorted(np.r_[np.arange(70_000), 69_999], strict=True)
+
+
 def test_blocks_cut_by_cost_keep_the_rows_in_order() -> None:
     """Costs only move the cuts: the rows run in the same order as blocks by count, no block spans
     two shard pairs or exceeds the row limit, and a block reaches the cost limit with its last row
@@ -249,7 +279,7 @@ def test_the_sharded_scored_search_checks_at_most_limit_candidates_per_query_and
 def test_iter_tasks_stays_within_max_ahead_of_a_straggler(ray_local):
     """A slow first task: later ones finish first, and submissions stop `max_ahead` places after it
     (what bounds the finished results an in-order caller holds)."""
-    from rayfold.runtime.session import iter_tasks, ray_remote
+    from rayfold.runtime.session import Submissions, iter_tasks, ray_remote
 
     def pause(seconds: float) -> float:  # defined here: pickled by value (workers cannot import tests)
         import time
@@ -265,7 +295,7 @@ def test_iter_tasks_stays_within_max_ahead_of_a_straggler(ray_local):
         return remote.remote(3.0 if k == 0 else 0.0)
 
     order, furthest_before_first = [], None
-    for index, _ in iter_tasks([lambda k=k: submit(k) for k in range(40)], desc="t", progress=False,
+    for index, _ in iter_tasks(Submissions(40, submit), desc="t", progress=False,
                                max_in_flight=4, max_ahead=6):
         order.append(index)
         if index == 0:

@@ -94,6 +94,24 @@ def best_tries(member: np.ndarray, centre: np.ndarray, shared: np.ndarray, centr
     return member[keep], centre[keep], shared[keep], attempt[keep]
 
 
+def untried_pairs(member: np.ndarray, centre: np.ndarray, attempt: np.ndarray, t: int, accepted: np.ndarray,
+                  chunk: int = 65_536) -> np.ndarray:
+    """(member, centre) of try `t` for the members no earlier try accepted, as one (k, 2) array: the
+    selection is made `chunk` tries at a time (a bool per try held, no int32 gather of every try's
+    acceptance), and each column is written in place."""
+    sel = np.empty(len(member), bool)
+    for lo in range(0, len(member), chunk):
+        np.logical_and(attempt[lo:lo + chunk] == t, accepted[member[lo:lo + chunk]] < 0, out=sel[lo:lo + chunk])
+    tried = np.empty((int(np.count_nonzero(sel)), 2), np.result_type(member, centre))
+    at = 0
+    for lo in range(0, len(member), chunk):
+        keep = sel[lo:lo + chunk]
+        k = int(np.count_nonzero(keep))
+        tried[at:at + k, 0], tried[at:at + k, 1] = member[lo:lo + chunk][keep], centre[lo:lo + chunk][keep]
+        at += k
+    return tried
+
+
 def confirm_tries(members: np.ndarray, member: np.ndarray, centre: np.ndarray, attempt: np.ndarray,
                   aligner: Aligner, priority: np.ndarray, config: ClusterConfig, evidence: Evidence, *,
                   desc: str) -> np.ndarray:
@@ -103,13 +121,9 @@ def confirm_tries(members: np.ndarray, member: np.ndarray, centre: np.ndarray, a
     never as lists of accepted rows and their sort."""
     accepted = np.full(len(priority), -1, np.int32)  # the centre that accepted each member; -1: none yet
     for t in range(int(attempt.max()) + 1 if len(attempt) else 0):
-        sel = (attempt == t) & (accepted[member] < 0)
-        if not sel.any():
+        tried = untried_pairs(member, centre, attempt, t, accepted)
+        if not len(tried):
             continue
-        # the try's pairs, one column at a time: 8 B a pair held, not the columns and their stack
-        tried = np.empty((int(sel.sum()), 2), np.result_type(member, centre))
-        tried[:, 0], tried[:, 1] = member[sel], centre[sel]
-        del sel
         bits = align_kept(aligner, tried, config, evidence, desc=f"{desc}, try {t + 1}")
         ok = (bits & J_REPRESENTS_I) > 0  # the centre (j) represents the member
         accepted[tried[ok, 0]] = tried[ok, 1]  # a member is tried once per attempt
@@ -329,7 +343,8 @@ def cascade_first_pass(members: np.ndarray, candidates: KmerCandidates, search: 
     counts: list[int] = []
     for stage, limit in (("kmer", config.kmer_rounds), ("search", config.search_rounds)):
         for round_no in range(limit):
-            reps = np.unique(rep_of)
+            # the first round's members are every fragment in order: no sorted copy of them
+            reps = rep_of if algo.is_sorted(rep_of, strict=True) else np.unique(rep_of)
             name = f"{'k-mer' if stage == 'kmer' else 'search'} round {round_no + 1}"
             with steps(name):
                 if stage == "kmer":

@@ -85,6 +85,14 @@ def in_id_order(ids: Sequence[str]) -> bool:
     return all(ids[k] < ids[k + 1] for k in range(len(ids) - 1))
 
 
+def is_sorted(values: np.ndarray, *, strict: bool = False, chunk: int = 65_536) -> bool:
+    """values[k] <= values[k + 1] throughout (< where `strict`), `chunk` rows at a time: no bool
+    per row of a fragment-long array."""
+    ahead = np.greater if strict else np.greater_equal
+    windows = (values[lo:lo + chunk + 1] for lo in range(0, max(0, len(values) - 1), chunk))
+    return all(bool(np.all(ahead(w[1:], w[:-1]))) for w in windows)
+
+
 def id_rank(ids: Sequence[str]) -> np.ndarray:
     """rank[i]: the place of ids[i] in sorted order (ids unique). A set already in id order (the
     sharded engine's global index) costs one pass of comparisons and no Python objects."""

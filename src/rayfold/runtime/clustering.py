@@ -14,7 +14,6 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,21 @@ from rayfold.cluster.algorithm import Columns, Engine, cluster, unique_pairs
 from rayfold.cluster.evidence import Evidence, edge_bits, empty_columns, take_rows, worth_keeping
 from rayfold.cluster.memo import VALUES, AlignmentMemo
 from rayfold.cluster.pairscores import DistinctPairs
-from rayfold.cluster.rules import ClusterConfig
+from rayfold.cluster.rules import ClusterConfig, is_sorted
 from rayfold.io.storage import exists, join_uri, parquet_parts, write_parquet
 from rayfold.model.errors import InputError
 from rayfold.model.fragset import FragmentSet
 from rayfold.model.ids import id_array
-from rayfold.runtime.session import WORKER_ENV, iter_tasks, quiet_ray_data, ray_remote, ray_session
+from rayfold.runtime.session import (
+    WORKER_ENV,
+    Submissions,
+    iter_tasks,
+    quiet_ray_data,
+    ray_remote,
+    ray_session,
+)
 from rayfold.runtime.shards import (
+    BlockPlan,
     ShardedFragments,
     column_values,
     gather,
@@ -281,7 +288,7 @@ class RayAligner:
         self.remote = ray_remote(_align_block, runtime_env={"env_vars": WORKER_ENV})
 
     def _results(self, pairs: np.ndarray, desc: str,
-                 max_ahead: int | None = None) -> tuple[list, Iterator[tuple[int, Any]]]:
+                 max_ahead: int | None = None) -> tuple[BlockPlan, Iterator[tuple[int, Any]]]:
         """The (shard a, shard b, rows) blocks of `pairs`, and (block index, columns) as they finish.
         Pairs the memo answers cost nothing, so its blocks can be longer; the rows come in the same
         order either way. A block the memo answers whole is put in the object store as it is (so it
@@ -292,23 +299,22 @@ class RayAligner:
         lengths = shards.index.lengths
         cost_limit = min(self.task_seconds, total_seconds(lengths, pairs, found) / (TASKS_PER_CPU * _cpus()))
         # costs asked a run of one shard pair at a time: 8 B a pair less on the driver
-        blocks = list(shards.blocks(pairs[:, 0], pairs[:, 1], self.pairs_per_task,
-                                    lambda rows: pair_seconds(lengths, pairs[rows], found[rows]), cost_limit))
+        blocks = shards.block_plan(pairs[:, 0], pairs[:, 1], self.pairs_per_task,
+                                   lambda rows: pair_seconds(lengths, pairs[rows], found[rows]), cost_limit)
         self.calls += int((~found).sum())
 
-        def submit(a: int, b: int, rows: np.ndarray) -> Any:
+        def submit(index: int) -> Any:
             import ray
 
+            a, b, rows = blocks[index]
             todo = rows[~found[rows]]
             if not len(todo):
                 return ray.put({k: known[k][rows] for k in VALUES})  # type: ignore[index]
             return self.remote.remote(shards.refs[a], shards.position(pairs[todo, 0]),
                                       shards.refs[b], shards.position(pairs[todo, 1]))
 
-        submissions = [partial(submit, a, b, rows) for a, b, rows in blocks]
-
         def finished() -> Iterator[tuple[int, Any]]:
-            for index, part in iter_tasks(submissions, desc=desc, progress=self.progress,
+            for index, part in iter_tasks(Submissions(len(blocks), submit), desc=desc, progress=self.progress,
                                           max_in_flight=self.max_in_flight, max_ahead=max_ahead):
                 rows = blocks[index][2]
                 todo = ~found[rows]
@@ -441,14 +447,15 @@ class RayKmerCandidates:
     def _tries(self, members: np.ndarray, priority: np.ndarray, seed: int | None) -> pa.Table:
         import ray
 
-        members = np.unique(np.asarray(members, dtype=np.int64))
+        members = np.asarray(members)  # a round's members come sorted and unique: no int64 copy of them
+        members = members if is_sorted(members, strict=True) else np.unique(members)
         shards, config = self.fragments, self.config
         kmer_config = config.kmer_config()
         kmer_config = kmer_config if seed is None else replace(kmer_config, seed=seed)
         refs, counts = [], []
         for s, m in enumerate(shards.by_shard(members)):
             if len(m):
-                table, count = self.remote.remote(shards.refs[s], shards.position(m), m, priority[m],
+                table, count = self.remote.remote(shards.refs[s], shards.position(m), m.astype(np.int64), priority[m],
                                                   shards.index.lengths[m], kmer_config)
                 refs.append(table)
                 counts.append(count)

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import Any
 
 from rayfold.runtime.heap import keep_heap_small, release_freed
@@ -95,6 +96,22 @@ def ray_remote(fn: Callable, **options: Any) -> Any:
     return ray.remote(**options)(fn) if options else ray.remote(fn)
 
 
+class Submissions(Sequence):
+    """`submit(k)` for k < `count` as thunks made when asked (`iter_tasks` takes them in order): a
+    list of thousands of bound callables is never held while the tasks run."""
+
+    def __init__(self, count: int, submit: Callable[[int], Any]) -> None:
+        self.n, self.submit = count, submit
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k: Any) -> Any:
+        if not 0 <= k < self.n:
+            raise IndexError(k)
+        return partial(self.submit, k)
+
+
 def iter_tasks(submissions: Sequence[Callable[[], Any]], *, desc: str, progress: bool,
                max_in_flight: int, max_ahead: int | None = None) -> Iterator[tuple[int, Any]]:
     """(submission index, result) of (callable -> ObjectRef) thunks as they finish, with bounded
@@ -106,7 +123,7 @@ def iter_tasks(submissions: Sequence[Callable[[], Any]], *, desc: str, progress:
     import ray
     from tqdm.auto import tqdm
 
-    submissions = list(submissions)
+    submissions = submissions if isinstance(submissions, Sequence) else list(submissions)
     pending: dict = {}
     bar = tqdm(total=len(submissions), desc=desc, unit="task", disable=not progress)
     next_index = 0

@@ -20,10 +20,29 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rayfold.cluster.rules import is_sorted
 from rayfold.model.fragset import FragmentIndex, FragmentSet
 
 SHARD_COLUMNS = ("fragment_id", "sequence", "states_3di", "ca_coords", "mean_plddt")
 CATALOGUE_COLUMNS = ("fragment_id", "n_residues", "mean_plddt")
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """Blocks of a pair list (`ShardedFragments.blocks`) as arrays: block k is rows
+    rows[bounds[k]:bounds[k + 1]] of shards (shard_a[k], shard_b[k]). ~16 B a block where a tuple,
+    its ints and a view of its rows took ~250 B (a k-mer try at 10^5 fragments has thousands)."""
+
+    shard_a: np.ndarray  # int32
+    shard_b: np.ndarray  # int32
+    bounds: np.ndarray  # int64, one more than there are blocks
+    rows: np.ndarray  # every row once, in block order
+
+    def __len__(self) -> int:
+        return len(self.shard_a)
+
+    def __getitem__(self, k: int) -> tuple[int, int, np.ndarray]:
+        return int(self.shard_a[k]), int(self.shard_b[k]), self.rows[self.bounds[k]:self.bounds[k + 1]]
 
 
 @dataclass
@@ -64,25 +83,7 @@ class ShardedFragments:
         With `cost` (the cost of the given rows, asked a run at a time: no array of every row's), a
         run also ends once its cost reaches `cost_limit`, so a task of long chains gets few pairs.
         Rows come in the same order whatever the limits: only the cuts move."""
-        width = max(1, self.n_shards)
-        # one key per row, int32 while the shard pairs fit (46,340 shards: 190 M fragments), the
-        # shard pair read back from it; the rows' order int32 while they fit: 8 B a pair held
-        dtype = np.int32 if width * width < 2**31 else np.int64
-        key = np.asarray(np.asarray(a) // self.shard_size, dtype)  # a copy only where `a` is not `dtype`
-        np.multiply(key, width, out=key)  # in place: the key stays `dtype`
-        np.add(key, np.asarray(b) // self.shard_size, out=key, casting="unsafe")
-        order = np.argsort(key, kind="stable")
-        if not len(order):
-            return
-        if len(order) < 2**31:
-            order = order.astype(np.int32)
-        in_order = key[order]
-        cuts = np.flatnonzero(np.r_[True, in_order[1:] != in_order[:-1], True])
-        pair_of_run = in_order[cuts[:-1]].tolist()
-        del key, in_order
-        for (lo, hi), pair in zip(zip(cuts[:-1].tolist(), cuts[1:].tolist()), pair_of_run):
-            shard_a, shard_b = divmod(int(pair), width)
-            run = order[lo:hi]
+        for shard_a, shard_b, run in self._runs(np.asarray(a), np.asarray(b)):
             if cost is not None and np.isfinite(cost_limit):
                 costs = cost(run)
                 spent = np.cumsum(costs) - costs  # cost of the rows before each row
@@ -93,6 +94,57 @@ class ShardedFragments:
             for p, q in zip(parts[:-1].tolist(), parts[1:].tolist()):
                 for s in range(p, q, limit):
                     yield shard_a, shard_b, run[s:min(q, s + limit)]
+
+    def block_plan(self, a: np.ndarray, b: np.ndarray, limit: int,
+                   cost: Callable[[np.ndarray], np.ndarray] | None = None,
+                   cost_limit: float = float("inf")) -> BlockPlan:
+        """`blocks` as arrays (`BlockPlan`): what a driver keeps of them while their tasks run."""
+        rows = np.empty(len(a), np.int32 if len(a) < 2**31 else np.int64)
+        shard_a: list[int] = []
+        shard_b: list[int] = []
+        bounds = [0]
+        for sa, sb, run in self.blocks(a, b, limit, cost, cost_limit):
+            rows[bounds[-1]:bounds[-1] + len(run)] = run
+            shard_a.append(sa)
+            shard_b.append(sb)
+            bounds.append(bounds[-1] + len(run))
+        return BlockPlan(np.array(shard_a, np.int32), np.array(shard_b, np.int32), np.array(bounds, np.int64), rows)
+
+    def _runs(self, a: np.ndarray, b: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(shard of a, shard of b, rows) of each shard pair, in the order of a stable sort by
+        (shard of a, shard of b). Where `a` is in order (a k-mer try's members, a search's distinct
+        pairs) the rows of one shard of `a` are sorted at a time: the sort's keys and its int64
+        order cost one shard's rows, not ~16 B a pair of the whole list."""
+        if not len(a):
+            return
+        rows = np.int32 if len(a) < 2**31 else np.int64  # the rows' dtype: 4 B a pair held while they fit
+        if not is_sorted(a):
+            yield from self._runs_sorted(a, b, 0, rows)
+            return
+        cuts = np.searchsorted(a, np.arange(self.n_shards + 1, dtype=np.int64) * self.shard_size)
+        cuts[-1] = len(a)
+        for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+            if hi > lo:
+                yield from self._runs_sorted(a[lo:hi], b[lo:hi], lo, rows)
+
+    def _runs_sorted(self, a: np.ndarray, b: np.ndarray, first: int,
+                     rows: type) -> Iterator[tuple[int, int, np.ndarray]]:
+        """`_runs` of rows first, first + 1, ... by one stable sort of their shard-pair keys."""
+        width = max(1, self.n_shards)
+        # one key per row, int32 while the shard pairs fit (46,340 shards: 190 M fragments)
+        dtype = np.int32 if width * width < 2**31 else np.int64
+        key = np.asarray(a // self.shard_size, dtype)  # a copy only where `a` is not `dtype`
+        np.multiply(key, width, out=key)  # in place: the key stays `dtype`
+        np.add(key, b // self.shard_size, out=key, casting="unsafe")
+        order = np.argsort(key, kind="stable")
+        in_order = key[order]
+        order = np.add(order, first, out=order).astype(rows)
+        cuts = np.flatnonzero(np.r_[True, in_order[1:] != in_order[:-1], True])
+        pair_of_run = in_order[cuts[:-1]].tolist()
+        del key, in_order
+        for (lo, hi), pair in zip(zip(cuts[:-1].tolist(), cuts[1:].tolist()), pair_of_run):
+            shard_a, shard_b = divmod(int(pair), width)
+            yield shard_a, shard_b, order[lo:hi]
 
 
 def shard_in_memory(fragments: FragmentSet, shard_size: int) -> ShardedFragments:
