@@ -39,3 +39,23 @@ def test_merges_table_is_sorted_by_its_ids_as_arrow_sorts_the_strings(ids_in_ord
                                       ("fragment_a", "ascending"), ("fragment_b", "ascending")])
     assert pa.types.is_dictionary(merges.schema.field("fragment_a").type)  # 4 B a row, not the characters
     assert merges.cast(plain_schema(merges.schema)).equals(expected)
+
+
+@pytest.mark.parametrize("chunk", [1, 13, 65_536])
+def test_cluster_figures_are_their_definitions_in_any_chunking(chunk: int):
+    from rayfold.cluster.tables import cluster_figures
+
+    rng = np.random.default_rng(9)
+    n = 500
+    lengths = rng.integers(20, 900, n).astype(np.int32)
+    rep_of = rng.choice(rng.choice(n, 60, replace=False), n).astype(np.int32)
+    cluster_rep = rng.choice(np.unique(rep_of)[:25], n).astype(np.int32)
+    cluster_rep[np.unique(rep_of)] = rng.choice(np.unique(rep_of)[:25], len(np.unique(rep_of)))
+    reps, sizes, first_pass, low, high = cluster_figures(rep_of, cluster_rep, lengths, chunk=chunk)
+    assert reps.tolist() == np.unique(cluster_rep).tolist()
+    for k, r in enumerate(reps.tolist()):
+        members = np.flatnonzero(cluster_rep == r)
+        assert sizes[k] == len(members)
+        assert low[k] == lengths[members].min() and high[k] == lengths[members].max()
+        assert first_pass[k] == len(set(rep_of.tolist()) & set(members.tolist()))
+    assert all(a.dtype == np.int64 for a in (sizes, first_pass, low, high))

@@ -29,6 +29,36 @@ def indexing(names: pa.Array, index: np.ndarray) -> pa.DictionaryArray:
     return pa.DictionaryArray.from_arrays(pa.array(np.asarray(index, dtype=np.int32)), names)
 
 
+def cluster_figures(rep_of: np.ndarray, cluster_rep: np.ndarray, lengths: np.ndarray, chunk: int = 65_536
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(representatives in index order, sizes, first-pass clusters, min and max length) of each
+    cluster: one bool per fragment, the rest over the clusters and `chunk` fragments at a time (a
+    count per fragment and two lengths by representative took 16 B a fragment, np.unique's sort
+    and inverse ~45 B)."""
+    n = len(cluster_rep)
+
+    def present(values: np.ndarray) -> np.ndarray:
+        flag = np.zeros(n, bool)
+        for lo in range(0, len(values), chunk):
+            flag[values[lo:lo + chunk]] = True
+        return np.flatnonzero(flag)
+
+    reps = present(cluster_rep)
+    k = len(reps)
+    sizes = np.zeros(k, np.int64)
+    min_length = np.full(k, np.iinfo(np.int64).max, np.int64)
+    max_length = np.zeros(k, np.int64)
+    for lo in range(0, n, chunk):
+        at = np.searchsorted(reps, cluster_rep[lo:lo + chunk])
+        sizes += np.bincount(at, minlength=k)
+        part = np.asarray(lengths[lo:lo + chunk], np.int64)
+        np.minimum.at(min_length, at, part)
+        np.maximum.at(max_length, at, part)
+    first_reps = present(rep_of)
+    first_pass = np.bincount(np.searchsorted(reps, cluster_rep[first_reps]), minlength=k).astype(np.int64)
+    return reps, sizes, first_pass, min_length, max_length
+
+
 def cluster_tables(
     fragments: Fragments,
     rep_of: np.ndarray,
@@ -38,28 +68,17 @@ def cluster_tables(
     cohesion: Cohesion,
 ) -> dict[str, pa.Table]:
     """clusters, members, merges and singleton_audit tables, sorted by their keys."""
-    # one Arrow array of the ids (the driver's own, not a copy, when it holds an `IdColumn`), taken from
+    # one Arrow array of the ids (the driver's own, not a copy, when it holds an `IdColumn`): the
+    # tables' id columns are taken from it
     names = id_array(fragments.ids)
-    n = len(names)
     # the sharded engine's index is in id order already: no rank array then
     rank = None if in_id_order(fragments.ids) else id_rank(fragments.ids)
 
     def named(index: np.ndarray) -> pa.Array:
         return names.take(pa.array(np.asarray(index, dtype=np.int64)))
 
-    # per-cluster figures over the clusters only (k of them); per fragment, a count and two int32
-    # lengths by representative (16 B), not the sort and inverse of np.unique (~45 B)
-    counts = np.bincount(cluster_rep, minlength=n)
-    reps = np.flatnonzero(counts)
-    sizes = counts[reps]
-    first_pass_per_cluster = np.bincount(cluster_rep[np.unique(rep_of)], minlength=n)[reps]
-    del counts
-    lengths = np.asarray(fragments.lengths)
-    min_length = np.full(n, np.iinfo(np.int32).max, np.int32)
-    max_length = np.zeros(n, np.int32)
-    np.minimum.at(min_length, cluster_rep, lengths)
-    np.maximum.at(max_length, cluster_rep, lengths)
-    min_length, max_length = min_length[reps].astype(np.int64), max_length[reps].astype(np.int64)
+    reps, sizes, first_pass_per_cluster, min_length, max_length = cluster_figures(rep_of, cluster_rep,
+                                                                                 fragments.lengths)
     order = np.argsort(rank[reps], kind="stable") if rank is not None else np.arange(len(reps))
     reps = reps[order]
     sampled, low, mid = cohesion.of(reps)
