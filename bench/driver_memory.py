@@ -31,7 +31,13 @@ worker and gRPC threads, Python's object arenas, the rest. Single mappings of 25
 object store's file, Arrow's reserved segments: mapped, not resident) are left out. The RSS table
 then includes memray's own bookkeeping: read the attribution, not the RSS.
 
-    python bench/driver_memory.py /tmp/lin/n10000 /tmp/driver-memory-out [--allocators [--no-trace] | --memray]
+`--mappings` splits the private pages by kind of mapping at each stage's highest sample (every 2 s,
+/proc/PID/smaps): glibc's main heap, its thread arenas, 1 MiB maps, reservations of 256 MiB and
+more (mimalloc: Arrow's C++ default pool, which `pa.set_memory_pool` does not change: the first
+spill of the evidence, an Arrow IPC file, maps one and writes 2-4 MB of it), other anonymous maps,
+written pages of the libraries, and the object store's pages.
+
+    python bench/driver_memory.py /tmp/lin/n10000 /tmp/driver-memory-out [--allocators [--no-trace] | --memray] [--mappings]
 """
 
 from __future__ import annotations
@@ -59,6 +65,8 @@ def main() -> None:
                         help="with --allocators: glibc's arenas and Arrow's pool only, no tracemalloc")
     parser.add_argument("--memray", action="store_true",
                         help="run the driver under memray and attribute what is live at its peak")
+    parser.add_argument("--mappings", action="store_true",
+                        help="also split the private pages by kind of mapping (every 2 s, from /proc/PID/smaps)")
     args = parser.parse_args()
     cli = ["cluster", args.fragments, "--out", args.out, "--engine", "builtin"]
     probe_file, capture = f"{args.out}.allocators.jsonl", f"{args.out}.memray.bin"
@@ -86,6 +94,18 @@ def main() -> None:
             time.sleep(0.25)
 
     threading.Thread(target=sample, daemon=True).start()
+    by_mapping: list[tuple[float, dict[str, float]]] = []
+
+    def sample_mappings() -> None:
+        while child.poll() is None:
+            try:
+                by_mapping.append((time.monotonic() - start, private_by_mapping(child.pid)))
+            except (OSError, IndexError):
+                return
+            time.sleep(2.0)
+
+    if args.mappings:
+        threading.Thread(target=sample_mappings, daemon=True).start()
     stages: list[tuple[float, str]] = [(0.0, "start-up, loading, first k-mer shuffle")]
     seen: set[bytes] = set()
     # each finished stage's (kernel's high-water mark, file pages mapped as it began); the mark is
@@ -133,11 +153,68 @@ def main() -> None:
     print(f"\npeak RSS {peaks[0]:.1f} MB, private {peaks[1]:.1f} MB, shared {peaks[2]:.1f} MB, file {peaks[3]:.1f} MB, "
           f"[heap] {peaks[4]:.1f} MB; the kernel's high-water mark {peaks[5]:.1f} MB, {beyond_files:.1f} MB less "
           f"the file pages; exit status {child.returncode}")
+    if args.mappings:
+        report_mappings(by_mapping, stages)
     if args.allocators:
         report_allocators(probe_file, stages)
         report_peaks(probe_file.replace(".allocators.jsonl", ".peaks.json"), stages)
     if args.memray:
         report_memray(capture)
+
+
+MAPPING_KINDS = ("heap", "thread arenas", "1 MiB maps", "reserved (>= 256 MiB)", "other anonymous",
+                 "file (written)", "object store")
+
+
+def private_by_mapping(pid: int) -> dict[str, float]:
+    """The private pages of `pid` by kind of mapping, in MB: glibc's main heap; glibc's thread arenas (a
+    written part followed by its unwritten rest, 64 MiB in all); 1 MiB maps (Python's object arenas,
+    glibc's blocks of that size); reservations of 256 MiB and more (mimalloc's arenas: Arrow's C++
+    default pool); the other anonymous maps (glibc's mmapped blocks: NumPy arrays of 128 kB and more,
+    Ray's and gRPC's); the written pages of file maps (the libraries' data); and the object store's
+    pages read or written (shared)."""
+    header = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$")
+    maps: list[dict] = []
+    for line in open(f"/proc/{pid}/smaps"):
+        match = header.match(line)
+        if match:
+            maps.append({"start": int(match[1], 16), "end": int(match[2], 16), "perm": match[3],
+                         "name": match[4].strip(), "Anonymous": 0.0, "Rss": 0.0})
+        elif line.startswith(("Anonymous:", "Rss:")):
+            maps[-1][line.split(":")[0]] = int(line.split()[1]) / 1024
+    kinds = dict.fromkeys(MAPPING_KINDS, 0.0)
+    for k, m in enumerate(maps):
+        size, after = (m["end"] - m["start"]) / 2**20, (maps[k + 1] if k + 1 < len(maps) else None)
+        if m["name"] == "[heap]":
+            kind = "heap"
+        elif m["name"].startswith("/dev/shm"):
+            kinds["object store"] += m["Rss"]
+            continue
+        elif m["name"].startswith("/"):
+            kind = "file (written)"
+        elif m["name"]:
+            continue  # [stack], [vdso] ...
+        elif (after is not None and not after["name"] and after["perm"].startswith("---")
+              and after["start"] == m["end"] and abs((after["end"] - m["start"]) / 2**20 - 64) < 0.01):
+            kind = "thread arenas"
+        elif abs(size - 1.0) < 1e-9:
+            kind = "1 MiB maps"
+        elif size >= 256:
+            kind = "reserved (>= 256 MiB)"
+        else:
+            kind = "other anonymous"
+        kinds[kind] += m["Anonymous"]
+    return kinds
+
+
+def report_mappings(samples: list[tuple[float, dict[str, float]]], stages: list[tuple[float, str]]) -> None:
+    """Each stage's private pages by kind of mapping, at its sample of most private pages."""
+    print("\n| from | stage | " + " | ".join(MAPPING_KINDS) + " |\n|---|---|" + "---|" * len(MAPPING_KINDS))
+    for (begin, name), (end, _) in zip(stages, [*stages[1:], (float("inf"), "")]):
+        rows = [kinds for t, kinds in samples if begin <= t < end]
+        if rows:
+            top = max(rows, key=lambda kinds: sum(v for k, v in kinds.items() if k != "object store"))
+            print(f"| {begin:.0f} s | {name} | " + " | ".join(f"{top[k]:.1f}" for k in MAPPING_KINDS) + " |")
 
 
 def end_stage(pid: int) -> tuple[float, float]:
