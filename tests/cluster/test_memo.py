@@ -45,7 +45,7 @@ def test_the_memo_scans_a_spilled_store(tmp_path):
     found, out = memo.lookup(np.array([[3, 13], [13, 3], [0, 10], [9, 9]]))
     assert found.tolist() == [True, False, True, False]
     assert np.allclose(out["tm_a"][found], [0.4, 0.1])
-    assert len(list(tmp_path.glob("*.arrow"))) == 2  # four rows spilled, one still in memory
+    assert len(list(tmp_path.glob("*.npz"))) == 2  # four rows spilled, one still in memory
 
 
 def test_stored_rows_come_back_over_todays_indices_while_content_holds():

@@ -6,9 +6,13 @@ Later steps read only small slices of them: the rows among the representatives (
 audit, guard), the rows across first-pass clusters at min-TM >= the merge threshold (merge
 evidence), and the few pairs cohesion samples. An `Evidence` store takes rows as they are aligned
 and answers those slices (`select`) by one scan, block by block: the whole of it is never in memory
-at once. With a `spill` folder its blocks are Arrow IPC files there (the runtime's choice: the
-driver's memory stays flat however many fragments there are); without, they stay in memory (tests,
-small runs). Rows keep the order they were added in, so "later rows win" holds for every slice.
+at once. With a `spill` folder its blocks are files there (the runtime's choice: the driver's
+memory stays flat however many fragments there are); without, they stay in memory (tests, small
+runs). Rows keep the order they were added in, so "later rows win" holds for every slice.
+
+The files are NumPy's (`.npz`), not Arrow IPC: Arrow's IPC writer allocates from Arrow's C++
+default pool (mimalloc), which `pa.set_memory_pool` does not change, and the driver's first spill
+mapped a mimalloc arena and kept 2-4 MB of it written for the rest of the run.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 
 from rayfold.cluster.pairscores import PairScores, find_sorted, pair_keys
 from rayfold.cluster.rules import ClusterConfig
@@ -148,7 +151,7 @@ class Either:
 
 
 class Evidence:
-    """Alignment rows in the order they were added, held in memory or spilled to Arrow IPC files in
+    """Alignment rows in the order they were added, held in memory or spilled to NumPy files in
     `spill` (a folder the caller owns) every `block_rows` rows: at most ~0.5 MB of rows waits on the
     driver (it was 65,536 rows, 4.4 MB)."""
 
@@ -173,20 +176,18 @@ class Evidence:
         self.blocks, self.rows_pending = [], 0
         if not len(block["i"]):
             return
-        path = os.path.join(str(self.spill), f"evidence-{len(self.files):06d}.arrow")
-        table = pa.table(block)
-        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
+        path = os.path.join(str(self.spill), f"evidence-{len(self.files):06d}.npz")
+        np.savez(path, **block)
         self.files.append(path)
 
     def scan(self) -> Iterator[Columns]:
         """The rows in add order, a block at a time."""
         for path in self.files:
             # read into ordinary buffers (no memory map): only one block is resident at a time
-            with pa.OSFile(path, "rb") as source:
-                table = pa.ipc.open_file(source).read_all()
-            yield {k: table.column(k).to_numpy() for k in COLUMNS}
-            del table
+            with np.load(path) as block:
+                columns = {k: block[k] for k in COLUMNS}
+            yield columns
+            del columns
         yield from self.blocks
 
     def selected(self, rule: RowRule, *, since: int = 0) -> Iterator[Columns]:
