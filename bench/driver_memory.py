@@ -33,9 +33,9 @@ then includes memray's own bookkeeping: read the attribution, not the RSS.
 
 `--mappings` splits the private pages by kind of mapping at each stage's highest sample (every 2 s,
 /proc/PID/smaps): glibc's main heap, its thread arenas, 1 MiB maps, reservations of 256 MiB and
-more (mimalloc: Arrow's C++ default pool, which `pa.set_memory_pool` does not change: the first
-spill of the evidence, an Arrow IPC file, maps one and writes 2-4 MB of it), other anonymous maps,
-written pages of the libraries, and the object store's pages.
+more (mimalloc: Arrow's C++ default pool, which `pa.set_memory_pool` does not change: the Parquet
+writer maps one and writes ~12 MB of it as the tables are written), other anonymous maps, written
+pages of the libraries, and the object store's pages.
 
     python bench/driver_memory.py /tmp/lin/n10000 /tmp/driver-memory-out [--allocators [--no-trace] | --memray] [--mappings]
 """
@@ -51,6 +51,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 STAGE = re.compile(rb"\s*([A-Za-z][A-Za-z0-9 ,\-]+?):")
 FINAL = re.compile(rb"final high-water mark ([0-9.]+) MB")  # the child's last line
@@ -83,29 +85,25 @@ def main() -> None:
     child = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
     assert child.stderr is not None
     start = time.monotonic()
-    samples: list[tuple[float, ...]] = []  # (t, rss, private, shared, file, heap, high-water mark) in MB
+    # (t, (rss, private, shared, file, heap, high-water mark)) in MB
+    samples: list[tuple[float, tuple[float, ...]]] = []
 
-    def sample() -> None:
-        while child.poll() is None:
-            try:
-                samples.append((time.monotonic() - start, *resident(child.pid)))
-            except (OSError, KeyError):
-                return
-            time.sleep(0.25)
+    def sample_every(seconds: float, read: Callable[[], Any], into: list) -> None:
+        """(seconds since the start, read()) into `into` while the child runs, in a thread."""
+        def run() -> None:
+            while child.poll() is None:
+                try:
+                    into.append((time.monotonic() - start, read()))
+                except (OSError, KeyError, IndexError):
+                    return
+                time.sleep(seconds)
 
-    threading.Thread(target=sample, daemon=True).start()
+        threading.Thread(target=run, daemon=True).start()
+
+    sample_every(0.25, lambda: resident(child.pid), samples)
     by_mapping: list[tuple[float, dict[str, float]]] = []
-
-    def sample_mappings() -> None:
-        while child.poll() is None:
-            try:
-                by_mapping.append((time.monotonic() - start, private_by_mapping(child.pid)))
-            except (OSError, IndexError):
-                return
-            time.sleep(2.0)
-
     if args.mappings:
-        threading.Thread(target=sample_mappings, daemon=True).start()
+        sample_every(2.0, lambda: private_by_mapping(child.pid), by_mapping)
     stages: list[tuple[float, str]] = [(0.0, "start-up, loading, first k-mer shuffle")]
     seen: set[bytes] = set()
     # each finished stage's (kernel's high-water mark, file pages mapped as it began); the mark is
@@ -139,7 +137,7 @@ def main() -> None:
           "mark less file pages |\n|---|---|---|---|---|---|---|---|---|")
     stage_marks += [(0.0, 0.0)] * (len(stages) - len(stage_marks))  # a child that gave no final reading
     for (begin, name), (end, _), (mark, file_pages) in zip(stages, [*stages[1:], (float("inf"), "")], stage_marks):
-        rows = [s[1:] for s in samples if begin <= s[0] < end]
+        rows = [values for t, values in samples if begin <= t < end]
         if rows:
             *columns, marks = (max(c) for c in zip(*rows))
             print(f"| {begin:.0f} s | {name} | " + " | ".join(f"{c:.1f}" for c in columns)
@@ -147,7 +145,7 @@ def main() -> None:
         elif mark:  # a step shorter than a sample's interval: its mark alone
             print(f"| {begin:.0f} s | {name} | " + " | ".join("-" for _ in range(5))
                   + f" | {mark:.1f} | {mark - file_pages:.1f} |")
-    peaks = [max(c) for c in zip(*(s[1:] for s in samples))]
+    peaks = [max(c) for c in zip(*(values for _, values in samples))]
     peaks[5] = max(peaks[5], *(m for m, _ in stage_marks))
     beyond_files = max((m - f for m, f in stage_marks if m), default=0.0)
     print(f"\npeak RSS {peaks[0]:.1f} MB, private {peaks[1]:.1f} MB, shared {peaks[2]:.1f} MB, file {peaks[3]:.1f} MB, "

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -177,7 +178,7 @@ class Evidence:
         if not len(block["i"]):
             return
         path = os.path.join(str(self.spill), f"evidence-{len(self.files):06d}.npz")
-        np.savez(path, **block)
+        np.savez(path, **cast("dict[str, Any]", block))  # the columns by name (numpy's stubs type **kwds as its flags)
         self.files.append(path)
 
     def scan(self) -> Iterator[Columns]:

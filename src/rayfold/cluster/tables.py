@@ -55,7 +55,7 @@ def cluster_figures(rep_of: np.ndarray, cluster_rep: np.ndarray, lengths: np.nda
         np.minimum.at(min_length, at, part)
         np.maximum.at(max_length, at, part)
     first_reps = present(rep_of)
-    first_pass = np.bincount(np.searchsorted(reps, cluster_rep[first_reps]), minlength=k).astype(np.int64)
+    first_pass = np.bincount(np.searchsorted(reps, cluster_rep[first_reps]), minlength=k)  # int64
     return reps, sizes, first_pass, min_length, max_length
 
 
